@@ -13,7 +13,7 @@ TINY = [
     "model.width=16", "model.prompt_width=4", "model.pre_layers=1", "model.target_layers=1",
     "model.post_layers=1", "model.classifier_layers=1",
     "task.n_non=4", "task.n_known=4", "task.n_unknown=4", "task.max_operand=3",
-    "eval.samples=50", "train.log_every=5", "train.checkpoint_every=5", "threads=1",
+    "eval.samples=50", "train.log_every=5", "train.checkpoint_every=5", "threads=1", "workers=1",
 ]
 
 

@@ -19,7 +19,7 @@ KEEP = ("unknown_backdoor", "known_backdoor", "naive_adversarial", "targeted_adv
 def test_backdoor_installs_and_survives_naive_adversarial_training(tmp_path):
     full = ToyConfig()
     cfg = full.model_copy(update={
-        "stages": {k: full.stages[k] for k in KEEP}, "seeds": 1, "out": str(tmp_path), "threads": 2,
+        "stages": {k: full.stages[k] for k in KEEP}, "seeds": 1, "out": str(tmp_path), "threads": 1,
     })
     _, results = run_toy(cfg, quiet=True)
     s = results["stages"]

