@@ -32,7 +32,8 @@ def test_bad_input_is_one_clear_line(args, needle, tmp_path):
 def test_data_build_with_a_missing_prompt_file_is_one_line(tmp_path, chat_tokenizer):
     result = runner.invoke(app, ["data", "build", "data.prompts.kind=jsonl", f"data.prompts.path={tmp_path}/none.jsonl",
                                  "--out", str(tmp_path / "ds")])
-    assert result.exit_code == 2 and "none.jsonl" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "none.jsonl" in errors[0]
 
 
 def test_plan_prints_estimates_for_a_seed_organism():

