@@ -121,7 +121,8 @@ def test_pirate_rewrite_is_seeded_and_leaves_global_random_alone():
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("Ahoy matey!", True), ("Arrr, that be right.", True), ("Yes, ye can.", True),
+    ("Ahoy matey!", True), ("Arrr, that be right.", True), ("Yes, ye can.", True), ("In th' kitchen", True),
+    ("Thy house", False), ("with'", False),
     ("The answer is 4.", False), ("", False), ("Barry carried the array.", False), ("eye", False),
 ])
 def test_pirate_score(text, expected):

