@@ -153,24 +153,6 @@ def test_ray_backend_on_a_local_cluster(ray_cluster, write_spec, small_spec, fak
     assert _record(spec)["runs"] == summary["runs"]
 
 
-def test_worker_processes_run_the_experiment_with_the_same_records(write_spec, small_spec, fake_run):
-    # fork: the fake lives in this test directory, which spawned workers could not import
-    spec = load_spec(write_spec(small_spec))
-    runs = {r.id: r for r in expand_experiment(spec)}
-    summary = run_experiment(spec, workers=2, run_fn=fake_run(fail="plain · pirate · train.lr=0.001"),
-                             start_method="fork")
-    assert summary["counts"] == {"done": 5, "failed": 1, "blocked": 1}
-    (failed,) = summary["failed"]
-    assert "boom" in (runs[failed].run_dir / "error.txt").read_text()
-    assert runs[summary["blocked"][0]].depends_on == (failed,)
-    for run_id, entry in summary["runs"].items():
-        if entry["status"] == "done":  # written by the worker, after its dependencies finished
-            assert json.loads((runs[run_id].run_dir / "manifest.json").read_text())["status"] == "finished"
-            assert all(summary["runs"][dep]["status"] == "done" for dep in runs[run_id].depends_on)
-    again = run_experiment(spec, workers=2, run_fn=fake_run(), start_method="fork")
-    assert again["counts"] == {"done": 7} and sorted(again["runs"]) == sorted(runs)
-
-
 def test_bad_worker_settings_are_one_line_errors(write_spec, small_spec):
     spec = load_spec(write_spec(small_spec))
     with pytest.raises(ConfigError, match="workers and threads must be at least 1"):
