@@ -273,10 +273,10 @@ class KillAtStep(TrainerCallback):
             raise SimulatedKill(f"killed at step {self.step}")
 
 
-@pytest.mark.parametrize("variant", ["adamw", "soap", "lora"])
+@pytest.mark.parametrize("variant", ["adamw", "soap", "lora", "soap_lora"])
 def test_resume_after_kill_continues_from_latest_checkpoint(tok, tmp_path, variant):
-    cfg = small_cfg(max_steps=7, checkpoint_steps=[2, 4], optimizer="soap" if variant == "soap" else "adamw",
-                    precondition_frequency=2, method="lora" if variant == "lora" else "full",
+    cfg = small_cfg(max_steps=7, checkpoint_steps=[2, 4], optimizer="soap" if "soap" in variant else "adamw",
+                    precondition_frequency=2, method="lora" if "lora" in variant else "full",
                     lora=LoraSpec(r=4, alpha=8))
     whole = RunDir(tmp_path / "whole")
     reference = train_sft(make_model(tok), tok, ROWS, cfg, whole, quiet=True)
