@@ -38,7 +38,6 @@ def test_worker_processes_run_the_experiment_with_the_same_records(write_spec, s
     assert again["counts"] == {"done": 7} and sorted(again["runs"]) == sorted(runs)
 
 
-
 _INTERRUPTIBLE_PARENT = """
 import faulthandler, signal, sys
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for a stack dump if this hangs
@@ -76,7 +75,6 @@ def test_sigterm_to_the_parent_interrupts_a_busy_worker_and_a_rerun_finishes(wri
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)  # its own process group, for the cleanup below
     started = hung.run_dir / "started"
-    worker = None
     try:
         deadline = time.monotonic() + 120
         while not started.exists():
