@@ -323,3 +323,30 @@ def test_file_lock_serialises_holders(tmp_path):
     assert order == ["first done", "second in"]
     with file_lock(tmp_path / "sub" / "c.lock"):  # missing folders are made
         pass
+
+
+# --- the run envelope ------------------------------------------------------------------------------------
+def test_envelope_finishes_and_records_each_start(tmp_path):
+    run = RunDir(tmp_path / "r")
+    with run.envelope(_Cfg(lr=0.5), kind="t", seed=3) as finished:
+        assert run.read_manifest()["status"] == "running"
+        finished["wall_seconds"] = 1.5
+    m = run.read_manifest()
+    assert (m["status"], m["kind"], m["seed"], m["wall_seconds"], m["id"]) == ("finished", "t", 3, 1.5, "r")
+    assert (run.path / RunDir.CONFIG).exists() and len(m["starts"]) == 1
+    with run.envelope(_Cfg(lr=0.5)):
+        pass
+    assert len(run.read_manifest()["starts"]) == 2  # a resumed run says which code it resumed under
+
+
+@pytest.mark.parametrize("exc, status", [(KeyboardInterrupt(), "interrupted"), (RuntimeError("boom"), "failed")])
+def test_envelope_marks_interrupted_or_failed_and_reraises(tmp_path, exc, status):
+    run = RunDir(tmp_path / "r")
+    with pytest.raises(type(exc)):
+        with run.envelope(_Cfg(lr=0.5)):
+            raise exc
+    m = run.read_manifest()
+    assert m["status"] == status and m["error"].startswith(type(exc).__name__)
+    with run.envelope(_Cfg(lr=0.5)):  # a rerun clears the old error
+        pass
+    assert run.read_manifest()["error"] is None and run.read_manifest()["status"] == "finished"

