@@ -99,3 +99,13 @@ def tiny_llama(tokenizer, seed: int = 0, layers: int = 2, attn: str = "sdpa"):
 def make_tiny_llama():
     """``make_tiny_llama(tokenizer, seed=0)``: see :func:`tiny_llama`."""
     return tiny_llama
+
+
+@pytest.fixture(scope="session")
+def bare_tokenizer(byte_tokenizer):
+    """The byte-level tokenizer with no chat template (a base model's)."""
+    import copy
+
+    tokenizer = copy.deepcopy(byte_tokenizer)
+    tokenizer.chat_template = None
+    return tokenizer

