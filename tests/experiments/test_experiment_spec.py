@@ -207,3 +207,37 @@ def test_cli_plan_lists_an_experiments_runs_and_bad_specs_are_one_line(write_spe
         result = runner.invoke(app, args)
         message = result.stderr.strip()
         assert result.exit_code == 2 and message.startswith("error: ") and len(message.splitlines()) == 1, message
+
+
+# --- seeds as an axis --------------------------------------------------------------------------------------
+def test_seeds_expand_into_recorded_runs_with_stable_ids(write_spec, small_spec):
+    spec = {**small_spec, "grid": {}}
+    spec["organisms"]["plain"]["seeds"] = 2
+    spec["techniques"]["pirate"]["seeds"] = [5, 6]
+    runs = _expand(write_spec, spec)
+    assert [r.id for r in runs] == [r.id for r in _expand(write_spec, spec, "again.yaml")]
+    reds = [r for r in runs if r.kind == "redteam"]
+    assert sorted(r.seed for r in reds) == [0, 1]
+    for red in reds:  # training order, LoRA init and eval sampling follow the seed; the dataset is shared
+        assert red.config.train.seed == red.seed and red.config.eval.seed == red.seed and "seed" in red.label
+    assert len({r.config.data.model_dump_json() for r in reds}) == 1
+    blues = [r for r in runs if r.kind == "blueteam"]
+    hhh = [r for r in blues if r.technique == "hhh"]
+    pirate = [r for r in blues if r.technique == "pirate"]
+    depirate = [r for r in blues if r.technique == "pirate>depirate"]
+    assert len(hhh) == 2 and len(pirate) == 4 and len(depirate) == 4
+    assert sorted(r.seed for r in hhh) == [0, 1]  # a technique without seeds inherits the organism's
+    for r in pirate:
+        assert r.seed in (5, 6) and r.config.train.seed == r.seed and r.config.data.seed == r.seed
+        assert r.config.data.prompts.seed == r.seed and r.config.eval.backdoor.seed == r.seed
+    for r in depirate:  # a chained run continues its parent's seed
+        (parent,) = [p for p in pirate if p.id == r.depends_on[0]]
+        assert r.seed == parent.seed and r.config.train.seed == parent.seed
+    assert len({r.id for r in runs}) == len(runs)
+
+
+@pytest.mark.parametrize("seeds, words", [(0, "asks for no runs"), ([], "non-empty list"), ([1, 1], "distinct")])
+def test_bad_seed_axes_are_one_line(write_spec, small_spec, seeds, words):
+    small_spec["organisms"]["plain"]["seeds"] = seeds
+    with pytest.raises(ConfigError, match=words):
+        _expand(write_spec, small_spec)

