@@ -60,7 +60,10 @@ def train_records(run: Path) -> list[dict]:
 
 
 def test_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
-    launch("sft", str(tmp_path / "one"), "full,lora", "4", "4", ranks=1)
+    sys.path.insert(0, str(WORKER.parent))
+    import worker  # the one-process reference, in this process (no second interpreter start)
+
+    worker.sft(str(tmp_path / "one"), "full,lora", "4", "4")
     launch("sft", str(tmp_path / "two"), "full,lora", "4", "4", ranks=2)
     for method in ("full", "lora"):
         one, two = tmp_path / "one" / method, tmp_path / "two" / method
@@ -89,7 +92,7 @@ def test_redteam_pipeline_on_two_ranks_builds_once_and_writes_once(tmp_path):
     assert (runs[0] / "final" / "config.json").exists() and not list(runs[0].glob("*.tmp*"))
 
 
-@pytest.mark.parametrize("reduction", ["avg", "sum"])
+@pytest.mark.parametrize("reduction", ["avg", pytest.param("sum", marks=pytest.mark.slow)])
 def test_fsdp2_on_a_cpu_mesh_matches_unsharded(tmp_path, reduction):
     launch("fsdp", str(tmp_path), reduction, ranks=2)
     report = json.loads((tmp_path / "fsdp.json").read_text())
