@@ -68,6 +68,11 @@ SMOLLM2_TEMPLATE = (
 @pytest.fixture(scope="session")
 def byte_tokenizer():
     """A byte-level tokenizer (one token per byte, so decoding is exact) with SmolLM2's chat template."""
+    return byte_level_tokenizer()
+
+
+def byte_level_tokenizer():
+    """See :func:`byte_tokenizer` (a plain function too, for scripts the tests launch under torchrun)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 

