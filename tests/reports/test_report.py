@@ -184,3 +184,15 @@ def test_eval_budget_says_which_steps_were_full_and_how_large(experiment):
     write_report(experiment)
     text = (experiment / "report" / "summary.md").read_text()
     assert "## Eval budget" in text and "| intermediate |" in text
+
+
+def test_labels_from_records_cannot_inject_html_into_either_page(experiment):
+    record = json.loads((experiment / "experiment.json").read_text())
+    record["runs"]["hhh-cot"].update(label="<script>alert(1)</script>", error="<img src=x onerror=alert(2)> [x](javascript:y)")
+    atomic_write_json(experiment / "experiment.json", record)
+    paths = write_report(experiment)
+    md, page = paths["summary"].read_text(), paths["html"].read_text()
+    for text in (md, page):
+        assert "<script>" not in text and "<img src=x" not in text
+        assert "&lt;script" in text and "&lt;img src=x onerror=alert(2)" in text
+    assert "[x](javascript:" not in md and "\\[x\\](javascript:y)" in md  # no live link in the Markdown
