@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Tests never reach the network: the hub (models, datasets) is offline for them and every subprocess
+# they start, so a "not local, not cached" model is judged without a connection attempt.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 # One intra-op thread: OpenMP threads spin-wait, and on a loaded 2-core machine (CI, or a
 # benchmark running beside the tests) two threads per process can be tens of times slower.
