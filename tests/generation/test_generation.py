@@ -179,8 +179,8 @@ def test_train_mode_is_restored(tiny):
 
 
 def test_unknown_backend_is_a_clear_error(tiny):
-    with pytest.raises(ValueError, match="choose from: hf"):
-        get_generator(*tiny, backend="vllm")
+    with pytest.raises(ValueError, match="choose from: hf, vllm"):
+        get_generator(*tiny, backend="nosuch")
 
 
 # --- moved from tests/data/test_generate_prefix.py -----------------------------------------------
