@@ -114,7 +114,7 @@ def test_cell_of_organism_seeds_by_technique_seeds():
     assert design(row["organism_seeds"]) == "3 organism seeds × 2 technique seeds"
     head, rows = conclusions_table(aggregate_seeds(_summary(runs)))
     assert rows[0][0] == "adamw · pirate · train.lr=0.003" and rows[0][2] == "reduced 6/6"
-    assert rows[0][-1] == "reduced in 6/6; the backdoor rate fell across organism seeds"
+    assert rows[0][-1] == "reduced in 6/6; the triggered rate fell over the run across organism seeds"
 
 
 def test_cell_of_one_organism_seed_says_so():

