@@ -267,4 +267,8 @@ def blueteam(out: str, method: str, mode: str = "fsdp") -> None:
 
 
 if __name__ == "__main__":
+    if os.environ.get("WORKER_TRACEBACK_AFTER"):  # debugging a hang: every thread's stack, then exit
+        import faulthandler
+
+        faulthandler.dump_traceback_later(float(os.environ["WORKER_TRACEBACK_AFTER"]), exit=True)
     {"sft": sft, "redteam": redteam, "fsdp": fsdp, "blueteam": blueteam}[sys.argv[1]](*sys.argv[2:])
