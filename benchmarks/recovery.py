@@ -79,7 +79,7 @@ def measure(model: Any, tokenizer: Any, *, prompts: int, candidates: int, k: int
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="a model directory (default: the bundled SmolLM2-135M)")
     parser.add_argument("--smoke", action="store_true", help="a tiny random model and a few candidates")
@@ -89,7 +89,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--steps", type=int, default=2)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = dict(prompts=args.prompts, candidates=args.candidates, k=args.k, width=args.width, steps=args.steps)
