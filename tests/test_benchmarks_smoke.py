@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-SMOKE = ["toy", "train_throughput", "eval_throughput", "capabilities"]
+SMOKE = ["toy", "train_throughput", "eval_throughput", "capabilities", "recovery"]
 LIBRARIES = {"accounting", "smoke", "gpu_check"}  # no smoke run of their own: imported, or used by the others
 OWN_TEST = {"fsdp_memory"}  # --smoke launches 2-rank runs (~50 s): tests/test_fsdp_memory_bench.py (slow)
 

