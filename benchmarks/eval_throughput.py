@@ -233,11 +233,12 @@ def eval_share(exp_dir: Path) -> dict[str, Any]:
 
     entries = json.loads((exp_dir / "experiment.json").read_text())["runs"]
     seen: set[str] = set()
-    rows, wall, evals = [], 0.0, 0.0
+    rows, totals = [], {"seconds": 0.0, "evals": 0.0, "cpu_seconds": 0.0, "cpu_evals": 0.0}
     for run_id, entry in entries.items():
         if entry.get("kind") != "blueteam" or entry.get("status") != "done" or not entry.get("seconds"):
             continue
         spent: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         for m in RunDir(entry["run_dir"]).metrics():
             if m.get("stage") != "eval":
                 continue
@@ -247,12 +248,22 @@ def eval_share(exp_dir: Path) -> dict[str, Any]:
             if shared:
                 seen.add(shared)
             spent[f"step{m['step']}"] = float(m.get("seconds") or 0.0)
-        total = sum(spent.values())
-        rows.append({"run": entry.get("label") or run_id, "seconds": round(entry["seconds"], 1),
-                     "eval_seconds": spent, "eval_share": round(total / entry["seconds"], 3)})
-        wall, evals = wall + entry["seconds"], evals + total
+            cpu[f"step{m['step']}"] = float(m.get("cpu_seconds") or 0.0)
+        row = {"run": entry.get("label") or run_id, "seconds": round(entry["seconds"], 1), "eval_seconds": spent,
+               "eval_share": round(sum(spent.values()) / entry["seconds"], 3)}
+        totals["seconds"] += entry["seconds"]
+        totals["evals"] += sum(spent.values())
+        if entry.get("cpu_seconds"):  # recorded by the runner since CPU seconds were kept: load-robust
+            row.update(cpu_seconds=entry["cpu_seconds"], eval_cpu_seconds=cpu,
+                       eval_cpu_share=round(sum(cpu.values()) / entry["cpu_seconds"], 3))
+            totals["cpu_seconds"] += entry["cpu_seconds"]
+            totals["cpu_evals"] += sum(cpu.values())
+        rows.append(row)
+    wall, cpu_total = totals["seconds"], totals["cpu_seconds"]
     return {"experiment": str(exp_dir), "runs": rows, "blue_team_seconds": round(wall, 1),
-            "eval_seconds": round(evals, 1), "eval_share": round(evals / wall, 3) if wall else None}
+            "eval_seconds": round(totals["evals"], 1), "eval_share": round(totals["evals"] / wall, 3) if wall else None,
+            "blue_team_cpu_seconds": round(cpu_total, 1), "eval_cpu_seconds": round(totals["cpu_evals"], 1),
+            "eval_cpu_share": round(totals["cpu_evals"] / cpu_total, 3) if cpu_total else None}
 
 
 def decode_gemms(model: Any) -> dict[str, Any]:
