@@ -97,6 +97,11 @@ def _hardening_files(d: Path, run: Path) -> None:
         "name": "big", "out": str(d / "big"),
         "organisms": {"o": {"config": str(ROOT / "configs" / "redteam" / "quick_cpu.yaml")}},
         "techniques": {"hhh": {"config": str(ROOT / "configs" / "blueteam" / "hhh_sft.yaml")}}, "grid": grid}))
+    (d / "recover_alone.yaml").write_text(yaml.safe_dump({  # a recovery stage that nothing trains on
+        "name": "rec", "out": str(d / "rec"),
+        "organisms": {"o": {"config": str(ROOT / "configs" / "redteam" / "quick_cpu.yaml")}},
+        "techniques": {"recover": {"config": str(ROOT / "configs" / "recovery" / "scan.yaml"), "kind": "recover"},
+                       "hhh": {"config": str(ROOT / "configs" / "blueteam" / "hhh_sft.yaml")}}}))
     (d / "dup.yaml").write_text("train:\n  lr: 1.0e-4\n  lr: 3.0e-4\n")
     (d / "longline.jsonl").write_text(json.dumps({"text": "x" * (1 << 20)}) + "\n")
     (d / "latin1.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')

